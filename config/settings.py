@@ -1,0 +1,380 @@
+"""The profile: every number the program uses, validated, immutable.
+
+Defaults follow SPEC.md. A profile file (``config/hk.yaml``, ``config/us.yaml``) overrides them;
+environment variables ``CATALYST__SECTION__KEY=value`` override the file. Unknown keys, wrong
+types and out-of-range values are refused with one message naming the file, the key, the bad
+value and what is allowed (``ConfigError``; the CLI exits 2).
+
+Secrets and URLs never live in profiles: they come from the environment and ``.env``
+(``Secrets``), and their values never appear in any message.
+"""
+from __future__ import annotations
+
+import os
+from datetime import date, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from instruments import Market
+
+CONFIG_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = CONFIG_DIR.parent
+ENV_PREFIX = "CATALYST__"
+
+
+class ConfigError(Exception):
+    """A profile or environment setting that cannot be used; the message says which and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Pct = Decimal  # a percentage, 2 = 2 %
+
+
+class Levels(Strict):
+    """Thresholds of one exit signal; None means the signal has no such level."""
+
+    strong: float | None = None
+    moderate: float | None = None
+    weak: float | None = None
+
+
+class RiskLimits(Strict):
+    max_positions: int = Field(5, ge=1, le=50)
+    max_position_value: Decimal = Field(Decimal("10000"), gt=0)
+    tier3_position_value: Decimal = Field(Decimal("5000"), gt=0)
+    min_position_value: Decimal = Field(Decimal("2000"), ge=0)
+    max_position_pct_equity: Pct = Field(Decimal("20"), gt=0, le=100)
+    max_risk_per_trade_pct: Pct = Field(Decimal("1"), gt=0, le=10)
+    max_stop_distance_pct: Pct = Field(Decimal("5"), gt=0, le=50)
+    max_entries_per_day: int = Field(25, ge=0, le=500)
+    daily_loss_halt_pct: Pct = Field(Decimal("2"), gt=0, le=50)
+    daily_loss_warn_pct: Pct = Field(Decimal("1.5"), gt=0, le=50)
+    max_price_deviation_pct: Pct = Field(Decimal("3"), gt=0, le=20)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RiskLimits":
+        if self.daily_loss_warn_pct > self.daily_loss_halt_pct:
+            raise ValueError("daily_loss_warn_pct must not exceed daily_loss_halt_pct")
+        if self.tier3_position_value > self.max_position_value:
+            raise ValueError("tier3_position_value must not exceed max_position_value")
+        return self
+
+
+class EntryTier(Strict):
+    tier: int = Field(ge=1, le=3)
+    min_volume_ratio: float = Field(gt=0)
+    rsi_min: float = Field(ge=0, le=100)
+    rsi_max: float = Field(ge=0, le=100)
+    setup: Literal["pattern_and_catalyst", "pattern_or_catalyst", "momentum"]
+    min_reward_risk: Decimal = Field(gt=0)
+    size_fraction: Decimal = Field(gt=0, le=1)
+    min_change_pct: float | None = None
+    near_breakout_pct: float | None = None
+
+
+def _default_tiers() -> tuple[EntryTier, ...]:
+    return (
+        EntryTier(tier=1, min_volume_ratio=2.0, rsi_min=30, rsi_max=70, setup="pattern_and_catalyst",
+                  min_reward_risk=Decimal("2.0"), size_fraction=Decimal("1")),
+        EntryTier(tier=2, min_volume_ratio=1.5, rsi_min=30, rsi_max=75, setup="pattern_or_catalyst",
+                  min_reward_risk=Decimal("1.5"), size_fraction=Decimal("1"), near_breakout_pct=1.0),
+        EntryTier(tier=3, min_volume_ratio=1.3, rsi_min=25, rsi_max=80, setup="momentum",
+                  min_reward_risk=Decimal("1.5"), size_fraction=Decimal("0.5"), min_change_pct=3.0),
+    )
+
+
+class EntryPolicy(Strict):
+    tiers: tuple[EntryTier, ...] = Field(default_factory=_default_tiers)
+    pass_rsi_above: float = Field(80, ge=0, le=100)
+    pass_rsi_below: float = Field(20, ge=0, le=100)
+
+
+class SignalThresholds(Strict):
+    stop_loss_pct: Levels = Levels(strong=-3, moderate=-2, weak=-1)
+    take_profit_pct: Levels = Levels(strong=8, moderate=5, weak=3)
+    trailing_activation_pct: float = Field(3, gt=0)
+    trailing_drawdown_pct: Levels = Levels(strong=3, moderate=2)
+    rsi_overbought: Levels = Levels(strong=85, moderate=75, weak=70)
+    volume_dying_ratio: Levels = Levels(strong=0.25, moderate=0.40, weak=0.60)
+    market_close_minutes: Levels = Levels(strong=10, moderate=30, weak=60)
+    lunch_break_minutes: Levels = Levels(strong=10, moderate=30)
+    time_stop_minutes: Levels = Levels(strong=120, moderate=90, weak=60)
+    time_stop_flat_pct: float = Field(1, gt=0)
+    below_vwap_pct: Levels = Levels(moderate=2, weak=0)
+    below_ema9_pct: Levels = Levels(moderate=2, weak=0)
+    # Decision rules.
+    strength_points: dict[Literal["moderate", "weak"], float] = {"moderate": 2.0, "weak": 1.0}
+    weights: dict[str, float] = {}
+    exit_score: float = Field(6, gt=0)
+    exit_moderate_count: int = Field(3, ge=1)
+    ask_weak_count: int = Field(3, ge=1)
+    exit_moderate_count_without_advisor: int = Field(2, ge=1)
+
+
+class MonitorSettings(Strict):
+    check_interval_seconds: float = Field(300, gt=0, le=3600)
+    price_poll_seconds: float = Field(5, gt=0, le=60)
+    lease_seconds: float = Field(120, ge=10, le=3600)
+    haiku_max_calls_per_position: int = Field(10, ge=0, le=100)
+    haiku_min_interval_minutes: float = Field(15, ge=0)
+    haiku_timeout_seconds: float = Field(10, gt=0, le=120)
+    hold_through_lunch: bool = False
+    exit_order_type: Literal["market", "marketable_limit"] = "market"
+    marketable_limit_ticks: int = Field(5, ge=1, le=50)
+    fill_timeout_paper_seconds: float = Field(30, gt=0, le=600)
+    fill_timeout_live_seconds: float = Field(60, gt=0, le=600)
+    fill_poll_seconds: float = Field(1, gt=0, le=30)
+    retry_delay_seconds: float = Field(5, gt=0, le=300)
+
+
+class ModelSpec(Strict):
+    name: str
+    input_per_mtok: Decimal = Field(ge=0)
+    output_per_mtok: Decimal = Field(ge=0)
+    cache_write_per_mtok: Decimal = Field(ge=0)
+    cache_read_per_mtok: Decimal = Field(ge=0)
+    max_tokens: int = Field(2048, ge=16, le=20000)
+
+
+class Models(Strict):
+    decision: ModelSpec = ModelSpec(
+        name="claude-sonnet-4-6", input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15"),
+        cache_write_per_mtok=Decimal("3.75"), cache_read_per_mtok=Decimal("0.30"), max_tokens=4096,
+    )
+    consult: ModelSpec = ModelSpec(
+        name="claude-haiku-4-5", input_per_mtok=Decimal("1"), output_per_mtok=Decimal("5"),
+        cache_write_per_mtok=Decimal("1.25"), cache_read_per_mtok=Decimal("0.10"), max_tokens=256,
+    )
+    max_iterations: int = Field(35, ge=1, le=200)
+    request_timeout_seconds: float = Field(60, gt=0, le=600)
+
+
+class Budget(Strict):
+    daily_usd: Decimal = Field(Decimal("5"), ge=0)
+
+
+class Backstop(Strict):
+    stop_pct: Pct = Field(Decimal("5"), gt=0, le=50)
+    target_pct: Pct = Field(Decimal("10"), gt=0, le=200)
+
+
+class HKFees(Strict):
+    commission_pct: Pct = Field(Decimal("0.03"), ge=0)
+    commission_min: Decimal = Field(Decimal("3"), ge=0)
+    platform_fee: Decimal = Field(Decimal("0"), ge=0)
+    stamp_duty_pct: Pct = Field(Decimal("0.1"), ge=0)
+    sfc_levy_pct: Pct = Field(Decimal("0.0027"), ge=0)
+    afrc_levy_pct: Pct = Field(Decimal("0.00015"), ge=0)
+    trading_fee_pct: Pct = Field(Decimal("0.00565"), ge=0)
+
+
+class USFees(Strict):
+    commission_per_share: Decimal = Field(Decimal("0"), ge=0)
+    sec_fee_per_million: Decimal = Field(Decimal("27.80"), ge=0)
+    finra_taf_per_share: Decimal = Field(Decimal("0.000166"), ge=0)
+    finra_taf_max: Decimal = Field(Decimal("8.30"), ge=0)
+
+
+class PaperExchange(Strict):
+    starting_cash: Decimal = Field(Decimal("1000000"), gt=0)
+    spread_ticks: int = Field(1, ge=1, le=20)
+    slippage_ticks: int = Field(0, ge=0, le=20)
+    max_volume_participation: float = Field(0.25, gt=0, le=1)
+    universe_seed: int = 20261122
+    universe_size: int = Field(30, ge=0, le=200)
+    history_sessions: int = Field(25, ge=1, le=250)
+
+
+class Schedule(Strict):
+    cycle_times: tuple[time, ...] = (time(9, 30), time(13, 0))
+    cycle_start_tolerance_minutes: float = Field(10, ge=0, le=120)
+
+
+class ScanSettings(Strict):
+    default_index: str = "ALL"
+    max_results: int = Field(20, ge=1, le=20)
+    volume_lookback_sessions: int = Field(20, ge=1, le=60)
+    indices: dict[str, tuple[str, ...]] = {}
+
+
+class Ticks(Strict):
+    hk_phase2_date: date | None = None
+
+
+class Profile(Strict):
+    market: Market
+    agent_id: str = Field(min_length=1, max_length=50)
+    live: bool = False
+    risk: RiskLimits = RiskLimits()
+    entry: EntryPolicy = EntryPolicy()
+    signals: SignalThresholds = SignalThresholds()
+    monitor: MonitorSettings = MonitorSettings()
+    models: Models = Models()
+    budget: Budget = Budget()
+    backstop: Backstop = Backstop()
+    fees_hk: HKFees = HKFees()
+    fees_us: USFees = USFees()
+    paper: PaperExchange = PaperExchange()
+    schedule: Schedule = Schedule()
+    scan: ScanSettings = ScanSettings()
+    ticks: Ticks = Ticks()
+    news_hours_max: int = Field(72, ge=1, le=72)
+
+    @field_validator("market", mode="before")
+    @classmethod
+    def _market_upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @property
+    def currency(self) -> str:
+        return self.market.currency
+
+    def tier(self, n: int) -> EntryTier:
+        for t in self.entry.tiers:
+            if t.tier == n:
+                return t
+        raise KeyError(f"no entry tier {n} in the profile (tiers: {[t.tier for t in self.entry.tiers]})")
+
+
+# --- Secrets and URLs -------------------------------------------------------------------------
+class Secrets(Strict):
+    """What comes from the environment / .env. ``SecretStr`` keeps values out of reprs."""
+
+    database_url: SecretStr | None = None
+    research_database_url: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    moomoo_host: str | None = None
+    moomoo_port: int | None = None
+    moomoo_trade_pwd: SecretStr | None = None
+    alpaca_api_key: SecretStr | None = None
+    alpaca_secret_key: SecretStr | None = None
+    alpaca_base_url: str | None = None
+    alpaca_data_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    alert_email_to: str | None = None
+    alert_email_from: str | None = None
+    alert_webhook_url: SecretStr | None = None
+    var_dir: Path = PROJECT_DIR / "var"
+
+    def secret_values(self) -> list[str]:
+        """Every secret value, for the log redactor."""
+        values = []
+        for name in type(self).model_fields:
+            v = getattr(self, name)
+            if isinstance(v, SecretStr) and v.get_secret_value():
+                values.append(v.get_secret_value())
+        return values
+
+
+ENV_VARS = {
+    "DATABASE_URL": "database_url",
+    "RESEARCH_DATABASE_URL": "research_database_url",
+    "ANTHROPIC_API_KEY": "anthropic_api_key",
+    "ANTHROPIC_BASE_URL": "anthropic_base_url",
+    "MOOMOO_HOST": "moomoo_host",
+    "MOOMOO_PORT": "moomoo_port",
+    "MOOMOO_TRADE_PWD": "moomoo_trade_pwd",
+    "ALPACA_API_KEY": "alpaca_api_key",
+    "ALPACA_SECRET_KEY": "alpaca_secret_key",
+    "ALPACA_BASE_URL": "alpaca_base_url",
+    "ALPACA_DATA_URL": "alpaca_data_url",
+    "SMTP_HOST": "smtp_host",
+    "SMTP_PORT": "smtp_port",
+    "SMTP_USER": "smtp_user",
+    "SMTP_PASSWORD": "smtp_password",
+    "ALERT_EMAIL_TO": "alert_email_to",
+    "ALERT_EMAIL_FROM": "alert_email_from",
+    "ALERT_WEBHOOK_URL": "alert_webhook_url",
+    "CATALYST_VAR_DIR": "var_dir",
+}
+
+
+def load_secrets(env: Mapping[str, str]) -> Secrets:
+    values = {field: env[var] for var, field in ENV_VARS.items() if env.get(var, "").strip()}
+    try:
+        return Secrets(**values)
+    except ValidationError as exc:
+        # Name the variable, never its value.
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        var = next((k for k, v in ENV_VARS.items() if v == field), field)
+        raise ConfigError(f"environment variable {var}: {err['msg']}") from None
+
+
+# --- Loading ----------------------------------------------------------------------------------
+def profile_path(market: str) -> Path:
+    return CONFIG_DIR / f"{market.lower()}.yaml"
+
+
+def load_profile(path: Path, env: Mapping[str, str] | None = None) -> Profile:
+    """Read a profile file, apply ``CATALYST__...`` overrides from ``env``, validate."""
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"profile file {path} does not exist (profiles: config/hk.yaml, config/us.yaml)") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    overridden: dict[tuple[str, ...], str] = {}
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        keys = tuple(part.lower() for part in var[len(ENV_PREFIX):].split("__"))
+        _set_nested(data, keys, yaml.safe_load(raw) if raw.strip() else raw)
+        overridden[keys] = var
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path, overridden)) from None
+
+
+def _set_nested(data: dict, keys: tuple[str, ...], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def _explain(exc: ValidationError, path: Path, overridden: dict[tuple[str, ...], str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "(profile)"
+        source = overridden.get(loc)
+        where = f"environment variable {source} (over {path})" if source else str(path)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            lines.append(f"{where}: unknown key '{key}'; allowed here: {', '.join(allowed)}")
+        else:
+            value = err.get("input")
+            lines.append(f"{where}: {key} = {value!r} is not allowed: {err['msg']}")
+    return "configuration error: " + "; ".join(lines)
+
+
+def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    model: Any = Profile
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
