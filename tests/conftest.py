@@ -1,0 +1,28 @@
+"""Suite-wide setup: a private HOME (the moomoo SDK writes logs under it), loopback only."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="catalyst-test-home-"))
+os.environ["HOME"] = str(_HOME)
+os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+os.environ["no_proxy"] = "127.0.0.1,localhost"
+for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(var, None)
+for var in list(os.environ):
+    if var.startswith(("ANTHROPIC_", "CATALYST__", "ALPACA_", "MOOMOO_")) or var in ("DATABASE_URL", "RESEARCH_DATABASE_URL"):
+        os.environ.pop(var)
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+pytest_plugins = [
+    "tests.fakes.anthropic_fixtures",
+    "tests.fakes.alpaca_fixtures",
+    "tests.fakes.opend_fixtures",
+    "tests.db_fixtures",
+]

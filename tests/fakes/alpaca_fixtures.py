@@ -1,0 +1,1 @@
+"""Pytest fixtures for the fake alpaca server (filled in by its owner)."""

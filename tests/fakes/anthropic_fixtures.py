@@ -1,0 +1,1 @@
+"""Pytest fixtures for the fake anthropic server (filled in by its owner)."""

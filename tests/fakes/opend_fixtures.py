@@ -1,0 +1,1 @@
+"""Pytest fixtures for the fake opend server (filled in by its owner)."""
