@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Catalyst: the command line and the run.
+
+    python agent.py [--market hk|us] [--mode trade|close|heartbeat|status] [--force] [--live]
+                    [--brain claude|rules] [--config PATH] [--replay PATH [--from D] [--to D]]
+
+Exit codes: 0 done or skipped; 1 the run failed; 2 bad usage or configuration; 3 refused for safety.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from dotenv import dotenv_values
+
+from clock import Clock, WallClock
+from config.settings import PROJECT_DIR, ConfigError, Profile, Secrets, load_profile, load_secrets, profile_path
+from data.calendar import MarketCalendar
+from logsetup import setup_logging
+
+log = logging.getLogger("catalyst")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep one clear line
+        self.exit(EXIT_USAGE, f"agent.py: {message} (see --help)\n")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = _Parser(prog="agent.py", description="Catalyst day-trading agent")
+    p.add_argument("--market", choices=["hk", "us"], default="hk", help="market profile (config/<market>.yaml)")
+    p.add_argument("--mode", choices=["trade", "close", "heartbeat", "status"], default="trade")
+    p.add_argument("--force", action="store_true", help="run even when no session is open")
+    p.add_argument("--live", action="store_true", help="trade real money (the profile must also say live: true)")
+    p.add_argument("--brain", choices=["claude", "rules"], help="decision maker (default: claude with a key, else rules)")
+    p.add_argument("--config", type=Path, help="another profile file")
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.add_argument("--replay", type=Path, metavar="PATH", help="replay historical bars (CSV file or folder)")
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD")
+    return p.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: Profile
+    secrets: Secrets
+    profile_file: Path
+
+    @property
+    def var_dir(self) -> Path:
+        return self.secrets.var_dir
+
+
+def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    path = args.config or profile_path(args.market)
+    profile = load_profile(path, env)
+    if args.config is None and profile.market.value.lower() != args.market:
+        raise ConfigError(f"{path}: market: {profile.market.value} does not match --market {args.market}")
+    return Settings(profile, load_secrets(env), path)
+
+
+def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over ``.env`` (the environment wins)."""
+    env = {k: v for k, v in dotenv_values(PROJECT_DIR / ".env").items() if v is not None}
+    env.update(base if base is not None else os.environ)
+    return env
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> int:
+    args = parse_args(argv)
+    env = read_environment(env)
+    try:
+        settings = load_settings(args, env)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    profile = settings.profile
+    if args.live and not profile.live:
+        print(
+            f"refused: --live needs the profile to say `live: true` too ({settings.profile_file}); "
+            "nothing was traded",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    if profile.live and not args.live and args.mode != "status":
+        print(f"note: {settings.profile_file} says live: true but --live was not given; trading on paper", file=sys.stderr)
+    setup_logging(PROJECT_DIR / "logs", settings.secrets.secret_values())
+    clock = clock or WallClock()
+    calendar = MarketCalendar(profile.market)
+    if args.mode == "status":
+        return clock.run(run_status(settings, calendar, clock, as_json=args.json))
+    from run import run_agent  # the trading run pulls in brokers and models; status stays light
+
+    return run_agent(args, settings, calendar, clock, env)
+
+
+async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock, as_json: bool) -> int:
+    from status import build_status, render_status
+    from store import TradingStore, open_databases
+    from store.db import DatabaseError
+
+    secrets = settings.secrets
+    try:
+        dbs = await open_databases(
+            secrets.database_url.get_secret_value() if secrets.database_url else None,
+            secrets.research_database_url.get_secret_value() if secrets.research_database_url else None,
+            settings.var_dir,
+        )
+    except DatabaseError as exc:
+        print(f"status failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        store = TradingStore(dbs.trading, settings.profile.agent_id, settings.profile.market)
+        where = f"embedded PostgreSQL ({dbs.embedded.data_dir})" if dbs.embedded else dbs.trading.where
+        status = await build_status(store, calendar, settings.profile, clock.now(), where)
+    finally:
+        await dbs.close()
+    if as_json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(render_status(status, calendar))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""Bars from CSV files: read, check, put on the tick grid and the session grid, resample.
+
+Pure functions on pandas. A ``BarSeries`` holds one symbol's 1-minute bars (UTC index = the
+bar's open time, only minutes of the exchange's sessions) and its daily bars (index = the
+market-local date). Prices are floats for the indicators, but every one of them sits on the tick
+grid: the feeds' float noise (``85.4000015258789``) is rounded away with ``Decimal`` on load.
+
+File names say what a file holds: ``<CODE>_1m_*.csv``, ``<CODE>_5m_*.csv``, ``<CODE>_1d_*.csv``
+or ``<CODE>.csv`` (frequency inferred from the spacing of the timestamps). A number is a Hong
+Kong code, a ticker a US one (``instruments.parse_symbol``).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brokers.base import BAR_COLUMNS, Timeframe
+from data.calendar import TIMEZONES, MarketCalendar
+from instruments import HK_SPREAD_PHASE1_DATE, Market, Symbol, SymbolError, parse_symbol, round_to_tick
+
+log = logging.getLogger(__name__)
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+PRICE_COLUMNS = ["open", "high", "low", "close"]
+TIME_COLUMNS = ("datetime", "date")
+
+# Board lots of the bundled samples. Real lots come from the broker snapshot (``lot_size``);
+# this table only serves the sample files and the paper exchange that replays them.
+KNOWN_LOT_SIZES: dict[Symbol, int] = {
+    Symbol(Market.HK, "09988"): 100,
+    Symbol(Market.US, "MSFT"): 1,
+    Symbol(Market.US, "AAPL"): 1,
+}
+KNOWN_NAMES: dict[Symbol, str] = {
+    Symbol(Market.HK, "09988"): "Alibaba Group",
+    Symbol(Market.US, "MSFT"): "Microsoft",
+    Symbol(Market.US, "AAPL"): "Apple",
+}
+# An unknown HK code gets the most common board lot; the broker snapshot has the real one.
+DEFAULT_HK_LOT = 100
+
+
+class BarFileError(ValueError):
+    """A bar file that cannot be used; the message names the file, the row and what is expected."""
+
+
+@dataclass(frozen=True)
+class BarSeries:
+    symbol: Symbol
+    name: str
+    lot_size: int
+    synthetic: bool
+    minute: pd.DataFrame
+    daily: pd.DataFrame
+
+
+def empty_bars(utc_index: bool = True) -> pd.DataFrame:
+    index = pd.DatetimeIndex([], tz="UTC" if utc_index else None)
+    return pd.DataFrame({c: pd.Series([], dtype=float) for c in BAR_COLUMNS}, index=index)
+
+
+def default_lot_size(symbol: Symbol) -> int:
+    if symbol in KNOWN_LOT_SIZES:
+        return KNOWN_LOT_SIZES[symbol]
+    return DEFAULT_HK_LOT if symbol.market is Market.HK else 1
+
+
+# --- Loading ------------------------------------------------------------------------------------
+def load_samples(market: Market) -> dict[Symbol, BarSeries]:
+    """The real bars bundled in ``data/samples`` for ``market``."""
+    return load_bars(SAMPLES_DIR / market.value.lower(), market)
+
+
+def load_bars(path: str | Path, market: Market | None = None) -> dict[Symbol, BarSeries]:
+    """One CSV file or a folder of them, as one ``BarSeries`` per symbol.
+
+    With ``market``, files of the other market are skipped in a folder and refused as a single
+    file. A 1-minute and a daily file of the same code merge; a 5-minute file is used only when
+    there is no 1-minute file for the code.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.csv") if p.is_file())
+        described = [_describe_file(p) for p in files]
+        if market is not None:
+            described = [d for d in described if d.symbol.market is market]
+    elif path.is_file():
+        described = [_describe_file(path)]
+        if market is not None and described[0].symbol.market is not market:
+            raise BarFileError(f"{path}: holds {described[0].symbol}, not a {market.value} symbol")
+    else:
+        raise FileNotFoundError(f"no bar file or folder at {path}")
+    by_symbol: dict[Symbol, list[_BarFile]] = {}
+    for d in described:
+        by_symbol.setdefault(d.symbol, []).append(d)
+    return {symbol: _series_from_files(symbol, files) for symbol, files in sorted(by_symbol.items())}
+
+
+@dataclass(frozen=True)
+class _BarFile:
+    path: Path
+    symbol: Symbol
+    marker: str | None  # "1m", "5m", "1d" or None (infer)
+
+
+_FREQ_MARKER = re.compile(r"_(1m|5m|1d)(?:_|$)", re.IGNORECASE)
+
+
+def _describe_file(path: Path) -> _BarFile:
+    code = path.stem.split("_")[0]
+    try:
+        symbol = parse_symbol(code)
+    except SymbolError as e:
+        raise BarFileError(f"{path}: the file name must start with a symbol code (<CODE>_1m_....csv); {e}") from e
+    marker = _FREQ_MARKER.search(path.stem)
+    return _BarFile(path, symbol, marker.group(1).lower() if marker else None)
+
+
+def _series_from_files(symbol: Symbol, files: list[_BarFile]) -> BarSeries:
+    calendar = MarketCalendar(symbol.market)
+    intraday: dict[int, list[pd.DataFrame]] = {}
+    daily_parts: list[pd.DataFrame] = []
+    for f in files:
+        raw = _read_csv(f.path)
+        if _is_daily(f, raw):
+            daily_parts.append(_daily_frame(f.path, raw, symbol.market))
+        else:
+            frame = _intraday_frame(f.path, raw, symbol.market)
+            step = _spacing_minutes(frame) if f.marker is None else int(f.marker[:-1])
+            intraday.setdefault(step, []).append(frame)
+    # The finest intraday file wins: 5-minute bars only serve when there are no 1-minute ones.
+    minute = pd.concat(intraday[min(intraday)]) if intraday else empty_bars()
+    minute = _on_session_grid(_sorted_unique(minute), calendar)
+    daily = _sorted_unique(pd.concat(daily_parts)) if daily_parts else empty_bars(utc_index=False)
+    return BarSeries(
+        symbol=symbol,
+        name=KNOWN_NAMES.get(symbol, symbol.short),
+        lot_size=default_lot_size(symbol),
+        synthetic=False,
+        minute=minute,
+        daily=daily,
+    )
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise BarFileError(f"{path}: not a readable CSV ({e}); expected a header date|datetime,{','.join(BAR_COLUMNS)}") from e
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    time_columns = [c for c in TIME_COLUMNS if c in raw.columns]
+    missing = [c for c in BAR_COLUMNS if c not in raw.columns]
+    if not time_columns or missing:
+        wanted = ([] if time_columns else ["date or datetime"]) + missing
+        raise BarFileError(
+            f"{path}: missing column(s) {', '.join(wanted)}; found {', '.join(raw.columns) or 'none'}; "
+            f"expected date|datetime,{','.join(BAR_COLUMNS)}"
+        )
+    raw = raw.rename(columns={time_columns[0]: "time"})
+    return raw[["time", *BAR_COLUMNS]]
+
+
+def _row(i: int) -> str:
+    # Line numbers as a person sees them in an editor: the header is line 1.
+    return f"row {i + 2}"
+
+
+def _numbers(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(index=raw.index)
+    for column in BAR_COLUMNS:
+        values = pd.to_numeric(raw[column].str.strip(), errors="coerce").astype(float)
+        bad = values.isna() | ~np.isfinite(values.to_numpy())
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise BarFileError(f"{path}: {_row(i)}: {column} is {raw[column].iloc[i]!r}; expected a number")
+        if column == "volume":
+            negative = values < 0
+            if negative.any():
+                i = int(np.flatnonzero(negative.to_numpy())[0])
+                raise BarFileError(f"{path}: {_row(i)}: volume is {values.iloc[i]}; expected zero or more")
+        else:
+            not_positive = values <= 0
+            if not_positive.any():
+                i = int(np.flatnonzero(not_positive.to_numpy())[0])
+                raise BarFileError(f"{path}: {_row(i)}: {column} is {values.iloc[i]}; expected a positive price")
+        out[column] = values
+    inverted = out["high"] < out["low"]
+    if inverted.any():
+        i = int(np.flatnonzero(inverted.to_numpy())[0])
+        raise BarFileError(f"{path}: {_row(i)}: high {out['high'].iloc[i]} is below low {out['low'].iloc[i]}; expected high >= low")
+    return out
+
+
+def _parse_times(path: Path, raw: pd.DataFrame, market: Market) -> pd.DatetimeIndex:
+    text = raw["time"].str.strip()
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        parsed = pd.Series(pd.NaT, index=raw.index)
+    bad = parsed.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise BarFileError(
+            f"{path}: {_row(i)}: time {raw['time'].iloc[i]!r} is not a timestamp; expected e.g. "
+            "'2022-06-15 01:30:00+00:00', '2026-07-29 09:30:00-04:00' or '2022-06-15'"
+        )
+    has_offset = text.str.contains(r"(?:[+-]\d{2}:?\d{2}|Z)$", regex=True)
+    if not has_offset.all():
+        # Naive intraday times are read as exchange-local time (as Moomoo hands them out).
+        naive = pd.to_datetime(text[~has_offset], format="ISO8601")
+        local = naive.dt.tz_localize(TIMEZONES[market], ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+        parsed = parsed.copy()
+        parsed[~has_offset] = local
+    return pd.DatetimeIndex(parsed)
+
+
+def _is_daily(f: _BarFile, raw: pd.DataFrame) -> bool:
+    if f.marker is not None:
+        return f.marker == "1d"
+    return bool(raw["time"].str.strip().str.fullmatch(r"\d{4}-\d{2}-\d{2}").all())
+
+
+def _daily_frame(path: Path, raw: pd.DataFrame, market: Market) -> pd.DataFrame:
+    text = raw["time"].str.strip().str.slice(0, 10)
+    days = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d")
+    bad = days.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise BarFileError(f"{path}: {_row(i)}: date {raw['time'].iloc[i]!r} is not a date; expected YYYY-MM-DD")
+    frame = _numbers(path, raw)
+    frame.index = pd.DatetimeIndex(days).normalize()
+    return _on_tick_grid(frame, market, frame.index.date)
+
+
+def _intraday_frame(path: Path, raw: pd.DataFrame, market: Market) -> pd.DataFrame:
+    index = _parse_times(path, raw, market)
+    frame = _numbers(path, raw)
+    frame.index = index
+    local_days = index.tz_convert(TIMEZONES[market]).date
+    return _on_tick_grid(frame, market, local_days)
+
+
+def _spacing_minutes(frame: pd.DataFrame) -> int:
+    gaps = frame.index.sort_values().to_series().diff().dropna()
+    gaps = gaps[gaps > pd.Timedelta(0)]
+    if gaps.empty:
+        return 1
+    return max(1, int(gaps.min().total_seconds() // 60))
+
+
+def _sorted_unique(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame[~frame.index.duplicated(keep="last")].sort_index()
+    frame.index.name = None
+    return frame
+
+
+# --- Tick grid ----------------------------------------------------------------------------------
+def _tick_regime_day(market: Market, day: date) -> date:
+    # The tick only depends on which spread table is in force; one representative day per
+    # table lets the rounding cache hit across days.
+    if market is Market.HK and day >= HK_SPREAD_PHASE1_DATE:
+        return HK_SPREAD_PHASE1_DATE
+    return date(2000, 1, 3)
+
+
+@lru_cache(maxsize=200_000)
+def _rounded(market: Market, price: float, regime_day: date) -> float:
+    return float(round_to_tick(market, price, regime_day))
+
+
+def _on_tick_grid(frame: pd.DataFrame, market: Market, days) -> pd.DataFrame:
+    regimes = [_tick_regime_day(market, d) for d in days]
+    out = frame.copy()
+    for column in PRICE_COLUMNS:
+        out[column] = [_rounded(market, float(p), r) for p, r in zip(frame[column].to_numpy(), regimes)]
+    out["volume"] = out["volume"].astype(float)
+    return out
+
+
+# --- Session grid -------------------------------------------------------------------------------
+def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> tuple[pd.Series, pd.Series]:
+    """Per bar: the start of the session part it belongs to, and the end of that part (NaT outside)."""
+    local_days = pd.Index(index.tz_convert(calendar.tz).date)
+    part_start = pd.Series(pd.NaT, index=range(len(index)), dtype="datetime64[ns, UTC]")
+    part_end = part_start.copy()
+    times = pd.Series(index, index=range(len(index)))
+    for day in local_days.unique():
+        session = calendar.session(day)
+        if session is None:
+            continue
+        on_day = local_days == day
+        for start, end in session.parts:
+            inside = on_day & (times >= pd.Timestamp(start)).to_numpy() & (times < pd.Timestamp(end)).to_numpy()
+            part_start[inside] = pd.Timestamp(start)
+            part_end[inside] = pd.Timestamp(end)
+    return part_start, part_end
+
+
+def _on_session_grid(frame: pd.DataFrame, calendar: MarketCalendar) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    part_start, _ = _session_part_starts(frame.index, calendar)
+    whole_minute = (frame.index.second == 0) & (frame.index.microsecond == 0)
+    keep = part_start.notna().to_numpy() & whole_minute
+    dropped = int((~keep).sum())
+    if dropped:
+        log.info("dropped %d bar(s) outside the %s session grid", dropped, calendar.market.value)
+    return frame[keep]
+
+
+# --- Resampling ---------------------------------------------------------------------------------
+_AGGREGATION = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+
+
+def resample(minute: pd.DataFrame, timeframe: Timeframe, calendar: MarketCalendar) -> pd.DataFrame:
+    """Minute bars as ``timeframe`` bars.
+
+    Intraday bars are anchored on the start of each session part and never span the lunch break
+    (HK 1h: 09:30-10:30, 10:30-11:30, 11:30-12:00, 13:00-14:00 ...); the last bar of a part may be
+    shorter. Daily bars are indexed by the market-local date (tz-naive).
+    """
+    if timeframe is Timeframe.M1 or minute.empty:
+        return minute.copy() if timeframe is not Timeframe.D1 or not minute.empty else empty_bars(utc_index=False)
+    if timeframe is Timeframe.D1:
+        days = pd.DatetimeIndex(minute.index.tz_convert(calendar.tz).tz_localize(None)).normalize()
+        out = minute.groupby(days).agg(_AGGREGATION)[BAR_COLUMNS]
+        out.index.name = None
+        return out
+    part_start, part_end = _session_part_starts(minute.index, calendar)
+    inside = part_start.notna().to_numpy()
+    bars = minute[inside]
+    starts = pd.DatetimeIndex(part_start[inside])
+    width = pd.Timedelta(minutes=timeframe.minutes)
+    labels = starts + ((bars.index - starts) // width) * width
+    out = bars.groupby(labels).agg(_AGGREGATION)[BAR_COLUMNS]
+    out.index = pd.DatetimeIndex(out.index).tz_convert("UTC")
+    out.index.name = None
+    return out
+
+
+def session_bars(series: BarSeries, day: date) -> pd.DataFrame:
+    """The minute bars of the session on market-local date ``day`` (empty on a day without data)."""
+    minute = series.minute
+    if minute.empty:
+        return minute.copy()
+    local_days = minute.index.tz_convert(TIMEZONES[series.symbol.market]).date
+    return minute[local_days == day].copy()
+
+
+def bars_before(frame: pd.DataFrame, t: pd.Timestamp, bar_minutes: int = 1) -> pd.DataFrame:
+    """Bars already closed at ``t`` (open + length <= t): what a tool may see without look-ahead."""
+    return frame[frame.index + timedelta(minutes=bar_minutes) <= t]

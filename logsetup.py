@@ -1,0 +1,59 @@
+"""Logging: ``logs/agent.log`` rotated daily (30 kept), one line per event, secrets redacted."""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+from pathlib import Path
+from typing import Iterable
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces every known secret value (and anything that looks like an API key) with ***."""
+
+    _KEY_LIKE = re.compile(r"(sk-ant-[A-Za-z0-9_\-]{8,}|(?<=[?&])(?:key|token|password)=[^&\s]+)")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return self._KEY_LIKE.sub("***", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def setup_logging(log_dir: Path, secrets: Iterable[str], level: int = logging.INFO, console: bool = False) -> RedactSecrets:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    redactor = RedactSecrets(secrets)
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    file_handler = logging.handlers.TimedRotatingFileHandler(
+        log_dir / "agent.log", when="midnight", backupCount=30, utc=True, encoding="utf-8"
+    )
+    file_handler.setFormatter(logging.Formatter(_FORMAT))
+    file_handler.addFilter(redactor)
+    root.addHandler(file_handler)
+    if console:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        stream.addFilter(redactor)
+        stream.setLevel(logging.WARNING)
+        root.addHandler(stream)
+    for noisy in ("asyncio", "httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "urllib3", "websockets", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return redactor

@@ -1,0 +1,199 @@
+"""Connection pools, the embedded PostgreSQL, and migrations.
+
+With ``DATABASE_URL`` / ``RESEARCH_DATABASE_URL`` the given servers are used. Without them an
+embedded PostgreSQL (pgserver) under the project's ``var/`` folder serves both the trading and
+the research (Big Bro) tables; it starts on demand and stops when the last process using it
+exits.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import warnings
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import asyncpg
+
+from clock import external_io
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Migrations of one database never run concurrently: two agents starting together wait here.
+_MIGRATION_LOCK_KEY = 0x43617461  # "Cata"
+
+
+class DatabaseError(Exception):
+    """The database could not be reached or used; the message names which one and why."""
+
+
+def _describe(url: str) -> str:
+    """A database URL without credentials, for messages."""
+    try:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        host = parts.hostname or "local socket"
+        return f"{host}{':' + str(parts.port) if parts.port else ''}{parts.path or ''}"
+    except ValueError:
+        return "the configured database"
+
+
+class Database:
+    """An asyncpg pool; every call is marked as external I/O for the simulated clock."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url = url
+        self.name = name
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def where(self) -> str:
+        return _describe(self.url)
+
+    async def connect(self, min_size: int = 1, max_size: int = 5, timeout: float = 10) -> "Database":
+        try:
+            with external_io():
+                self._pool = await asyncpg.create_pool(
+                    self.url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=30
+                )
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            raise DatabaseError(f"cannot connect to the {self.name} database at {self.where}: {type(exc).__name__}") from None
+        return self
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            with external_io():
+                await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise DatabaseError(f"the {self.name} database is not connected")
+        return self._pool
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        with external_io():
+            return await self.pool.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        with external_io():
+            return await self.pool.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        with external_io():
+            return await self.pool.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        with external_io():
+            return await self.pool.execute(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        with external_io():
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    yield conn
+
+    async def migrate(self, kind: str) -> list[str]:
+        """Apply ``migrations/<kind>/*.sql`` not yet applied; safe to run twice or concurrently."""
+        files = sorted((MIGRATIONS_DIR / kind).glob("*.sql"))
+        applied_now: list[str] = []
+        with external_io():
+            async with self.pool.acquire() as conn:
+                await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+                try:
+                    await conn.execute(
+                        """CREATE TABLE IF NOT EXISTS schema_migrations (
+                               kind TEXT NOT NULL, version TEXT NOT NULL, checksum TEXT NOT NULL,
+                               applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (kind, version))"""
+                    )
+                    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations WHERE kind = $1", kind)}
+                    for path in files:
+                        if path.name in done:
+                            continue
+                        sql = path.read_text()
+                        async with conn.transaction():
+                            await conn.execute(sql)
+                            await conn.execute(
+                                "INSERT INTO schema_migrations (kind, version, checksum) VALUES ($1, $2, $3)",
+                                kind, path.name, hashlib.sha256(sql.encode()).hexdigest(),
+                            )
+                        applied_now.append(path.name)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+        if applied_now:
+            log.info("applied %s migrations to the %s database: %s", kind, self.name, ", ".join(applied_now))
+        return applied_now
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server in a folder of the project, started on demand (pgserver)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or join) the server and return a connection URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+            import pgserver
+
+            try:
+                self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+            except Exception as exc:  # pgserver raises plain exceptions with the initdb/pg_ctl output
+                raise DatabaseError(
+                    f"could not start the embedded PostgreSQL in {self.data_dir}: {exc}; "
+                    "set DATABASE_URL to use an existing server instead"
+                ) from None
+        return self._server.get_uri()
+
+    def uri(self, database: str | None = None) -> str:
+        return self._server.get_uri(database)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+@dataclass
+class Databases:
+    trading: Database
+    research: Database
+    embedded: EmbeddedPostgres | None
+
+    @property
+    def shared(self) -> bool:
+        return self.trading is self.research
+
+    async def close(self) -> None:
+        await self.trading.close()
+        if not self.shared:
+            await self.research.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+async def open_databases(database_url: str | None, research_url: str | None, var_dir: Path) -> Databases:
+    """Connect (starting the embedded server when no URL is given) and migrate both databases."""
+    embedded = None
+    if not database_url:
+        embedded = EmbeddedPostgres(var_dir / "pg")
+        with external_io():
+            database_url = await asyncio.to_thread(embedded.start)
+    trading = await Database(database_url, "trading").connect()
+    if research_url and research_url != database_url:
+        research = await Database(research_url, "research").connect()
+    else:
+        research = trading
+    await trading.migrate("trading")
+    await research.migrate("research")
+    return Databases(trading, research, embedded)

@@ -1,0 +1,72 @@
+"""The simulated clock: instant, deterministic, and frozen while real I/O is in flight."""
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+from clock import SimClock, io
+
+START = datetime(2026, 11, 23, 1, 30, tzinfo=timezone.utc)
+
+
+def test_a_simulated_day_passes_instantly_and_in_order():
+    clock = SimClock(START)
+    log: list[tuple[str, datetime]] = []
+
+    async def ticker(name: str, every: float, n: int):
+        for _ in range(n):
+            await clock.sleep(every)
+            log.append((name, clock.now()))
+
+    async def main():
+        await asyncio.gather(ticker("fast", 15, 1320), ticker("slow", 300, 66))
+
+    wall = time.perf_counter()
+    clock.run(main())
+    assert time.perf_counter() - wall < 5
+    assert clock.now() == START + timedelta(seconds=15 * 1320)
+    times = [t for _, t in log]
+    assert times == sorted(times)
+
+
+def test_the_same_program_gives_the_same_trace_twice():
+    def trace():
+        clock = SimClock(START)
+        out = []
+
+        async def worker(i):
+            for k in range(5):
+                await clock.sleep(7 * (i + 1))
+                out.append((i, k, clock.now().isoformat()))
+
+        async def main():
+            await asyncio.gather(*(worker(i) for i in range(4)))
+
+        clock.run(main())
+        return out
+
+    assert trace() == trace()
+
+
+def test_timeouts_follow_simulated_time():
+    clock = SimClock(START)
+
+    async def main():
+        try:
+            await asyncio.wait_for(asyncio.sleep(3600), timeout=30)
+        except TimeoutError:
+            return clock.now()
+
+    assert clock.run(main()) == START + timedelta(seconds=30)
+
+
+def test_no_simulated_time_passes_during_external_io():
+    clock = SimClock(START)
+
+    async def main():
+        before = clock.now()
+        await io(asyncio.to_thread(time.sleep, 0.05))
+        return clock.now() - before
+
+    assert clock.run(main()) == timedelta(0)
