@@ -13,11 +13,11 @@
 * ``ConsultGate``: per position, at most ``haiku_max_calls_per_position`` consults, and none within
   ``haiku_min_interval_minutes`` of the previous one unless the set of (signal, strength) changed.
 
-The timeout is ``asyncio.wait_for``, so it follows the running event loop's time. The call itself
-is marked as external I/O (``clock.io``): under the simulated clock no virtual time passes while
-the real HTTP request is in flight (otherwise the virtual loop would jump straight to the deadline
-and every consult would "time out"). The same number is also given to the SDK as its request
-timeout, which bounds a hung connection in real time under either clock.
+The timeout is ``asyncio.wait_for``, so it follows the running event loop's time. The HTTP call is
+marked as external I/O (``clock.io``): under the simulated clock no virtual time passes while it is
+in flight. Without that mark the virtual loop would jump straight to the deadline and every consult
+in a replay would "time out" at once; with it, a replay waits for the (fake) server in real time
+and the timeout only acts under the wall clock.
 """
 from __future__ import annotations
 
@@ -166,12 +166,11 @@ class HaikuAdvisor:
             tools=[EXIT_DECISION_TOOL],
             tool_choice={"type": "tool", "name": TOOL_NAME},
             messages=[{"role": "user", "content": render_request(request)}],
-            timeout=self._timeout,
         )
 
     def _hold(self, error: str, failure: AdviceFailure, usage: Usage | None = None, cost: Decimal = ZERO) -> Advice:
-        return Advice(ExitAction.HOLD, f"advisor failed ({failure.value}); holding", 0.0, AdviceSource.HAIKU, ok=False,
-                      error=self._redact(error), usage=usage, cost_usd=cost, failure=failure)
+        return Advice(ExitAction.HOLD, f"advisor failed ({failure.value}); holding", 0.0, AdviceSource.HAIKU,
+                      ok=False, error=self._redact(error), usage=usage, cost_usd=cost, failure=failure)
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, anthropic.APIStatusError):

@@ -17,7 +17,8 @@ Rules that matter
 * Technical signals are read in the position's direction. Their names describe the long case;
   for a short they mirror: RSI at or below ``100 - level`` (oversold), price above VWAP / EMA9,
   MACD crossing over its signal line while below zero. The detail text says which.
-* Missing data (None technicals, a None field, no entry volume) means that signal does not fire.
+* Missing data (None technicals, a None or NaN field, no entry volume) means that signal does not
+  fire.
 * Minutes held exclude the lunch break (a position held through lunch did not work for that
   hour).
 
@@ -60,10 +61,11 @@ depend on the wall clock or the TZ environment variable. Exit code 0 only if all
 from __future__ import annotations
 
 import enum
+import math
 import operator
 import sys
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, fields
+from datetime import datetime
 from decimal import Decimal
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -175,6 +177,7 @@ class PositionView:
             raise ValueError(f"{self.symbol}: entry price must be positive, got {self.entry_price}")
         if self.entry_time.tzinfo is None:
             raise ValueError(f"{self.symbol}: entry_time {self.entry_time} is naive; pass a timezone-aware time")
+        object.__setattr__(self, "entry_volume_rate", _finite_or_none(self.entry_volume_rate))
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,17 @@ class ExitTechnicals:
     ema9: float | None = None
     vwap: float | None = None
     volume_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        # Indicator frames carry NaN where there is not enough history: that is missing data.
+        for f in fields(self):
+            object.__setattr__(self, f.name, _finite_or_none(getattr(self, f.name)))
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 @dataclass(frozen=True)

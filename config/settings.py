@@ -187,7 +187,8 @@ class PaperExchange(Strict):
     spread_ticks: int = Field(1, ge=1, le=20)
     slippage_ticks: int = Field(0, ge=0, le=20)
     max_volume_participation: float = Field(0.25, gt=0, le=1)
-    universe_seed: int = 20261122
+    # The demo universe; this seed gives the sample session a few trades (see README).
+    universe_seed: int = 4
     universe_size: int = Field(30, ge=0, le=200)
     history_sessions: int = Field(25, ge=1, le=250)
 
@@ -195,6 +196,9 @@ class PaperExchange(Strict):
 class Schedule(Strict):
     cycle_times: tuple[time, ...] = (time(9, 30), time(13, 0))
     cycle_start_tolerance_minutes: float = Field(10, ge=0, le=120)
+    # A cycle that starts at the open waits this long, so that the opening range (and a first
+    # volume reading) exists before anything is scanned.
+    opening_range_minutes: float = Field(15, ge=0, le=120)
 
 
 class ScanSettings(Strict):

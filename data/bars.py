@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
@@ -200,10 +200,16 @@ def _numbers(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
 
 def _parse_times(path: Path, raw: pd.DataFrame, market: Market) -> pd.DatetimeIndex:
     text = raw["time"].str.strip()
-    try:
-        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-    except (ValueError, TypeError):
-        parsed = pd.Series(pd.NaT, index=raw.index)
+    has_offset = text.str.contains(r"(?:[+-]\d{2}:?\d{2}|Z)$", regex=True)
+    parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    if has_offset.any():
+        parsed[has_offset] = pd.to_datetime(text[has_offset], errors="coerce", utc=True, format="ISO8601")
+    if (~has_offset).any():
+        # Naive intraday times are read as exchange-local time (as Moomoo hands them out).
+        naive = pd.to_datetime(text[~has_offset], errors="coerce", format="ISO8601")
+        parsed[~has_offset] = naive.dt.tz_localize(
+            TIMEZONES[market], ambiguous="NaT", nonexistent="NaT"
+        ).dt.tz_convert("UTC")
     bad = parsed.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -211,13 +217,6 @@ def _parse_times(path: Path, raw: pd.DataFrame, market: Market) -> pd.DatetimeIn
             f"{path}: {_row(i)}: time {raw['time'].iloc[i]!r} is not a timestamp; expected e.g. "
             "'2022-06-15 01:30:00+00:00', '2026-07-29 09:30:00-04:00' or '2022-06-15'"
         )
-    has_offset = text.str.contains(r"(?:[+-]\d{2}:?\d{2}|Z)$", regex=True)
-    if not has_offset.all():
-        # Naive intraday times are read as exchange-local time (as Moomoo hands them out).
-        naive = pd.to_datetime(text[~has_offset], format="ISO8601")
-        local = naive.dt.tz_localize(TIMEZONES[market], ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-        parsed = parsed.copy()
-        parsed[~has_offset] = local
     return pd.DatetimeIndex(parsed)
 
 
@@ -326,8 +325,10 @@ def resample(minute: pd.DataFrame, timeframe: Timeframe, calendar: MarketCalenda
     (HK 1h: 09:30-10:30, 10:30-11:30, 11:30-12:00, 13:00-14:00 ...); the last bar of a part may be
     shorter. Daily bars are indexed by the market-local date (tz-naive).
     """
-    if timeframe is Timeframe.M1 or minute.empty:
-        return minute.copy() if timeframe is not Timeframe.D1 or not minute.empty else empty_bars(utc_index=False)
+    if minute.empty:
+        return empty_bars(utc_index=timeframe is not Timeframe.D1)
+    if timeframe is Timeframe.M1:
+        return minute.copy()
     if timeframe is Timeframe.D1:
         days = pd.DatetimeIndex(minute.index.tz_convert(calendar.tz).tz_localize(None)).normalize()
         out = minute.groupby(days).agg(_AGGREGATION)[BAR_COLUMNS]
@@ -353,7 +354,3 @@ def session_bars(series: BarSeries, day: date) -> pd.DataFrame:
     local_days = minute.index.tz_convert(TIMEZONES[series.symbol.market]).date
     return minute[local_days == day].copy()
 
-
-def bars_before(frame: pd.DataFrame, t: pd.Timestamp, bar_minutes: int = 1) -> pd.DataFrame:
-    """Bars already closed at ``t`` (open + length <= t): what a tool may see without look-ahead."""
-    return frame[frame.index + timedelta(minutes=bar_minutes) <= t]

@@ -82,7 +82,7 @@ def _round_price_like(value: float) -> float:
 def compute_technicals(bars: pd.DataFrame, calendar: MarketCalendar, timeframe: Timeframe) -> Technicals:
     """RSI14, MACD 12/26/9, EMA9/21, SMA20/50, ATR14, session VWAP, Bollinger 20/2, swing
     support/resistance and trend of ``bars`` (columns open, high, low, close, volume)."""
-    _check_timeframe(bars, timeframe)
+    check_bar_spacing(bars, timeframe)
     bars = bars.sort_index()
     close = bars["close"].astype(float)
     macd_now, macd_prev = _macd(close)
@@ -115,7 +115,7 @@ def compute_technicals(bars: pd.DataFrame, calendar: MarketCalendar, timeframe: 
     )
 
 
-def _check_timeframe(bars: pd.DataFrame, timeframe: Timeframe) -> None:
+def check_bar_spacing(bars: pd.DataFrame, timeframe: Timeframe) -> None:
     """Refuse minute bars passed off as a longer timeframe (the original ignored the timeframe)."""
     if timeframe in (Timeframe.M1, Timeframe.D1) or len(bars) < 2:
         return
@@ -254,6 +254,8 @@ def _pivot_indices(values: np.ndarray, wing: int, beats) -> list[int]:
     for i in range(wing, len(values) - wing):
         neighbours = np.concatenate((values[i - wing:i], values[i + 1:i + wing + 1]))
         if beats(values[i], neighbours).all():
+            if out and i - out[-1] == 1 and values[i] == values[out[-1]]:
+                continue  # a flat top or bottom is one swing point, not two
             out.append(i)
     return out
 

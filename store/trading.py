@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import asyncpg
 
-from brokers.base import Order
+from brokers.base import Order, OrderRequest
 from instruments import Market, PositionSide, Symbol, parse_symbol
 from store.db import Database
 
@@ -168,6 +168,32 @@ class TradingStore:
             str(order.symbol), order.side.value, order.order_type.value, order.purpose.value, order.quantity,
             order.limit_price, order.stop_price, order.status.value, order.filled_quantity, order.avg_fill_price,
             order.fees, order.reject_reason, trading_day, at,
+        )
+
+    async def record_intent(
+        self, request: OrderRequest, *, trading_day: date, at: datetime, cycle_id: str | None
+    ) -> None:
+        """Write the order down before it is sent, so a crash after sending can be reconciled."""
+        await self.db.execute(
+            """INSERT INTO orders (agent_id, cycle_id, client_order_id, symbol, side, order_type, purpose, quantity,
+                   limit_price, stop_price, status, trading_day, submitted_at, updated_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,'pending_submit',$11,$12,$12)
+               ON CONFLICT (agent_id, client_order_id) DO NOTHING""",
+            self.agent_id, cycle_id, request.client_order_id, str(request.symbol), request.side.value,
+            request.order_type.value, request.purpose.value, request.quantity, request.limit_price,
+            request.stop_price, trading_day, at,
+        )
+
+    async def pending_intents(self) -> list[dict[str, Any]]:
+        rows = await self.db.fetch(
+            "SELECT * FROM orders WHERE agent_id=$1 AND status='pending_submit' ORDER BY order_id", self.agent_id
+        )
+        return [dict(r) for r in rows]
+
+    async def link_order(self, client_order_id: str, position_id: int) -> None:
+        await self.db.execute(
+            "UPDATE orders SET position_id=$3 WHERE agent_id=$1 AND client_order_id=$2",
+            self.agent_id, client_order_id, position_id,
         )
 
     async def order_by_client_id(self, client_order_id: str) -> dict[str, Any] | None:

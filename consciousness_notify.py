@@ -1,0 +1,324 @@
+"""Big Bro: typed events into ``claude_messages``, the outbox, the inbox and ``claude_state``.
+
+* Every event is a message from this agent to ``big_bro``: ``subject``/``body`` for people,
+  ``data`` (JSONB) for programs. Each insert also does ``pg_notify('claude_messages', id)``.
+* Nothing is lost: when the research database cannot be written, the event is appended to a
+  local outbox file (JSON lines) and delivered, in order, on the next successful write, in this
+  run or the next. Every message carries an idempotency key, so a retry after an insert whose
+  acknowledgement was lost never inserts it twice.
+* Notification failures never reach the caller: ``send`` does not raise.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol
+
+from clock import Clock
+from store.db import Database
+
+log = logging.getLogger(__name__)
+
+BIG_BRO = "big_bro"
+
+
+class EventType(str, enum.Enum):
+    ENTRY = "ENTRY"
+    MONITOR_STARTED = "MONITOR_STARTED"
+    SIGNAL = "SIGNAL"
+    HAIKU_DECISION = "HAIKU_DECISION"
+    HAIKU_LIMIT = "HAIKU_LIMIT"
+    EXIT = "EXIT"
+    MONITOR_ENDED = "MONITOR_ENDED"
+    MONITOR_ERROR = "MONITOR_ERROR"
+    CYCLE_SUMMARY = "CYCLE_SUMMARY"
+    RISK_HALT = "RISK_HALT"
+    RISK_WARNING = "RISK_WARNING"
+    BUDGET = "BUDGET"
+    RECONCILE = "RECONCILE"
+    NO_BACKSTOP = "NO_BACKSTOP"
+    RUN_FAILED = "RUN_FAILED"
+    CONTROL_RESPONSE = "CONTROL_RESPONSE"
+
+
+class Priority(str, enum.Enum):
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+DEFAULT_PRIORITY: dict[EventType, Priority] = {
+    EventType.EXIT: Priority.HIGH,
+    EventType.MONITOR_ERROR: Priority.HIGH,
+    EventType.NO_BACKSTOP: Priority.HIGH,
+    EventType.RECONCILE: Priority.HIGH,
+    EventType.RISK_WARNING: Priority.HIGH,
+    EventType.RISK_HALT: Priority.URGENT,
+    EventType.BUDGET: Priority.URGENT,
+    EventType.RUN_FAILED: Priority.URGENT,
+    EventType.SIGNAL: Priority.LOW,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    subject: str
+    body: str
+    data: dict[str, Any] = field(default_factory=dict)
+    priority: Priority | None = None
+    msg_type: str = "notification"
+    reply_to_id: int | None = None
+
+    @property
+    def effective_priority(self) -> Priority:
+        return self.priority or DEFAULT_PRIORITY.get(self.type, Priority.NORMAL)
+
+
+class Alerter(Protocol):
+    """An out-of-band channel (email, webhook) for urgent events."""
+
+    async def alert(self, event: Event, at: datetime) -> None: ...
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (Decimal,)):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return str(value)
+
+
+class Notifier:
+    def __init__(
+        self,
+        db: Database | None,
+        agent_id: str,
+        clock: Clock,
+        outbox_path: Path,
+        run_id: str,
+        alerters: list[Alerter] | None = None,
+        redact: Callable[[str], str] = lambda s: s,
+    ) -> None:
+        self.db = db
+        self.agent_id = agent_id
+        self.clock = clock
+        self.outbox_path = outbox_path
+        self.run_id = run_id
+        self.alerters = alerters or []
+        self.redact = redact
+        self._seq = 0
+        self.sent: list[Event] = []  # what this run emitted, for its summary
+
+    def _next_key(self) -> str:
+        self._seq += 1
+        return f"{self.agent_id}:{self.run_id}:{self._seq:06d}"
+
+    async def send(self, event: Event) -> None:
+        """Record the event for Big Bro; never raises."""
+        self.sent.append(event)
+        at = self.clock.now()
+        record = {
+            "idempotency_key": self._next_key(),
+            "from_agent": self.agent_id,
+            "to_agent": BIG_BRO,
+            "msg_type": event.msg_type,
+            "priority": event.effective_priority.value,
+            "subject": self.redact(event.subject)[:500],
+            "body": self.redact(event.body),
+            "data": json.loads(self.redact(json.dumps({"event": event.type.value, **event.data}, default=_json_default))),
+            "reply_to_id": event.reply_to_id,
+            "created_at": at.isoformat(),
+        }
+        log.info("event %s: %s", event.type.value, record["subject"])
+        try:
+            await self._deliver(record)
+        except Exception:  # noqa: BLE001 - a notification must never stop trading
+            log.exception("event %s could not be recorded even in the outbox", event.type.value)
+        if event.effective_priority is Priority.URGENT:
+            for alerter in self.alerters:
+                try:
+                    await alerter.alert(event, at)
+                except Exception:  # noqa: BLE001
+                    log.warning("alert for %s through %s failed", event.type.value, type(alerter).__name__)
+
+    async def _deliver(self, record: dict[str, Any]) -> None:
+        if self._outbox_pending():
+            self._append_outbox(record)
+            await self.flush_outbox()
+            return
+        try:
+            await self._insert(record)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("research database unavailable (%s); event kept in the outbox %s", type(exc).__name__, self.outbox_path)
+            self._append_outbox(record)
+
+    async def flush_outbox(self) -> int:
+        """Deliver outbox records in order; returns how many were delivered. Stops at the first failure."""
+        if not self._outbox_pending():
+            return 0
+        lines = self.outbox_path.read_text().splitlines()
+        delivered = 0
+        for line in lines:
+            if not line.strip():
+                delivered += 1
+                continue
+            try:
+                await self._insert(json.loads(line))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("outbox delivery paused at record %d (%s)", delivered + 1, type(exc).__name__)
+                break
+            delivered += 1
+        remaining = lines[delivered:]
+        tmp = self.outbox_path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in remaining))
+        os.replace(tmp, self.outbox_path)
+        if not remaining:
+            self.outbox_path.unlink(missing_ok=True)
+            log.info("outbox delivered (%d record(s))", delivered)
+        return delivered
+
+    def _outbox_pending(self) -> bool:
+        return self.outbox_path.exists() and self.outbox_path.stat().st_size > 0
+
+    def _append_outbox(self, record: dict[str, Any]) -> None:
+        self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.outbox_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def _insert(self, record: dict[str, Any]) -> None:
+        if self.db is None:
+            raise ConnectionError("no research database configured")
+        async with self.db.transaction() as conn:
+            message_id = await conn.fetchval(
+                """INSERT INTO claude_messages (from_agent, to_agent, msg_type, priority, subject, body, data,
+                       reply_to_id, status, created_at, idempotency_key)
+                   VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8,'pending',$9,$10)
+                   ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
+                record["from_agent"], record["to_agent"], record["msg_type"], record["priority"], record["subject"],
+                record["body"], json.dumps(record["data"]), record["reply_to_id"],
+                datetime.fromisoformat(record["created_at"]), record["idempotency_key"],
+            )
+            if message_id is not None:
+                await conn.execute("SELECT pg_notify('claude_messages', $1)", str(message_id))
+
+
+# --- Inbox and state --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InboxMessage:
+    id: int
+    from_agent: str
+    msg_type: str
+    priority: str
+    subject: str | None
+    body: str | None
+    data: dict[str, Any] | None
+    created_at: datetime
+
+    @property
+    def control(self) -> str | None:
+        """``halt``, ``resume`` or ``close_all`` when this is a control task from Big Bro."""
+        if self.msg_type != "task":
+            return None
+        command = (self.data or {}).get("command") or (self.subject or "").strip().lower()
+        command = str(command).strip().lower().replace(" ", "_").replace("-", "_")
+        return command if command in ("halt", "resume", "close_all") else None
+
+    def for_context(self) -> dict[str, Any]:
+        return {"id": self.id, "from": self.from_agent, "type": self.msg_type, "priority": self.priority,
+                "subject": self.subject, "body": self.body, "data": self.data}
+
+
+class Consciousness:
+    """The agent's side of ``claude_state`` and its inbox in ``claude_messages``."""
+
+    def __init__(self, db: Database, agent_id: str) -> None:
+        self.db = db
+        self.agent_id = agent_id
+
+    async def wake(self, at: datetime, trading_day: date, daily_budget: Decimal, mode: str = "awake") -> None:
+        """Mark the agent awake; reset today's spend when the trading day changed."""
+        await self.db.execute(
+            """INSERT INTO claude_state (agent_id, current_mode, last_wake_at, daily_budget, spend_day, api_spend_today, updated_at)
+               VALUES ($1, $2, $3, $4, $5, 0, $3)
+               ON CONFLICT (agent_id) DO UPDATE SET current_mode=$2, last_wake_at=$3, daily_budget=$4, updated_at=$3,
+                   api_spend_today = CASE WHEN claude_state.spend_day IS DISTINCT FROM $5 THEN 0 ELSE claude_state.api_spend_today END,
+                   error_count_today = CASE WHEN claude_state.spend_day IS DISTINCT FROM $5 THEN 0 ELSE claude_state.error_count_today END,
+                   spend_day=$5""",
+            self.agent_id, mode, at, daily_budget, trading_day,
+        )
+
+    async def set_mode(self, mode: str, at: datetime, status_message: str | None = None) -> None:
+        await self.db.execute(
+            """UPDATE claude_state SET current_mode=$2, last_action_at=$3, updated_at=$3,
+                   status_message=COALESCE($4, status_message) WHERE agent_id=$1""",
+            self.agent_id, mode, at, status_message,
+        )
+
+    async def add_spend(self, amount: Decimal, trading_day: date, at: datetime) -> None:
+        await self.db.execute(
+            """UPDATE claude_state SET
+                   api_spend_today = (CASE WHEN spend_day IS DISTINCT FROM $3 THEN 0 ELSE api_spend_today END) + $2,
+                   api_spend_month = COALESCE(api_spend_month, 0) + $2, spend_day=$3, last_think_at=$4, updated_at=$4
+               WHERE agent_id=$1""",
+            self.agent_id, amount, trading_day, at,
+        )
+
+    async def record_error(self, error: str, at: datetime) -> None:
+        await self.db.execute(
+            """UPDATE claude_state SET error_count_today = COALESCE(error_count_today, 0) + 1, last_error=$2,
+                   last_error_at=$3, updated_at=$3 WHERE agent_id=$1""",
+            self.agent_id, error[:2000], at,
+        )
+
+    async def state(self) -> dict[str, Any] | None:
+        row = await self.db.fetchrow("SELECT * FROM claude_state WHERE agent_id=$1", self.agent_id)
+        return dict(row) if row else None
+
+    async def read_inbox(self, at: datetime) -> list[InboxMessage]:
+        """Pending messages to this agent, urgent > high > normal > low then oldest first; marked read."""
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                """SELECT id, from_agent, msg_type, priority, subject, body, data, created_at FROM claude_messages
+                   WHERE to_agent=$1 AND status='pending' AND (expires_at IS NULL OR expires_at > $2)
+                   ORDER BY CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2
+                                          WHEN 'low' THEN 3 ELSE 4 END, created_at, id
+                   FOR UPDATE""",
+                self.agent_id, at,
+            )
+            if rows:
+                await conn.execute(
+                    "UPDATE claude_messages SET status='read', read_at=$2 WHERE id = ANY($1::int[])",
+                    [r["id"] for r in rows], at,
+                )
+        return [
+            InboxMessage(
+                id=r["id"], from_agent=r["from_agent"], msg_type=r["msg_type"], priority=r["priority"] or "normal",
+                subject=r["subject"], body=r["body"],
+                data=json.loads(r["data"]) if isinstance(r["data"], str) else r["data"], created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    async def mark_processed(self, message_id: int, at: datetime) -> None:
+        await self.db.execute(
+            "UPDATE claude_messages SET status='processed', processed_at=$2 WHERE id=$1", message_id, at
+        )
+
+    async def observe(self, at: datetime, subject: str, content: str, market: str, tags: dict[str, Any] | None = None) -> None:
+        await self.db.execute(
+            """INSERT INTO claude_observations (agent_id, observation_type, subject, content, market, tags, created_at)
+               VALUES ($1, 'market', $2, $3, $4, $5::jsonb, $6)""",
+            self.agent_id, subject[:200], content, market, json.dumps(tags or {}, default=_json_default), at,
+        )

@@ -1,0 +1,252 @@
+"""Market data for the tools and the monitor, the same over every broker.
+
+* Quotes with a real volume ratio: today's volume so far divided by the average volume by the
+  same minute of the session over the last ``volume_lookback_sessions`` sessions. Where intraday
+  history is missing, the daily average volume scaled by a U-shaped session volume profile is
+  the baseline. (The original divided volume by half of itself: every ratio was 2.0.)
+* Bars at 1m/5m/15m/1h/1d (resampled, lunch respected), technicals (pandas-ta), patterns.
+* A scan over an index list (or the paper exchange's universe) ranked by momentum.
+
+Only closed bars are used: the broker returns bars closed by now, nothing later.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from brokers.base import BAR_COLUMNS, Broker, Snapshot, Timeframe, UnknownSymbol
+from clock import Clock
+from config.settings import Profile
+from data.bars import resample
+from data.calendar import MarketCalendar, Session
+from data.indicators import Technicals, compute_technicals
+from data.patterns import Pattern, detect_patterns
+from instruments import Symbol
+from signals import ExitTechnicals
+from store.trading import PositionRecord
+
+log = logging.getLogger(__name__)
+
+# How many bars each timeframe's technicals look at (enough for SMA50 and MACD 26/9 to settle).
+BARS_WANTED = 120
+# Recent per-minute volume for the volume_dying exit signal is the mean of this many closed bars.
+VOLUME_RATE_BARS = 5
+
+
+def u_shaped_cumulative_share(fraction_of_session: float) -> float:
+    """Share of a session's volume traded by ``fraction_of_session`` (0..1) under a U-shaped profile.
+
+    Per-minute weight w(x) = 1 + 2(2x - 1)^2 (three times busier at the open and close than at
+    midday, as in the real 09988 and MSFT minute files); its integral, normalised to 1.
+    """
+    x = min(max(fraction_of_session, 0.0), 1.0)
+    return (x + ((2 * x - 1) ** 3 + 1) / 3) / (5 / 3)
+
+
+@dataclass(frozen=True)
+class QuoteView:
+    symbol: Symbol
+    name: str
+    synthetic: bool
+    price: Decimal
+    bid: Decimal
+    ask: Decimal
+    volume: int
+    volume_ratio: float | None
+    change_pct: float | None
+    high: Decimal | None
+    low: Decimal | None
+    open: Decimal | None
+    prev_close: Decimal | None
+    lot_size: int
+    tick: Decimal
+    time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": str(self.symbol), "name": self.name + (" [synthetic]" if self.synthetic else ""),
+            "price": str(self.price), "bid": str(self.bid), "ask": str(self.ask), "volume": self.volume,
+            "volume_ratio": None if self.volume_ratio is None else round(self.volume_ratio, 2),
+            "change_pct": None if self.change_pct is None else round(self.change_pct, 2),
+            "day_high": _s(self.high), "day_low": _s(self.low), "open": _s(self.open),
+            "prev_close": _s(self.prev_close), "lot_size": self.lot_size, "tick": str(self.tick),
+            "time": self.time.isoformat(),
+        }
+
+
+def _s(v: Decimal | None) -> str | None:
+    return None if v is None else str(v)
+
+
+class MarketData:
+    def __init__(self, broker: Broker, clock: Clock, calendar: MarketCalendar, profile: Profile,
+                 universe: Sequence[Symbol] = ()) -> None:
+        self.broker = broker
+        self.clock = clock
+        self.calendar = calendar
+        self.profile = profile
+        self.universe = list(universe)
+        self._baselines: dict[tuple[Symbol, date], np.ndarray | float | None] = {}
+        self._history: dict[tuple[Symbol, date], pd.DataFrame] = {}
+
+    # --- quotes ---------------------------------------------------------------------------------
+    async def quotes(self, symbols: Sequence[Symbol]) -> dict[Symbol, QuoteView]:
+        snaps = await self.broker.snapshots(list(symbols))
+        return {sym: await self._view(snap) for sym, snap in snaps.items()}
+
+    async def quote(self, symbol: Symbol) -> QuoteView:
+        return (await self.quotes([symbol]))[symbol]
+
+    async def _view(self, snap: Snapshot) -> QuoteView:
+        q = snap.quote
+        change = None
+        if q.prev_close:
+            change = float((q.price - q.prev_close) / q.prev_close * 100)
+        return QuoteView(
+            symbol=q.symbol, name=snap.name, synthetic=snap.synthetic, price=q.price, bid=q.bid, ask=q.ask,
+            volume=q.volume, volume_ratio=await self.volume_ratio(q.symbol, q.volume), change_pct=change,
+            high=q.high, low=q.low, open=q.open, prev_close=q.prev_close, lot_size=snap.lot_size, tick=snap.tick,
+            time=q.time,
+        )
+
+    async def volume_ratio(self, symbol: Symbol, volume_so_far: int) -> float | None:
+        now = self.clock.now()
+        session = self.calendar.session_at(now)
+        if session is None:
+            return None
+        minute = int(session.minutes_since_open(now))
+        if minute < 1:
+            return None
+        baseline = await self._baseline(symbol, session)
+        if baseline is None:
+            return None
+        if isinstance(baseline, np.ndarray):
+            expected = float(baseline[min(minute, len(baseline)) - 1])
+        else:
+            expected = baseline * u_shaped_cumulative_share(minute / session.trading_minutes)
+        return volume_so_far / expected if expected > 0 else None
+
+    async def _baseline(self, symbol: Symbol, session: Session) -> np.ndarray | float | None:
+        """Average cumulative volume by minute of session over past sessions (or a daily average)."""
+        key = (symbol, session.day)
+        if key in self._baselines:
+            return self._baselines[key]
+        lookback = self.profile.scan.volume_lookback_sessions
+        past = self.calendar.previous_sessions(session.day, lookback)
+        baseline: np.ndarray | float | None = None
+        if past:
+            minute = await self.broker.bars(symbol, Timeframe.M1, past[0].open, session.open)
+            curves = []
+            for s in past:
+                day_bars = minute[(minute.index >= s.open) & (minute.index < s.close)]
+                if len(day_bars) >= s.trading_minutes * 0.9 and day_bars["volume"].sum() > 0:
+                    vol = day_bars["volume"].to_numpy(dtype=float)
+                    curves.append(np.cumsum(vol[: s.trading_minutes]))
+            full = [c for c in curves if len(c) == session.trading_minutes]
+            if full:
+                baseline = np.mean(np.vstack(full), axis=0)
+            else:
+                daily = await self.broker.bars(symbol, Timeframe.D1, past[0].open - timedelta(days=1), session.open)
+                volumes = daily["volume"].tail(lookback)
+                if len(volumes) and volumes.mean() > 0:
+                    baseline = float(volumes.mean())
+        self._baselines[key] = baseline
+        return baseline
+
+    # --- bars and technicals ------------------------------------------------------------------------
+    async def bars(self, symbol: Symbol, timeframe: Timeframe, count: int = BARS_WANTED) -> pd.DataFrame:
+        now = self.clock.now()
+        if timeframe is Timeframe.D1:
+            start = now - timedelta(days=int(count * 1.6) + 10)
+            return (await self.broker.bars(symbol, Timeframe.D1, start, now)).tail(count)
+        sessions_needed = max(1, int(np.ceil(count * timeframe.minutes / 330)) + 1)
+        day = self.calendar.trading_day(now)
+        past = self.calendar.previous_sessions(day, sessions_needed)
+        start = past[0].open if past else now - timedelta(days=3)
+        minute = await self._minute_bars(symbol, start, now)
+        if timeframe is Timeframe.M1:
+            return minute.tail(count)
+        return resample(minute, timeframe, self.calendar).tail(count)
+
+    async def _minute_bars(self, symbol: Symbol, start: datetime, now: datetime) -> pd.DataFrame:
+        """Closed minute bars from ``start``; history before today is fetched once per day."""
+        today = self.calendar.trading_day(now)
+        session = self.calendar.session(today)
+        today_open = session.open if session else now
+        key = (symbol, today)
+        if key not in self._history:
+            self._history[key] = await self.broker.bars(symbol, Timeframe.M1, start, min(today_open, now))
+        history = self._history[key]
+        history = history[history.index >= start]
+        if now <= today_open:
+            return history
+        recent = await self.broker.bars(symbol, Timeframe.M1, today_open, now)
+        return pd.concat([history, recent]) if len(history) else recent
+
+    async def technicals(self, symbol: Symbol, timeframe: Timeframe) -> Technicals:
+        bars = await self.bars(symbol, timeframe)
+        return compute_technicals(bars, self.calendar, timeframe)
+
+    async def patterns(self, symbol: Symbol, timeframe: Timeframe) -> list[Pattern]:
+        bars = await self.bars(symbol, timeframe)
+        return detect_patterns(bars, symbol.market, self.calendar.trading_day(self.clock.now()), timeframe)
+
+    async def exit_technicals(self, position: PositionRecord) -> ExitTechnicals | None:
+        """What the exit signals need: RSI, MACD (with the previous bar), EMA9, VWAP, volume rate."""
+        bars = await self.bars(position.symbol, Timeframe.M1)
+        if bars.empty:
+            return None
+        tech = compute_technicals(bars, self.calendar, Timeframe.M1)
+        return ExitTechnicals(
+            rsi=tech.rsi14, macd=tech.macd, macd_signal=tech.macd_signal, macd_prev=tech.macd_prev,
+            macd_signal_prev=tech.macd_signal_prev, ema9=tech.ema9, vwap=tech.vwap,
+            volume_rate=self.recent_volume_rate(bars),
+        )
+
+    @staticmethod
+    def recent_volume_rate(minute_bars: pd.DataFrame) -> float | None:
+        """Mean volume per minute of the last few closed minute bars (None without data)."""
+        if minute_bars.empty:
+            return None
+        return float(minute_bars["volume"].tail(VOLUME_RATE_BARS).mean())
+
+    # --- scan ------------------------------------------------------------------------------------
+    def scan_list(self, index: str) -> list[Symbol]:
+        index = index.upper()
+        configured = self.profile.scan.indices
+        if index in configured:
+            from instruments import parse_symbol
+
+            return [parse_symbol(s) for s in configured[index]]
+        if index == "ALL" and self.universe:
+            return list(self.universe)
+        if self.universe:
+            return list(self.universe)
+        known = ", ".join(sorted(configured)) or "none configured"
+        raise UnknownSymbol(f"no symbol list for index {index!r} (configured: {known}); add it under scan.indices")
+
+    async def scan(self, index: str, limit: int, min_volume_ratio: float | None, max_price: Decimal | None) -> list[dict[str, Any]]:
+        symbols = self.scan_list(index)
+        views = await self.quotes(symbols)
+        rows = []
+        for view in views.values():
+            if max_price is not None and view.price > max_price:
+                continue
+            ratio = view.volume_ratio
+            if min_volume_ratio is not None and (ratio is None or ratio < min_volume_ratio):
+                continue
+            change = view.change_pct or 0.0
+            momentum = change * min(ratio or 0.0, 5.0)
+            rows.append({
+                "symbol": str(view.symbol), "name": view.name + (" [synthetic]" if view.synthetic else ""),
+                "price": str(view.price), "change_pct": round(change, 2),
+                "volume_ratio": None if ratio is None else round(ratio, 2), "momentum_score": round(momentum, 2),
+            })
+        rows.sort(key=lambda r: (-r["momentum_score"], r["symbol"]))
+        return rows[:limit]

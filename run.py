@@ -1,0 +1,575 @@
+"""The trading run: lock, reconcile, inbox, cycles (tool loop), then the monitors until done.
+
+``run_agent`` is called by ``agent.py`` for the modes trade, close and heartbeat and for
+``--replay``. With no broker configured the run uses the paper exchange on a simulated clock:
+``--force`` trades the latest bundled sample session, ``--replay PATH`` every session in PATH.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Mapping
+
+from brokers.base import Broker, BrokerError, Disconnected
+from clock import Clock, SimClock, external_io
+from config.settings import PROJECT_DIR, Profile
+from consciousness_notify import Consciousness, Event, EventType, InboxMessage, Notifier, Priority
+from data.calendar import MarketCalendar, Session, SessionState
+from data.market import MarketData
+from exit_advisor import ExitAdvisor, HaikuAdvisor
+from position_monitor import MonitorContext, MonitorManager, MonitorOutcome
+from reconcile import Reconciler
+from signals import ExitReason
+from spend import BudgetExhausted, SpendLedger
+from store.db import Database, DatabaseError, Databases, open_databases
+from store.trading import TradingStore
+from tool_executor import CycleContext, ToolExecutor, close_everything
+from workflow import Phase, WorkflowTracker, default_progress_stream
+
+log = logging.getLogger("catalyst.run")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
+
+
+class RunFailed(Exception):
+    """The run cannot go on; the message says what failed and what to do."""
+
+
+class LockHeld(Exception):
+    pass
+
+
+# --- What a run is made of -------------------------------------------------------------------------
+@dataclass
+class Runtime:
+    profile: Profile
+    clock: Clock
+    calendar: MarketCalendar
+    dbs: Databases
+    store: TradingStore
+    notifier: Notifier
+    consciousness: Consciousness | None
+    broker: Broker
+    market: MarketData
+    monitors: MonitorManager
+    spend: SpendLedger
+    brain_name: str
+    owner: str
+    live: bool
+    anthropic_client: Any = None
+    halted_by_control: str | None = None
+    cycles: list[CycleContext] = field(default_factory=list)
+    cycle_results: list[dict[str, Any]] = field(default_factory=list)
+    lock_conn: Any = None
+
+
+def agent_lock_key(agent_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"catalyst:{agent_id}".encode()).digest()[:8], "big", signed=True)
+
+
+async def take_lock(db: Database, agent_id: str):
+    """A session advisory lock held for the whole run; two runs for one agent never trade at once."""
+    import asyncpg
+
+    with external_io():
+        conn = await asyncpg.connect(db.url)
+        got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", agent_lock_key(agent_id))
+    if not got:
+        with external_io():
+            await conn.close()
+        raise LockHeld(f"another Catalyst run for {agent_id} is in progress (it holds the agent lock); "
+                       "this run exits without trading")
+    return conn
+
+
+def make_cycle_id(market: str, local_time: datetime, owner: str, n: int) -> str:
+    suffix = hashlib.sha256(f"{owner}:{n}:{local_time.isoformat()}".encode()).hexdigest()[:6]
+    return f"{market.lower()}_{local_time:%Y%m%d_%H%M%S}_{suffix}"
+
+
+def run_owner(agent_id: str, started: datetime, salt: str) -> str:
+    return f"{agent_id}@{started:%Y%m%dT%H%M%S}-{hashlib.sha256(salt.encode()).hexdigest()[:6]}"
+
+
+# --- Entry point -------------------------------------------------------------------------------------
+def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, clock: Clock, env: Mapping[str, str]) -> int:
+    profile = settings.profile
+    secrets = settings.secrets
+    live = bool(args.live and profile.live)
+    broker_kind = configured_broker(profile, secrets)
+    if args.replay is not None:
+        from replay import run_replay
+
+        return run_replay(args, settings, calendar)
+    if broker_kind == "paper":
+        if args.mode == "trade" and not args.force:
+            print(f"no {profile.market.value} broker configured (see .env.example); `--force` trades the bundled "
+                  "sample session on the paper exchange")
+            return EXIT_OK
+        from sessions import sample_feed
+
+        feed = sample_feed(profile, calendar)
+        session = feed.sessions[-1]
+        sim = SimClock(session.open)
+        return sim.run(_paper_run(args, settings, calendar, sim, feed, session, live))
+    now = clock.now()
+    if args.mode == "trade" and not args.force and not is_cycle_time(profile, calendar, now):
+        print(f"{profile.market.value}: no session open now ({calendar.local(now):%Y-%m-%d %H:%M %Z}); "
+              f"next open {calendar.local(calendar.next_open(now)):%a %Y-%m-%d %H:%M %Z}. Nothing to do.")
+        return EXIT_OK
+    return clock.run(_broker_run(args, settings, calendar, clock, broker_kind, live))
+
+
+def configured_broker(profile: Profile, secrets) -> str:
+    if profile.market.value == "HK" and secrets.moomoo_host:
+        return "moomoo"
+    if profile.market.value == "US" and secrets.alpaca_api_key and secrets.alpaca_secret_key:
+        return "alpaca"
+    return "paper"
+
+
+def is_cycle_time(profile: Profile, calendar: MarketCalendar, now: datetime) -> bool:
+    """A session is open and now is within the tolerance after one of the profile's cycle times."""
+    if calendar.state(now) is not SessionState.OPEN:
+        return False
+    day = calendar.trading_day(now)
+    tolerance = timedelta(minutes=profile.schedule.cycle_start_tolerance_minutes)
+    return any(timedelta(0) <= now - calendar.at_local(day, t) <= tolerance for t in profile.schedule.cycle_times)
+
+
+async def _paper_run(args, settings, calendar, clock: SimClock, feed, session: Session, live: bool) -> int:
+    from brokers.paper import PaperExchange
+
+    broker = PaperExchange(feed.series, clock, calendar, settings.profile)
+    print(f"Catalyst {settings.profile.market.value} on the paper exchange: sample session {session.day} "
+          f"({len(feed.real_symbols)} real symbol(s), {len(feed.synthetic_symbols)} synthetic), simulated clock")
+    return await _run(args, settings, calendar, clock, broker, feed.universe, live, session=session)
+
+
+async def _broker_run(args, settings, calendar, clock, broker_kind: str, live: bool) -> int:
+    try:
+        broker = build_broker(broker_kind, settings, clock, calendar, live)
+    except BrokerError as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return await _run(args, settings, calendar, clock, broker, [], live, session=None)
+
+
+def build_broker(kind: str, settings, clock: Clock, calendar: MarketCalendar, live: bool) -> Broker:
+    secrets = settings.secrets
+    if kind == "moomoo":
+        from brokers.moomoo import MoomooBroker
+
+        return MoomooBroker.from_settings(settings.profile, secrets, clock, live=live)
+    from brokers.alpaca import AlpacaBroker
+
+    return AlpacaBroker.from_settings(settings.profile, secrets, clock, live=live)
+
+
+async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe, live: bool,
+               session: Session | None) -> int:
+    profile = settings.profile
+    secrets = settings.secrets
+    started = clock.now()
+    owner = run_owner(profile.agent_id, started, f"{id(broker)}:{started.timestamp()}")
+    try:
+        dbs = await open_databases(
+            secrets.database_url.get_secret_value() if secrets.database_url else None,
+            secrets.research_database_url.get_secret_value() if secrets.research_database_url else None,
+            settings.var_dir,
+        )
+    except DatabaseError as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    lock_conn = None
+    try:
+        try:
+            lock_conn = await take_lock(dbs.trading, profile.agent_id)
+        except LockHeld as exc:
+            print(str(exc))
+            return EXIT_OK
+        rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
+        rt.lock_conn = lock_conn
+        try:
+            return await _mode(args, rt, session)
+        finally:
+            await rt.monitors.cancel()
+            try:
+                await broker.close()
+            except Exception:  # noqa: BLE001
+                log.warning("broker close failed")
+            if rt.anthropic_client is not None:
+                with external_io():
+                    await rt.anthropic_client.close()
+    finally:
+        if lock_conn is not None:
+            with external_io():
+                await lock_conn.close()
+        await dbs.close()
+
+
+async def build_runtime(args, settings, calendar, clock, broker, universe, live, dbs: Databases, owner: str) -> Runtime:
+    profile = settings.profile
+    secrets = settings.secrets
+    store = TradingStore(dbs.trading, profile.agent_id, profile.market)
+    from logsetup import RedactSecrets
+
+    redactor = RedactSecrets(secrets.secret_values())
+    notifier = Notifier(dbs.research, profile.agent_id, clock, settings.var_dir / f"outbox-{profile.agent_id}.jsonl",
+                        owner, alerters=build_alerters(secrets, clock), redact=redactor.redact)
+    consciousness = Consciousness(dbs.research, profile.agent_id)
+    spend = SpendLedger(store, clock, calendar, profile.budget.daily_usd, on_spend=_safe_spend(consciousness))
+    market = MarketData(broker, clock, calendar, profile, universe)
+    brain_name = args.brain or ("claude" if secrets.anthropic_api_key else "rules")
+    client = None
+    advisor: ExitAdvisor | None = None
+    if brain_name == "claude":
+        if not secrets.anthropic_api_key:
+            raise RunFailed("--brain claude needs ANTHROPIC_API_KEY (see .env.example)")
+        import anthropic
+
+        client = anthropic.AsyncAnthropic(api_key=secrets.anthropic_api_key.get_secret_value(),
+                                          base_url=secrets.anthropic_base_url or None, max_retries=2)
+        advisor = HaikuAdvisor(client, profile.models.consult, profile.monitor.haiku_timeout_seconds)
+    monitor_ctx = MonitorContext(broker=broker, technicals=market, store=store, notifier=notifier, clock=clock,
+                                 calendar=calendar, profile=profile, owner=owner, advisor=advisor, spend=spend, live=live)
+    return Runtime(profile, clock, calendar, dbs, store, notifier, consciousness, broker, market,
+                   MonitorManager(monitor_ctx), spend, brain_name, owner, live, anthropic_client=client)
+
+
+def _safe_spend(consciousness: Consciousness):
+    async def on_spend(amount: Decimal, day: date, at: datetime) -> None:
+        await consciousness.add_spend(amount, day, at)
+    return on_spend
+
+
+def build_alerters(secrets, clock) -> list:
+    try:
+        from alerts import build_alerters as build
+    except ImportError:
+        return []
+    return build(secrets, clock)
+
+
+# --- Modes ---------------------------------------------------------------------------------------------
+async def _mode(args, rt: Runtime, session: Session | None) -> int:
+    try:
+        await rt.broker.connect()
+    except BrokerError as exc:
+        await rt.notifier.send(Event(EventType.RUN_FAILED, "Broker unreachable", str(exc), {"error": str(exc)}))
+        print(f"run failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    paper_driver = None
+    if session is not None and hasattr(rt.broker, "start"):
+        paper_driver = rt.broker.start(until=session.close)  # type: ignore[attr-defined]
+    try:
+        await wake(rt)
+        await rt.notifier.flush_outbox()
+        report = await Reconciler(rt.broker, rt.store, rt.notifier, rt.clock, rt.calendar, rt.profile).run()
+        if report.changes:
+            print(f"reconcile: {report.summary()}")
+        inbox = await read_inbox(rt)
+        if args.mode == "close":
+            return await close_mode(rt)
+        adopt_unwatched = await adopt(rt)
+        if args.mode == "heartbeat":
+            return await heartbeat_mode(rt, adopt_unwatched)
+        return await trade_mode(rt, session, inbox)
+    finally:
+        if paper_driver is not None:
+            await rt.broker.stop()  # type: ignore[attr-defined]
+        await sleep_state(rt)
+
+
+async def wake(rt: Runtime) -> None:
+    if rt.consciousness is None:
+        return
+    try:
+        now = rt.clock.now()
+        await rt.consciousness.wake(now, rt.calendar.trading_day(now), rt.profile.budget.daily_usd)
+    except Exception as exc:  # noqa: BLE001 - Big Bro's database is optional for trading
+        log.warning("could not mark the agent awake: %s", type(exc).__name__)
+
+
+async def sleep_state(rt: Runtime) -> None:
+    if rt.consciousness is None:
+        return
+    try:
+        await rt.consciousness.set_mode("sleeping", rt.clock.now(), "run finished")
+    except Exception:  # noqa: BLE001
+        pass
+
+
+async def read_inbox(rt: Runtime) -> list[InboxMessage]:
+    """Big Bro's pending messages, in priority order; control tasks are obeyed and answered."""
+    if rt.consciousness is None:
+        return []
+    try:
+        messages = await rt.consciousness.read_inbox(rt.clock.now())
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not read the inbox: %s", type(exc).__name__)
+        return []
+    for message in messages:
+        log.info("message from %s (%s, %s): %s", message.from_agent, message.priority, message.msg_type, message.subject)
+        if message.control:
+            await obey(rt, message)
+    return messages
+
+
+async def obey(rt: Runtime, message: InboxMessage) -> None:
+    now = rt.clock.now()
+    day = rt.calendar.trading_day(now)
+    account = await rt.broker.account()
+    await rt.store.ensure_risk_day(day, account.equity)
+    command = message.control
+    if command == "halt":
+        reason = f"halted by {message.from_agent}: {message.body or message.subject}"
+        await rt.store.set_halt(day, True, reason, now)
+        answer = "halted: no new entries until resumed or the trading day ends"
+    elif command == "resume":
+        await rt.store.set_halt(day, False, None, now)
+        answer = "resumed: new entries allowed"
+    else:
+        results = await close_everything(_control_context(rt), ExitReason.CLOSE_ALL, f"close_all from {message.from_agent}")
+        closed = sum(1 for r in results if r["closed"])
+        answer = f"close_all: {closed} of {len(results)} position(s) closed"
+    await rt.notifier.send(Event(EventType.CONTROL_RESPONSE, f"{command}: done", answer,
+                                 {"command": command, "in_reply_to": message.id}, Priority.HIGH,
+                                 msg_type="response", reply_to_id=message.id))
+    try:
+        await rt.consciousness.mark_processed(message.id, now)  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001
+        pass
+    print(f"Big Bro {command}: {answer}")
+
+
+def _control_context(rt: Runtime) -> CycleContext:
+    if rt.cycles:
+        return rt.cycles[-1]
+    tracker = WorkflowTracker(rt.clock)
+    return CycleContext(rt.profile, rt.clock, rt.calendar, rt.broker, rt.market, rt.store, rt.notifier, rt.monitors,
+                        tracker, cycle_id=f"control-{rt.owner}", brain=rt.brain_name, live=rt.live)
+
+
+async def adopt(rt: Runtime) -> int:
+    """Start a monitor for every open position whose monitor lease is missing or expired."""
+    started = 0
+    for position in await rt.store.unwatched_open_positions(rt.clock.now()):
+        if rt.monitors.start(position):
+            started += 1
+    return started
+
+
+async def close_mode(rt: Runtime) -> int:
+    results = await close_everything(_control_context(rt), ExitReason.CLOSE_ALL, "--mode close")
+    for r in results:
+        print(f"  {r['symbol']}: {'closed at ' + str(r['exit_price']) if r['closed'] else 'NOT closed: ' + str(r.get('error'))}")
+    print(f"close: {sum(1 for r in results if r['closed'])} of {len(results)} position(s) closed")
+    return EXIT_OK if all(r["closed"] for r in results) else EXIT_FAILED
+
+
+async def heartbeat_mode(rt: Runtime, adopted: int) -> int:
+    if not rt.monitors.active():
+        print("heartbeat: nothing to watch")
+        return EXIT_OK
+    print(f"heartbeat: watching {len(rt.monitors.active())} position(s)")
+    await supervise(rt)
+    return EXIT_OK
+
+
+async def trade_mode(rt: Runtime, session: Session | None, inbox: list[InboxMessage]) -> int:
+    """Cycles (after the opening range), then watch the monitors until done.
+
+    On a broker: one cycle now (cron starts the run at a cycle time). On the paper exchange's
+    sample session: every cycle of the profile's schedule that day, as cron would have run them.
+    """
+    code = EXIT_OK
+    for when in cycle_times(rt, session):
+        if when > rt.clock.now():
+            await rt.clock.sleep_until(when)
+        if rt.calendar.state(rt.clock.now()) is not SessionState.OPEN:
+            continue
+        code = max(code, await run_cycle(rt, inbox))
+        inbox = []
+        if code == EXIT_FAILED:
+            break
+    await supervise(rt)
+    print_summary(rt)
+    return code
+
+
+def cycle_times(rt: Runtime, session: Session | None) -> list[datetime]:
+    now = rt.clock.now()
+    today = session or rt.calendar.session_at(now)
+    if today is None:
+        return [now]
+    delay = timedelta(minutes=rt.profile.schedule.opening_range_minutes)
+    if session is None:
+        start = today.open + delay if today.state_at(now) is SessionState.OPEN and now < today.open + delay else now
+        return [start]
+    times = []
+    for t in rt.profile.schedule.cycle_times:
+        at = rt.calendar.at_local(today.day, t)
+        part_start = max((start for start, _end in today.parts if start <= at), default=today.open)
+        times.append(max(at, part_start + delay))
+    return sorted(t for t in times if t < today.close)
+
+
+async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
+    from brains import ClaudeBrain, CycleStatus, FatalBrainError, RulesBrain
+
+    now = rt.clock.now()
+    cycle_id = make_cycle_id(rt.profile.market.value, rt.calendar.local(now), rt.owner, len(rt.cycles))
+    tracker = WorkflowTracker(rt.clock, default_progress_stream())
+    ctx = CycleContext(rt.profile, rt.clock, rt.calendar, rt.broker, rt.market, rt.store, rt.notifier, rt.monitors,
+                       tracker, cycle_id, rt.brain_name, rt.live, halted_by_control=rt.halted_by_control)
+    rt.cycles.append(ctx)
+    await rt.store.start_cycle(cycle_id, "trade", rt.brain_name, now)
+    executor = ToolExecutor(ctx)
+    brain = (ClaudeBrain(rt.anthropic_client, rt.profile, rt.spend) if rt.brain_name == "claude"
+             else RulesBrain(rt.profile))
+    if rt.consciousness is not None:
+        try:
+            await rt.consciousness.set_mode("trading", now)
+        except Exception:  # noqa: BLE001
+            pass
+    code = EXIT_OK
+    error = None
+    try:
+        if rt.brain_name == "claude":
+            try:
+                await rt.spend.ensure_room()
+            except BudgetExhausted as exc:
+                await rt.notifier.send(Event(EventType.BUDGET, "LLM budget exhausted before the cycle", str(exc),
+                                             {"cycle_id": cycle_id}))
+                await _finish_cycle(rt, ctx, "budget_stopped", None, str(exc))
+                print(f"cycle {cycle_id}: refused, {exc}")
+                return EXIT_REFUSED
+        state = await executor.risk_state()
+        if state.halted:
+            await rt.store.log_decision(cycle_id=cycle_id, created_at=rt.clock.now(), decision="skip",
+                                        reasoning=f"no new entries: {state.halt_reason}", source=rt.brain_name)
+            await _finish_cycle(rt, ctx, "completed", None, None, summary=f"halted: {state.halt_reason}")
+            print(f"cycle {cycle_id}: no new entries ({state.halt_reason})")
+            return EXIT_REFUSED
+        context = render_context(rt, ctx, await _portfolio(executor), inbox)
+        result = await brain.run_cycle(executor, context)
+    except FatalBrainError as exc:
+        error = str(exc)
+        await rt.notifier.send(Event(EventType.RUN_FAILED, "Claude refused the run: " + error[:120], error,
+                                     {"cycle_id": cycle_id}))
+        await _finish_cycle(rt, ctx, "failed", None, error)
+        print(f"run failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    status = result.status.value
+    if result.status is CycleStatus.FAILED:
+        log.error("cycle %s failed: %s", cycle_id, result.error)
+    await _finish_cycle(rt, ctx, status, result, result.error)
+    await executor.check_daily_loss()
+    return code
+
+
+async def _portfolio(executor: ToolExecutor) -> dict[str, Any]:
+    from tool_executor import portfolio_summary
+
+    return await portfolio_summary(executor)
+
+
+def render_context(rt: Runtime, ctx: CycleContext, portfolio: dict[str, Any], inbox: list[InboxMessage]) -> str:
+    import json
+
+    now = rt.clock.now()
+    local = rt.calendar.local(now)
+    lines = [
+        f"Now {local:%Y-%m-%d %H:%M %Z} ({rt.profile.market.value}); cycle {ctx.cycle_id}.",
+        f"Session: {rt.calendar.state(now).value}; {rt.calendar.minutes_to_close(now) or 0:.0f} trading minutes to the close"
+        + (f", {rt.calendar.minutes_to_break(now):.0f} to the lunch break" if rt.calendar.minutes_to_break(now) else "") + ".",
+        "Portfolio: " + json.dumps(portfolio, separators=(",", ":"), default=str),
+        f"LLM budget left today: USD {rt.profile.budget.daily_usd}.",
+    ]
+    if inbox:
+        lines.append("Messages from Big Bro (most urgent first): "
+                     + json.dumps([m.for_context() for m in inbox], separators=(",", ":"), default=str))
+    lines.append("Run the trading workflow now.")
+    return "\n".join(lines)
+
+
+async def _finish_cycle(rt: Runtime, ctx: CycleContext, status: str, result, error: str | None, summary: str | None = None) -> None:
+    ctx.tracker.advance(Phase.LOG)
+    ctx.tracker.advance(Phase.COMPLETE)
+    usage = result.usage if result else None
+    tokens = {"input": usage.input_tokens, "output": usage.output_tokens, "cache_write": usage.cache_write_tokens,
+              "cache_read": usage.cache_read_tokens} if usage else {}
+    cost = result.cost_usd if result else Decimal(0)
+    summary = summary or (result.final_text[:2000] if result else None)
+    await rt.store.finish_cycle(
+        ctx.cycle_id, status=status, completed_at=rt.clock.now(), phases=ctx.tracker.timings(),
+        tools_called=ctx.tracker.tools, iterations=result.iterations if result else 0, tokens=tokens, cost_usd=cost,
+        trades_executed=ctx.trades_executed, decisions_made=ctx.decisions_made, summary=summary, error=error,
+    )
+    record = {"cycle_id": ctx.cycle_id, "status": status, "brain": rt.brain_name, "tools": len(ctx.tracker.tools),
+              "entries": ctx.trades_executed, "decisions": ctx.decisions_made, "tokens": tokens, "cost_usd": cost,
+              "requests": result.requests if result else 0, "error": error}
+    rt.cycle_results.append(record)
+    no_backstop = [e["symbol"] for e in ctx.entries if e.get("backstop") in ("none", "failed")]
+    body = (f"Cycle {ctx.cycle_id} ({rt.brain_name}) {status}: {ctx.trades_executed} entr{'y' if ctx.trades_executed == 1 else 'ies'}, "
+            f"{len(ctx.tracker.tools)} tool calls, cost USD {cost:.4f}.")
+    if no_backstop:
+        body += f" No broker backstop for: {', '.join(no_backstop)}."
+    if error:
+        body += f" Error: {error}"
+    await rt.notifier.send(Event(EventType.CYCLE_SUMMARY, f"Cycle {status}: {ctx.trades_executed} entries", body,
+                                 {**record, "entries_detail": ctx.entries, "phases": ctx.tracker.timings(),
+                                  "no_backstop": no_backstop}))
+
+
+async def supervise(rt: Runtime) -> None:
+    """Keep the process alive while monitors run: daily-loss checks and Big Bro's controls meanwhile."""
+    interval = rt.profile.monitor.check_interval_seconds
+    while rt.monitors.active():
+        done, _ = await asyncio.wait([rt.monitors.tasks[pid] for pid in rt.monitors.active()], timeout=interval)
+        if not rt.monitors.active():
+            break
+        try:
+            await read_inbox(rt)
+            if rt.cycles:
+                await ToolExecutor(rt.cycles[-1]).check_daily_loss()
+        except Exception as exc:  # noqa: BLE001 - supervision must not end the monitors
+            log.warning("supervision check failed: %s", exc)
+
+
+def print_summary(rt: Runtime) -> None:
+    outcomes: list[MonitorOutcome] = rt.monitors.outcomes
+    cur = rt.profile.currency
+    print()
+    for c in rt.cycle_results:
+        t = c["tokens"]
+        llm = (f"{c['requests']} request(s), {t.get('input', 0)} in / {t.get('output', 0)} out tokens "
+               f"(cache read {t.get('cache_read', 0)}), USD {Decimal(c['cost_usd']):.4f}") if c["brain"] == "claude" else "no LLM (rules brain)"
+        print(f"cycle {c['cycle_id']}: {c['status']}, {c['brain']} brain, {c['tools']} tool calls, "
+              f"{c['entries']} entr{'y' if c['entries'] == 1 else 'ies'}; {llm}")
+    for ctx in rt.cycles:
+        for e in ctx.entries:
+            print(f"  ENTRY {e['symbol']} {e['filled_quantity']} @ {e['fill_price']} ({e['status']}, backstop {e['backstop']})")
+    total = Decimal(0)
+    for o in outcomes:
+        if o.closed:
+            total += o.realized_pnl or Decimal(0)
+            pnl = f"{cur} {o.realized_pnl:+,.2f}" if o.realized_pnl is not None else "not booked"
+            print(f"  EXIT  {o.symbol} {o.exit_reason} @ {o.exit_price if o.exit_price is None else f'{o.exit_price:.4f}'}: {pnl} "
+                  f"({o.checks} checks, {o.haiku_calls} Haiku)")
+        else:
+            print(f"  OPEN  {o.symbol}: {o.note or 'still open'}")
+    closed = [o for o in outcomes if o.closed and o.realized_pnl is not None]
+    wins = sum(1 for o in closed if o.realized_pnl > 0)
+    print(f"P&L: realized {cur} {total:+,.2f} over {len(closed)} closed trade(s), {wins} win(s)")
+    where = f"embedded PostgreSQL {rt.dbs.embedded.data_dir}" if rt.dbs.embedded else rt.dbs.trading.where
+    print(f"Records: {where} (cycles, decisions, orders, positions, monitor_status, api_usage); "
+          f"Big Bro: claude_messages ({len(rt.notifier.sent)} event(s)); log: logs/agent.log")

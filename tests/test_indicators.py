@@ -1,0 +1,162 @@
+"""Indicators against values worked out by hand, session VWAP, short series, timeframe honesty."""
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brokers.base import Timeframe
+from data.bars import load_samples, resample, session_bars
+from data.calendar import MarketCalendar
+from data.indicators import compute_technicals, session_vwap, true_range, wilder_rsi
+from instruments import Market, Symbol
+
+HK, US = Market.HK, Market.US
+HK_CAL, US_CAL = MarketCalendar(HK), MarketCalendar(US)
+
+CLOSES = [
+    44.34, 44.09, 44.15, 43.61, 44.33, 44.83, 45.10, 45.42, 45.84, 46.08, 45.89, 46.03, 45.61, 46.28,
+    46.28, 46.00, 46.03, 46.41, 46.22, 45.64, 46.21, 46.25, 45.71, 46.45, 45.78, 45.35, 44.03, 44.18,
+    44.22, 44.57, 43.42, 42.66, 43.13, 43.48, 44.02, 44.65, 45.10, 44.80, 45.20, 45.90,
+]
+
+
+def bars_from_closes(closes: list[float], start: str = "2022-06-15 01:30", freq: str = "1min") -> pd.DataFrame:
+    index = pd.date_range(start, periods=len(closes), freq=freq, tz="UTC")
+    close = pd.Series(closes, index=index, dtype=float)
+    return pd.DataFrame({
+        "open": close.shift().fillna(close.iloc[0] if closes else 0.0), "high": close + 0.25, "low": close - 0.25,
+        "close": close, "volume": 1000.0,
+    })
+
+
+# --- Plain-Python references ----------------------------------------------------------------------
+def reference_rsi(closes: list[float], length: int = 14) -> float:
+    gains = [max(b - a, 0.0) for a, b in zip(closes, closes[1:])]
+    losses = [max(a - b, 0.0) for a, b in zip(closes, closes[1:])]
+    avg_gain = sum(gains[:length]) / length
+    avg_loss = sum(losses[:length]) / length
+    for gain, loss in zip(gains[length:], losses[length:]):
+        avg_gain = (avg_gain * (length - 1) + gain) / length
+        avg_loss = (avg_loss * (length - 1) + loss) / length
+    return 100 - 100 / (1 + avg_gain / avg_loss)
+
+
+def reference_ema(values: list[float], length: int) -> list[float | None]:
+    """EMA seeded with the simple mean of the first ``length`` values (TA-Lib, TradingView)."""
+    out: list[float | None] = [None] * (length - 1)
+    ema = sum(values[:length]) / length
+    out.append(ema)
+    k = 2 / (length + 1)
+    for v in values[length:]:
+        ema = v * k + ema * (1 - k)
+        out.append(ema)
+    return out
+
+
+def reference_macd(closes: list[float]) -> tuple[list[float], list[float]]:
+    fast, slow = reference_ema(closes, 12), reference_ema(closes, 26)
+    line = [f - s for f, s in zip(fast[25:], slow[25:])]  # from the 26th bar on
+    signal = reference_ema(line, 9)
+    return line, signal
+
+
+# --- Tests ----------------------------------------------------------------------------------------
+def test_rsi_is_wilders_with_a_simple_average_seed():
+    technicals = compute_technicals(bars_from_closes(CLOSES[:20]), HK_CAL, Timeframe.M1)
+    expected = reference_rsi(CLOSES[:20])
+    assert technicals.rsi14 == pytest.approx(expected, abs=1e-9)
+    # The classic worked example (Wilder's data): 15 closes give RSI 70.46.
+    assert wilder_rsi(np.array(CLOSES[:15])) == pytest.approx(70.46, abs=0.01)
+
+
+def test_macd_line_signal_and_previous_values_match_a_hand_computed_ema_loop():
+    technicals = compute_technicals(bars_from_closes(CLOSES), HK_CAL, Timeframe.M1)
+    line, signal = reference_macd(CLOSES)
+    assert technicals.macd == pytest.approx(line[-1], abs=1e-9)
+    assert technicals.macd_signal == pytest.approx(signal[-1], abs=1e-9)
+    assert technicals.macd_hist == pytest.approx(line[-1] - signal[-1], abs=1e-9)
+    assert technicals.macd_prev == pytest.approx(line[-2], abs=1e-9)
+    assert technicals.macd_signal_prev == pytest.approx(signal[-2], abs=1e-9)
+    assert technicals.ema9 == pytest.approx(reference_ema(CLOSES, 9)[-1], abs=1e-9)
+    assert technicals.ema21 == pytest.approx(reference_ema(CLOSES, 21)[-1], abs=1e-9)
+    assert technicals.sma20 == pytest.approx(sum(CLOSES[-20:]) / 20, abs=1e-9)
+
+
+def test_too_short_series_give_none_not_exceptions():
+    for n in (0, 1, 10):
+        technicals = compute_technicals(bars_from_closes(CLOSES[:n]), HK_CAL, Timeframe.M1)
+        assert technicals.rsi14 is None and technicals.macd is None and technicals.sma50 is None
+        assert technicals.atr14 is None and technicals.bb_upper is None
+        assert technicals.bars_used == n
+        json.dumps(technicals.to_dict())
+    partial = compute_technicals(bars_from_closes(CLOSES[:30]), HK_CAL, Timeframe.M1)
+    assert partial.macd is not None and partial.macd_signal is None  # 26 bars for the line, 34 for the signal
+    assert partial.sma50 is None and partial.sma20 is not None and partial.rsi14 is not None
+
+
+def test_vwap_resets_at_each_session_and_runs_on_over_lunch():
+    morning = bars_from_closes([10.0] * 5, start="2022-06-14 01:30")
+    yesterday = morning.assign(high=20.25, low=19.75, close=20.0)
+    today_am = bars_from_closes([10.0, 10.0], start="2022-06-15 03:58")   # 11:58, 11:59 HKT
+    today_pm = bars_from_closes([13.0], start="2022-06-15 05:00")         # 13:00 HKT
+    today_am["volume"] = [100.0, 100.0]
+    today_pm["volume"] = [200.0]
+    bars = pd.concat([yesterday, today_am, today_pm])
+    # yesterday's 20.0 bars are ignored; the morning bars count after lunch
+    assert session_vwap(bars, HK_CAL) == pytest.approx((10 * 200 + 13 * 200) / 400)
+    assert compute_technicals(bars, HK_CAL, Timeframe.M1).vwap == pytest.approx(11.5)
+
+
+def test_vwap_of_a_real_session_uses_only_that_session():
+    baba = load_samples(HK)[Symbol(HK, "09988")]
+    two_days = pd.concat([session_bars(baba, date(2022, 6, 14)), session_bars(baba, date(2022, 6, 15))])
+    today = session_bars(baba, date(2022, 6, 15))
+    typical = (today["high"] + today["low"] + today["close"]) / 3
+    expected = (typical * today["volume"]).sum() / today["volume"].sum()
+    assert compute_technicals(two_days, HK_CAL, Timeframe.M1).vwap == pytest.approx(expected)
+
+
+def test_the_timeframe_is_honoured_not_ignored():
+    baba = load_samples(HK)[Symbol(HK, "09988")]
+    minute = baba.minute
+    with pytest.raises(ValueError, match="resample"):
+        compute_technicals(minute, HK_CAL, Timeframe.M15)
+    m1 = compute_technicals(minute, HK_CAL, Timeframe.M1)
+    m15 = compute_technicals(resample(minute, Timeframe.M15, HK_CAL), HK_CAL, Timeframe.M15)
+    assert m15.bars_used == len(minute) // 15
+    assert m15.atr14 > 3 * m1.atr14  # 15-minute bars range wider than 1-minute bars
+    daily = compute_technicals(baba.daily, HK_CAL, Timeframe.D1)
+    assert daily.vwap is None and daily.sma50 is not None
+
+
+def test_trend_support_and_resistance_on_clear_shapes():
+    rising = compute_technicals(bars_from_closes([10 + 0.1 * i for i in range(60)]), HK_CAL, Timeframe.M1)
+    falling = compute_technicals(bars_from_closes([20 - 0.1 * i for i in range(60)]), HK_CAL, Timeframe.M1)
+    assert rising.trend == "up" and falling.trend == "down"
+    zigzag = [100, 101, 102, 101, 100, 99, 98, 99, 100, 101, 102, 103, 102, 101, 100, 100.5]
+    levels = compute_technicals(bars_from_closes(zigzag), HK_CAL, Timeframe.M1)
+    # swing highs 102.25 and 103.25, swing low 97.75 (lows are close - 0.25); last close 100.5
+    assert levels.support == pytest.approx(97.75)
+    assert levels.resistance == pytest.approx(102.25)  # the nearest swing high above, not the highest
+
+
+def test_atr_uses_the_gap_through_the_previous_close():
+    # Each bar gaps 3 below the previous close with a range of 1: true range 4, not 1.
+    closes = [100 - 3 * i for i in range(20)]
+    bars = bars_from_closes(closes)
+    bars["high"], bars["low"] = bars["close"] + 0.5, bars["close"] - 0.5
+    assert true_range(bars["high"].to_numpy(), bars["low"].to_numpy(), bars["close"].to_numpy())[1:] == pytest.approx([3.5] * 19)
+    assert compute_technicals(bars, HK_CAL, Timeframe.M1).atr14 == pytest.approx(3.5, rel=0.05)
+
+
+def test_to_dict_is_compact_json():
+    technicals = compute_technicals(bars_from_closes(CLOSES * 2), HK_CAL, Timeframe.M1)
+    out = technicals.to_dict()
+    text = json.dumps(out)
+    assert len(text) < 700
+    assert out["rsi14"] == round(technicals.rsi14, 2)
+    assert set(out) >= {"rsi14", "macd", "macd_signal", "vwap", "atr14", "support", "resistance", "trend", "bars_used"}

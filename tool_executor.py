@@ -1,0 +1,602 @@
+"""The twelve trading tools: pydantic input models (which also generate the JSON schemas sent to
+Claude), dispatch, compact JSON results.
+
+Bad input from the model (unknown symbol, wrong type, odd lot, off-tick or far-from-market price,
+stop on the wrong side, missing stop) comes back as an error result saying what is wrong and what
+is allowed; nothing reaches the broker and the loop goes on.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Awaitable, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from brokers.base import (
+    Broker, BrokerError, Order, OrderPurpose, OrderRequest, OrderStatus, OrderType, Timeframe, UnknownSymbol,
+)
+from clock import Clock
+from config.settings import Profile
+from consciousness_notify import Event, EventType, Notifier, Priority
+from data.calendar import MarketCalendar
+from data.market import MarketData
+from instruments import (
+    Market, OrderSide, PositionSide, Rounding, Symbol, SymbolError, is_on_tick, parse_symbol, round_to_tick, tick_size,
+)
+from position_monitor import MonitorManager
+from risk import DailyLossAction, EntryProposal, RiskState, check_risk, daily_loss_action
+from signals import ExitReason
+from store.trading import DuplicateOpenPosition, PositionRecord, TradingStore
+from workflow import WorkflowTracker
+
+log = logging.getLogger(__name__)
+
+
+# --- Inputs ---------------------------------------------------------------------------------------
+class ToolInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScanMarketInput(ToolInput):
+    """Rank the index's stocks by momentum and volume ratio."""
+
+    index: str = Field("ALL", description="HK: HSI, HSCEI, HSTECH or ALL; US: ALL or a configured list")
+    limit: int = Field(10, ge=1, le=20)
+    min_volume_ratio: float | None = Field(None, ge=0, description="only stocks trading at least this multiple of normal volume")
+    max_price: Decimal | None = Field(None, gt=0)
+
+
+class SymbolInput(ToolInput):
+    symbol: str = Field(description="e.g. HK.00700 (also 700, 0700.HK) or US.AAPL (also AAPL)")
+
+
+class TimeframeInput(SymbolInput):
+    timeframe: Literal["5m", "15m", "1h", "1d"] = "5m"
+
+
+class NewsInput(SymbolInput):
+    hours: int = Field(24, ge=1, le=72)
+
+
+class CheckRiskInput(SymbolInput):
+    side: OrderSide = OrderSide.BUY
+    quantity: int = Field(gt=0, description="shares; a whole number of board lots")
+    entry: Decimal = Field(gt=0)
+    stop: Decimal = Field(gt=0)
+    target: Decimal = Field(gt=0)
+    tier: int = Field(2, ge=1, le=3)
+
+
+class PortfolioInput(ToolInput):
+    pass
+
+
+class ExecuteTradeInput(SymbolInput):
+    side: OrderSide = OrderSide.BUY
+    quantity: int = Field(gt=0, description="shares; a whole number of board lots")
+    order_type: Literal["market", "limit"] = "market"
+    limit_price: Decimal | None = Field(None, gt=0, description="required for limit orders; on the tick grid")
+    stop_loss: Decimal = Field(gt=0, description="the position's stop, below the entry")
+    take_profit: Decimal = Field(gt=0, description="the position's target, above the entry")
+    tier: int = Field(ge=1, le=3)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class ClosePositionInput(SymbolInput):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CloseAllInput(ToolInput):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class SendAlertInput(ToolInput):
+    severity: Literal["info", "warning", "critical"]
+    subject: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=4000)
+
+
+class LogDecisionInput(ToolInput):
+    decision: Literal["trade", "skip", "close", "emergency", "observation"]
+    symbol: str | None = None
+    reasoning: str = Field(min_length=1, max_length=4000)
+    tier: int | None = Field(None, ge=1, le=3)
+    entry: Decimal | None = None
+    stop: Decimal | None = None
+    target: Decimal | None = None
+
+
+class ToolError(Exception):
+    """A refusal to report back to the model as an error result."""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    content: str
+    is_error: bool = False
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return json.loads(self.content)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Symbol):
+        return str(value)
+    return str(value)
+
+
+# --- Context --------------------------------------------------------------------------------------
+@dataclass
+class CycleContext:
+    """Everything one cycle's tools need; built by the run, shared with the brains."""
+
+    profile: Profile
+    clock: Clock
+    calendar: MarketCalendar
+    broker: Broker
+    market: MarketData
+    store: TradingStore
+    notifier: Notifier
+    monitors: MonitorManager
+    tracker: WorkflowTracker
+    cycle_id: str
+    brain: str
+    live: bool = False
+    halted_by_control: str | None = None
+    trades_executed: int = 0
+    decisions_made: int = 0
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def market_id(self) -> Market:
+        return self.profile.market
+
+    def today(self):
+        return self.calendar.trading_day(self.clock.now())
+
+
+# --- The executor ---------------------------------------------------------------------------------
+Handler = Callable[["ToolExecutor", Any], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    model: type[ToolInput]
+    handler: Handler
+
+
+TOOL_SPECS: dict[str, ToolSpec] = {}
+
+
+def tool(name: str, description: str, model: type[ToolInput]):
+    def register(fn: Handler) -> Handler:
+        TOOL_SPECS[name] = ToolSpec(name, description, model, fn)
+        return fn
+    return register
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    """The tool definitions sent to Claude, generated from the input models (one source)."""
+    out = []
+    for spec in TOOL_SPECS.values():
+        schema = spec.model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        out.append({"name": spec.name, "description": spec.description, "input_schema": schema})
+    return out
+
+
+class ToolExecutor:
+    def __init__(self, ctx: CycleContext) -> None:
+        self.ctx = ctx
+        self._sequence: dict[Symbol, int] = {}
+
+    async def run(self, name: str, raw_input: Any) -> ToolResult:
+        spec = TOOL_SPECS.get(name)
+        if spec is None:
+            return ToolResult(_json({"error": f"unknown tool {name!r}", "tools": sorted(TOOL_SPECS)}), True)
+        self.ctx.tracker.tool_called(name)
+        try:
+            parsed = spec.model.model_validate(raw_input if raw_input is not None else {})
+        except ValidationError as exc:
+            return ToolResult(_json({"error": "invalid input", "problems": _problems(exc)}), True)
+        try:
+            result = await spec.handler(self, parsed)
+        except (ToolError, SymbolError, UnknownSymbol) as exc:
+            return ToolResult(_json({"error": str(exc)}), True)
+        except BrokerError as exc:
+            return ToolResult(_json({"error": f"broker: {exc}"}), True)
+        return ToolResult(_json(result))
+
+    # --- helpers ----------------------------------------------------------------------------
+    def symbol(self, text: str) -> Symbol:
+        symbol = parse_symbol(text)
+        if symbol.market is not self.ctx.market_id:
+            raise ToolError(f"{symbol} is not a {self.ctx.market_id.value} symbol; this agent trades {self.ctx.market_id.value} only")
+        return symbol
+
+    async def risk_state(self) -> RiskState:
+        ctx = self.ctx
+        now = ctx.clock.now()
+        day = ctx.today()
+        account = await ctx.broker.account()
+        open_positions = await ctx.store.open_positions()
+        unrealized = Decimal(0)
+        if open_positions:
+            snaps = await ctx.broker.snapshots([p.symbol for p in open_positions])
+            for p in open_positions:
+                if p.symbol in snaps:
+                    unrealized += (snaps[p.symbol].quote.price - p.entry_price) * p.quantity
+        risk_day = await ctx.store.ensure_risk_day(day, account.equity)
+        day_start = ctx.calendar.at_local(day, datetime.min.time())
+        halted = bool(risk_day["halted"]) or ctx.halted_by_control is not None
+        reason = risk_day["halt_reason"] or ctx.halted_by_control
+        return RiskState(
+            equity=account.equity, cash=account.cash, open_symbols=frozenset(p.symbol for p in open_positions),
+            entries_today=await ctx.store.entries_on(day), realized_pnl_today=await ctx.store.realized_pnl_on(day, day_start),
+            unrealized_pnl=unrealized, start_of_day_equity=Decimal(risk_day["start_equity"]), halted=halted,
+            halt_reason=reason, minutes_to_close=ctx.calendar.minutes_to_close(now),
+            minutes_to_break=ctx.calendar.minutes_to_break(now),
+        )
+
+    def _check_price(self, label: str, price: Decimal, symbol: Symbol) -> None:
+        day = self.ctx.today()
+        phase2 = self.ctx.profile.ticks.hk_phase2_date
+        if not is_on_tick(symbol.market, price, day, phase2):
+            tick = tick_size(symbol.market, price, day, phase2)
+            down = round_to_tick(symbol.market, price, day, Rounding.DOWN, phase2)
+            up = round_to_tick(symbol.market, price, day, Rounding.UP, phase2)
+            raise ToolError(f"{label} {price} is not on the tick grid of {symbol} (tick {tick}): use {down} or {up}")
+
+    async def check_daily_loss(self, state: RiskState | None = None) -> DailyLossAction:
+        """Warn at the warning level; at the halt level stop new entries and close everything."""
+        ctx = self.ctx
+        state = state or await self.risk_state()
+        action = daily_loss_action(state, ctx.profile)
+        day = ctx.today()
+        risk_day = await ctx.store.risk_day(day)
+        if action is DailyLossAction.WARN and risk_day and not risk_day["warned"]:
+            await ctx.store.set_warned(day)
+            await ctx.notifier.send(Event(EventType.RISK_WARNING, f"Daily loss {state.daily_pnl_pct:.2f}%",
+                                          f"Daily P&L {state.daily_pnl:,.2f} ({state.daily_pnl_pct:.2f}%); halt at "
+                                          f"-{ctx.profile.risk.daily_loss_halt_pct}%.", {"daily_pnl_pct": state.daily_pnl_pct}))
+        if action is DailyLossAction.HALT and risk_day and not risk_day["halted"]:
+            reason = f"daily loss {state.daily_pnl_pct:.2f}% reached the -{ctx.profile.risk.daily_loss_halt_pct}% limit"
+            await ctx.store.set_halt(day, True, reason, ctx.clock.now())
+            await ctx.notifier.send(Event(EventType.RISK_HALT, "Trading halted: daily loss limit", reason + "; closing everything.",
+                                          {"daily_pnl": state.daily_pnl, "daily_pnl_pct": state.daily_pnl_pct}))
+            await close_everything(ctx, ExitReason.RISK_HALT, reason)
+        return action
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "input"
+        value = err.get("input")
+        if err["type"] == "missing":
+            out.append(f"{where}: required")
+        elif err["type"] == "extra_forbidden":
+            out.append(f"{where}: not an input of this tool")
+        else:
+            out.append(f"{where} = {value!r}: {err['msg']}")
+    return out
+
+
+# --- close helpers (shared with the run for close-all and halts) ----------------------------------
+async def close_everything(ctx: CycleContext, reason: ExitReason, detail: str) -> list[dict[str, Any]]:
+    results = []
+    for position in await ctx.store.open_positions():
+        results.append(await close_one(ctx, position, reason, detail))
+    return results
+
+
+async def close_one(ctx: CycleContext, position: PositionRecord, reason: ExitReason, detail: str) -> dict[str, Any]:
+    outcome = await ctx.monitors.close_now(position, reason, detail)
+    result = {"symbol": str(position.symbol), "closed": outcome.closed, "exit_reason": outcome.exit_reason,
+              "exit_price": outcome.exit_price, "realized_pnl": outcome.realized_pnl}
+    if not outcome.closed:
+        result["error"] = outcome.note or "not closed yet; the monitor keeps trying"
+    return result
+
+
+# --- The tools ------------------------------------------------------------------------------------
+@tool("scan_market", "Scan an index for momentum candidates: symbol, name, price, change %, volume ratio "
+      "(today's volume vs the usual volume by this minute), momentum score. Synthetic sample symbols say so.",
+      ScanMarketInput)
+async def _scan(ex: ToolExecutor, inp: ScanMarketInput) -> dict[str, Any]:
+    rows = await ex.ctx.market.scan(inp.index, inp.limit, inp.min_volume_ratio, inp.max_price)
+    return {"index": inp.index, "candidates": rows, "count": len(rows)}
+
+
+@tool("get_quote", "Latest quote: price, bid, ask, volume, volume ratio, change %, day high/low, open, "
+      "previous close, board lot size and tick.", SymbolInput)
+async def _quote(ex: ToolExecutor, inp: SymbolInput) -> dict[str, Any]:
+    return (await ex.ctx.market.quote(ex.symbol(inp.symbol))).to_dict()
+
+
+@tool("get_technicals", "Technical indicators on closed bars of the timeframe: RSI14, MACD 12/26/9, EMA9/21, "
+      "SMA20/50, ATR14, session VWAP, Bollinger bands, support/resistance, trend.", TimeframeInput)
+async def _technicals(ex: ToolExecutor, inp: TimeframeInput) -> dict[str, Any]:
+    symbol = ex.symbol(inp.symbol)
+    tech = await ex.ctx.market.technicals(symbol, Timeframe(inp.timeframe))
+    return {"symbol": str(symbol), "timeframe": inp.timeframe, **tech.to_dict()}
+
+
+@tool("detect_patterns", "Chart patterns on closed bars of the timeframe (breakout, near_breakout, "
+      "momentum_continuation, bull_flag, ascending_triangle, cup_handle, abcd and bearish mirrors) with "
+      "entry/stop/target on the tick grid and a confidence.", TimeframeInput)
+async def _patterns(ex: ToolExecutor, inp: TimeframeInput) -> dict[str, Any]:
+    symbol = ex.symbol(inp.symbol)
+    found = await ex.ctx.market.patterns(symbol, Timeframe(inp.timeframe))
+    return {"symbol": str(symbol), "timeframe": inp.timeframe, "patterns": [p.to_dict() for p in found]}
+
+
+@tool("get_news", "Recent headlines with source, time and sentiment (-1..1).", NewsInput)
+async def _news(ex: ToolExecutor, inp: NewsInput) -> dict[str, Any]:
+    symbol = ex.symbol(inp.symbol)
+    return {"symbol": str(symbol), "hours": inp.hours, "headlines": [],
+            "note": "no news source is configured; treat the catalyst as unknown (not positive)"}
+
+
+@tool("check_risk", "Check a proposed long entry against every risk limit (positions, caps, stop distance, "
+      "reward:risk of the tier, daily entries, time to the break/close, daily loss). Returns approved, reasons, "
+      "warnings, position value, max loss, reward:risk and a suggested quantity in whole board lots.", CheckRiskInput)
+async def _check_risk(ex: ToolExecutor, inp: CheckRiskInput) -> dict[str, Any]:
+    symbol = ex.symbol(inp.symbol)
+    snap = (await ex.ctx.broker.snapshots([symbol]))[symbol]
+    proposal = EntryProposal(symbol, inp.side, inp.quantity, inp.entry, inp.stop, inp.target, inp.tier, snap.lot_size)
+    verdict = check_risk(proposal, await ex.risk_state(), ex.ctx.profile)
+    ex.ctx.tracker.risk_checked()
+    return {"symbol": str(symbol), "board_lot": snap.lot_size, **verdict.to_dict()}
+
+
+@tool("get_portfolio", "Cash, equity, open positions (symbol, quantity, average cost, price, P&L), today's "
+      "realized P&L, entries today and whether trading is halted.", PortfolioInput)
+async def _portfolio(ex: ToolExecutor, inp: PortfolioInput) -> dict[str, Any]:
+    return await portfolio_summary(ex)
+
+
+async def portfolio_summary(ex: ToolExecutor) -> dict[str, Any]:
+    ctx = ex.ctx
+    state = await ex.risk_state()
+    positions = await ctx.store.open_positions()
+    snaps = await ctx.broker.snapshots([p.symbol for p in positions]) if positions else {}
+    rows = []
+    for p in positions:
+        price = snaps[p.symbol].quote.price if p.symbol in snaps else None
+        pnl = None if price is None else (price - p.entry_price) * p.quantity
+        rows.append({"symbol": str(p.symbol), "side": p.side.value, "quantity": p.quantity, "avg_cost": p.entry_price,
+                     "price": price, "pnl": None if pnl is None else pnl.quantize(Decimal("0.01")),
+                     "stop": p.stop_price, "target": p.target_price})
+    return {
+        "currency": ctx.profile.currency, "cash": state.cash.quantize(Decimal("0.01")),
+        "equity": state.equity.quantize(Decimal("0.01")), "positions": rows,
+        "realized_pnl_today": state.realized_pnl_today.quantize(Decimal("0.01")),
+        "daily_pnl_pct": state.daily_pnl_pct.quantize(Decimal("0.01")), "entries_today": state.entries_today,
+        "max_entries_per_day": ctx.profile.risk.max_entries_per_day, "max_positions": ctx.profile.risk.max_positions,
+        "halted": state.halted, "halt_reason": state.halt_reason,
+    }
+
+
+@tool("execute_trade", "Buy to open a position: sized in whole board lots, checked against every risk limit, "
+      "sent with a client order id (never twice), filled or cancelled at the timeout, recorded, protected by a "
+      "broker-side backstop where the broker supports one, and handed to the exit monitor.", ExecuteTradeInput)
+async def _execute(ex: ToolExecutor, inp: ExecuteTradeInput) -> dict[str, Any]:
+    ctx = ex.ctx
+    symbol = ex.symbol(inp.symbol)
+    snap = (await ctx.broker.snapshots([symbol]))[symbol]
+    market_price = snap.quote.ask if inp.side is OrderSide.BUY else snap.quote.bid
+    if inp.order_type == "limit":
+        if inp.limit_price is None:
+            raise ToolError("limit_price is required for a limit order")
+        ex._check_price("limit_price", inp.limit_price, symbol)
+        deviation = abs(inp.limit_price - snap.quote.price) / snap.quote.price * 100
+        if deviation > ctx.profile.risk.max_price_deviation_pct:
+            raise ToolError(f"limit_price {inp.limit_price} is {deviation:.2f}% from the market {snap.quote.price}; "
+                            f"allowed within {ctx.profile.risk.max_price_deviation_pct}%")
+        entry = inp.limit_price
+    else:
+        entry = market_price
+    ex._check_price("stop_loss", inp.stop_loss, symbol)
+    ex._check_price("take_profit", inp.take_profit, symbol)
+    proposal = EntryProposal(symbol, inp.side, inp.quantity, entry, inp.stop_loss, inp.take_profit, inp.tier, snap.lot_size)
+    verdict = check_risk(proposal, await ex.risk_state(), ctx.profile)
+    ctx.tracker.risk_checked()
+    if not verdict.approved:
+        raise ToolError("refused by risk: " + "; ".join(verdict.reasons)
+                        + f" (suggested quantity {verdict.suggested_quantity}, board lot {snap.lot_size})")
+    return await place_entry(ex, symbol, inp, entry)
+
+
+async def place_entry(ex: ToolExecutor, symbol: Symbol, inp: ExecuteTradeInput, entry: Decimal) -> dict[str, Any]:
+    ctx = ex.ctx
+    now = ctx.clock.now()
+    day = ctx.today()
+    prefix = f"{ctx.cycle_id}-{symbol.code}-"
+    sequence = await ctx.store.count_orders_with_prefix(prefix) + 1
+    client_order_id = f"{prefix}{sequence}"
+    backstop_stop, backstop_target = backstop_levels(ctx, symbol, entry)
+    bracket = ctx.broker.capabilities.supports_bracket
+    request = OrderRequest(
+        symbol=symbol, side=inp.side, quantity=inp.quantity,
+        order_type=OrderType.MARKET if inp.order_type == "market" else OrderType.LIMIT,
+        client_order_id=client_order_id, limit_price=inp.limit_price if inp.order_type == "limit" else None,
+        purpose=OrderPurpose.ENTRY,
+        take_profit_price=backstop_target if bracket else None, stop_loss_price=backstop_stop if bracket else None,
+    )
+    await ctx.store.record_intent(request, trading_day=day, at=now, cycle_id=ctx.cycle_id)
+    order = await ctx.broker.find_order(client_order_id) or await ctx.broker.place_order(request)
+    await ctx.store.record_order(order, trading_day=day, at=ctx.clock.now(), cycle_id=ctx.cycle_id, position_id=None)
+    order = await wait_for_fill(ctx, order)
+    result: dict[str, Any] = {
+        "symbol": str(symbol), "order_id": order.broker_order_id, "client_order_id": client_order_id,
+        "requested_quantity": inp.quantity, "filled_quantity": order.filled_quantity,
+        "fill_price": order.avg_fill_price, "fees": order.fees,
+    }
+    await ctx.store.log_decision(
+        cycle_id=ctx.cycle_id, created_at=ctx.clock.now(), decision="trade", reasoning=inp.reason, source=ctx.brain,
+        symbol=symbol, tier=inp.tier, entry=entry, stop=inp.stop_loss, target=inp.take_profit,
+        data={"client_order_id": client_order_id, "quantity": inp.quantity, "filled": order.filled_quantity},
+    )
+    ctx.decisions_made += 1
+    if order.filled_quantity == 0:
+        result["status"] = "rejected" if order.status is OrderStatus.REJECTED else "not_filled"
+        result["reason"] = order.reject_reason or f"no fill within {fill_timeout(ctx):g} s; the order was cancelled"
+        return result
+    result["status"] = "filled" if order.filled_quantity == inp.quantity else "partial"
+    position = await open_position_from_fill(ctx, symbol, order, inp, client_order_id)
+    result["position_id"] = position.position_id
+    result["backstop"] = await place_backstop(ctx, position, order)
+    ctx.trades_executed += 1
+    ctx.entries.append(result)
+    ctx.monitors.start(await ctx.store.position(position.position_id))  # type: ignore[arg-type]
+    ctx.tracker.advance_monitor()
+    return result
+
+
+def fill_timeout(ctx: CycleContext) -> float:
+    m = ctx.profile.monitor
+    return m.fill_timeout_live_seconds if ctx.live else m.fill_timeout_paper_seconds
+
+
+async def wait_for_fill(ctx: CycleContext, order: Order) -> Order:
+    """Wait for the order to finish; cancel an unfilled remainder at the timeout."""
+    deadline = ctx.clock.now() + timedelta(seconds=fill_timeout(ctx))
+    while not order.status.is_final and ctx.clock.now() < deadline:
+        await ctx.clock.sleep(ctx.profile.monitor.fill_poll_seconds)
+        order = await ctx.broker.get_order(order.broker_order_id)
+    if not order.status.is_final:
+        order = await ctx.broker.cancel_order(order.broker_order_id)
+    await ctx.store.record_order(order, trading_day=ctx.today(), at=ctx.clock.now(), cycle_id=ctx.cycle_id, position_id=None)
+    return order
+
+
+def backstop_levels(ctx: CycleContext, symbol: Symbol, price: Decimal) -> tuple[Decimal, Decimal]:
+    day = ctx.today()
+    phase2 = ctx.profile.ticks.hk_phase2_date
+    stop = round_to_tick(symbol.market, price * (1 - ctx.profile.backstop.stop_pct / 100), day, Rounding.DOWN, phase2)
+    target = round_to_tick(symbol.market, price * (1 + ctx.profile.backstop.target_pct / 100), day, Rounding.UP, phase2)
+    return stop, target
+
+
+async def open_position_from_fill(ctx: CycleContext, symbol: Symbol, order: Order, inp: ExecuteTradeInput,
+                                  client_order_id: str) -> PositionRecord:
+    bars = await ctx.market.bars(symbol, Timeframe.M1, 30)
+    try:
+        position = await ctx.store.open_position(
+            symbol=symbol, side=PositionSide.LONG, quantity=order.filled_quantity, entry_price=order.avg_fill_price,
+            entry_time=ctx.clock.now(), trading_day=ctx.today(), stop_price=inp.stop_loss, target_price=inp.take_profit,
+            tier=inp.tier, entry_reason=inp.reason, entry_volume_rate=ctx.market.recent_volume_rate(bars),
+            entry_fees=order.fees, cycle_id=ctx.cycle_id, entry_client_order_id=client_order_id,
+        )
+    except DuplicateOpenPosition:
+        raise ToolError(f"{symbol} is already open in the database; not opening a second position") from None
+    await ctx.store.link_order(client_order_id, position.position_id)
+    await ctx.notifier.send(Event(
+        EventType.ENTRY,
+        f"ENTRY {symbol.short} {order.filled_quantity} @ {order.avg_fill_price} (tier {inp.tier})",
+        f"Bought {order.filled_quantity} of {order.quantity} {symbol} at {order.avg_fill_price}; stop {inp.stop_loss}, "
+        f"target {inp.take_profit}; {inp.reason}",
+        {"symbol": str(symbol), "position_id": position.position_id, "quantity": order.filled_quantity,
+         "requested": order.quantity, "price": order.avg_fill_price, "stop": inp.stop_loss, "target": inp.take_profit,
+         "tier": inp.tier, "client_order_id": client_order_id, "cycle_id": ctx.cycle_id},
+    ))
+    return position
+
+
+async def place_backstop(ctx: CycleContext, position: PositionRecord, entry_order: Order) -> str:
+    caps = ctx.broker.capabilities
+    now = ctx.clock.now()
+    if caps.supports_bracket and entry_order.legs:
+        ids = [leg.broker_order_id for leg in entry_order.legs]
+        await ctx.store.set_backstop(position.position_id, "bracket", ids, now)
+        return "bracket"
+    if caps.supports_stop_orders:
+        stop, _ = backstop_levels(ctx, position.symbol, position.entry_price)
+        request = OrderRequest(
+            symbol=position.symbol, side=position.side.exit_side, quantity=position.quantity, order_type=OrderType.STOP,
+            client_order_id=f"{position.entry_client_order_id}-bs", stop_price=stop, purpose=OrderPurpose.BACKSTOP_STOP,
+        )
+        try:
+            await ctx.store.record_intent(request, trading_day=ctx.today(), at=now, cycle_id=ctx.cycle_id)
+            order = await ctx.broker.find_order(request.client_order_id) or await ctx.broker.place_order(request)
+        except BrokerError as exc:
+            await ctx.store.set_backstop(position.position_id, "failed", [], now)
+            await _no_backstop(ctx, position, f"the stop order was refused: {exc}")
+            return "failed"
+        await ctx.store.record_order(order, trading_day=ctx.today(), at=now, cycle_id=ctx.cycle_id, position_id=position.position_id)
+        await ctx.store.set_backstop(position.position_id, "placed", [order.broker_order_id], now)
+        return f"stop {stop}"
+    await ctx.store.set_backstop(position.position_id, "none", [], now)
+    await _no_backstop(ctx, position, f"{caps.name} accepts no stop orders on this account")
+    return "none"
+
+
+async def _no_backstop(ctx: CycleContext, position: PositionRecord, why: str) -> None:
+    await ctx.notifier.send(Event(
+        EventType.NO_BACKSTOP, f"No broker backstop for {position.symbol.short}",
+        f"{position.symbol} has no broker-side protective order ({why}); only the in-process monitor protects it.",
+        {"symbol": str(position.symbol), "position_id": position.position_id, "why": why},
+    ))
+
+
+@tool("close_position", "Close an open position now at the market: cancels its protective orders first, "
+      "returns the fill and realized P&L.", ClosePositionInput)
+async def _close(ex: ToolExecutor, inp: ClosePositionInput) -> dict[str, Any]:
+    symbol = ex.symbol(inp.symbol)
+    position = await ex.ctx.store.open_position_for(symbol)
+    if position is None:
+        held = [str(p.symbol) for p in await ex.ctx.store.open_positions()]
+        raise ToolError(f"no open position in {symbol}; open positions: {', '.join(held) or 'none'}")
+    await ex.ctx.store.log_decision(cycle_id=ex.ctx.cycle_id, created_at=ex.ctx.clock.now(), decision="close",
+                                    reasoning=inp.reason, source=ex.ctx.brain, symbol=symbol)
+    return await close_one(ex.ctx, position, ExitReason.MANUAL, inp.reason)
+
+
+@tool("close_all", "Close every open position now (emergency or end of day); one result per position.", CloseAllInput)
+async def _close_all(ex: ToolExecutor, inp: CloseAllInput) -> dict[str, Any]:
+    await ex.ctx.store.log_decision(cycle_id=ex.ctx.cycle_id, created_at=ex.ctx.clock.now(), decision="emergency",
+                                    reasoning=inp.reason, source=ex.ctx.brain)
+    return {"results": await close_everything(ex.ctx, ExitReason.CLOSE_ALL, inp.reason)}
+
+
+@tool("send_alert", "Send an alert to the oversight agent (and email/webhook for critical ones when configured).",
+      SendAlertInput)
+async def _alert(ex: ToolExecutor, inp: SendAlertInput) -> dict[str, Any]:
+    priority = {"info": Priority.NORMAL, "warning": Priority.HIGH, "critical": Priority.URGENT}[inp.severity]
+    await ex.ctx.notifier.send(Event(EventType.CYCLE_SUMMARY if inp.severity == "info" else EventType.RISK_WARNING,
+                                     inp.subject, inp.message, {"severity": inp.severity, "cycle_id": ex.ctx.cycle_id},
+                                     priority, msg_type="message"))
+    return {"sent": True, "priority": priority.value}
+
+
+@tool("log_decision", "Record a decision (trade, skip, close, emergency, observation) with its reasoning; every "
+      "decision states tier, entry, stop and target where they apply.", LogDecisionInput)
+async def _log(ex: ToolExecutor, inp: LogDecisionInput) -> dict[str, Any]:
+    symbol = ex.symbol(inp.symbol) if inp.symbol else None
+    decision_id = await ex.ctx.store.log_decision(
+        cycle_id=ex.ctx.cycle_id, created_at=ex.ctx.clock.now(), decision=inp.decision, reasoning=inp.reasoning,
+        source=ex.ctx.brain, symbol=symbol, tier=inp.tier, entry=inp.entry, stop=inp.stop, target=inp.target,
+    )
+    ex.ctx.decisions_made += 1
+    return {"decision_id": decision_id}
