@@ -79,10 +79,8 @@ class Reconciler:
             now = self.clock.now()
             if order is None:
                 if now - row["submitted_at"] > timedelta(minutes=5):
-                    await self.store.db.execute(
-                        "UPDATE orders SET status='rejected', reject_reason=$3, updated_at=$4 WHERE agent_id=$1 AND client_order_id=$2",
-                        self.store.agent_id, row["client_order_id"], "never reached the broker (not found by client order id)", now,
-                    )
+                    await self.store.mark_rejected(row["client_order_id"],
+                                                   "never reached the broker (not found by client order id)", now)
                 continue
             await self.store.record_order(order, trading_day=row["trading_day"], at=now, cycle_id=row["cycle_id"],
                                           position_id=row["position_id"])

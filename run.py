@@ -170,7 +170,7 @@ def build_broker(kind: str, settings, clock: Clock, calendar: MarketCalendar, li
         return MoomooBroker.from_settings(settings.profile, secrets, clock, live=live)
     from brokers.alpaca import AlpacaBroker
 
-    return AlpacaBroker.from_settings(settings.profile, secrets, clock, live=live)
+    return AlpacaBroker(secrets, clock, live=live)
 
 
 async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe, live: bool,
@@ -459,7 +459,7 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
             await _finish_cycle(rt, ctx, "completed", None, None, summary=f"halted: {state.halt_reason}")
             print(f"cycle {cycle_id}: no new entries ({state.halt_reason})")
             return EXIT_REFUSED
-        context = render_context(rt, ctx, await _portfolio(executor), inbox)
+        context = render_context(rt, ctx, await _portfolio(executor), inbox, await rt.spend.remaining())
         result = await brain.run_cycle(executor, context)
     except FatalBrainError as exc:
         error = str(exc)
@@ -482,7 +482,8 @@ async def _portfolio(executor: ToolExecutor) -> dict[str, Any]:
     return await portfolio_summary(executor)
 
 
-def render_context(rt: Runtime, ctx: CycleContext, portfolio: dict[str, Any], inbox: list[InboxMessage]) -> str:
+def render_context(rt: Runtime, ctx: CycleContext, portfolio: dict[str, Any], inbox: list[InboxMessage],
+                   budget_left: Decimal) -> str:
     import json
 
     now = rt.clock.now()
@@ -492,7 +493,7 @@ def render_context(rt: Runtime, ctx: CycleContext, portfolio: dict[str, Any], in
         f"Session: {rt.calendar.state(now).value}; {rt.calendar.minutes_to_close(now) or 0:.0f} trading minutes to the close"
         + (f", {rt.calendar.minutes_to_break(now):.0f} to the lunch break" if rt.calendar.minutes_to_break(now) else "") + ".",
         "Portfolio: " + json.dumps(portfolio, separators=(",", ":"), default=str),
-        f"LLM budget left today: USD {rt.profile.budget.daily_usd}.",
+        f"LLM budget left today: USD {budget_left:.4f} of {rt.profile.budget.daily_usd}.",
     ]
     if inbox:
         lines.append("Messages from Big Bro (most urgent first): "
@@ -555,15 +556,21 @@ def print_summary(rt: Runtime) -> None:
                f"(cache read {t.get('cache_read', 0)}), USD {Decimal(c['cost_usd']):.4f}") if c["brain"] == "claude" else "no LLM (rules brain)"
         print(f"cycle {c['cycle_id']}: {c['status']}, {c['brain']} brain, {c['tools']} tool calls, "
               f"{c['entries']} entr{'y' if c['entries'] == 1 else 'ies'}; {llm}")
+    from data.universe import is_synthetic_symbol
+    from instruments import parse_symbol
+
+    def label(symbol: str) -> str:
+        return symbol + (" [synthetic]" if is_synthetic_symbol(parse_symbol(symbol)) else "")
+
     for ctx in rt.cycles:
         for e in ctx.entries:
-            print(f"  ENTRY {e['symbol']} {e['filled_quantity']} @ {e['fill_price']} ({e['status']}, backstop {e['backstop']})")
+            print(f"  ENTRY {label(e['symbol'])} {e['filled_quantity']} @ {e['fill_price']} ({e['status']}, backstop {e['backstop']})")
     total = Decimal(0)
     for o in outcomes:
         if o.closed:
             total += o.realized_pnl or Decimal(0)
             pnl = f"{cur} {o.realized_pnl:+,.2f}" if o.realized_pnl is not None else "not booked"
-            print(f"  EXIT  {o.symbol} {o.exit_reason} @ {o.exit_price if o.exit_price is None else f'{o.exit_price:.4f}'}: {pnl} "
+            print(f"  EXIT  {label(o.symbol)} {o.exit_reason} @ {o.exit_price if o.exit_price is None else f'{o.exit_price:.4f}'}: {pnl} "
                   f"({o.checks} checks, {o.haiku_calls} Haiku)")
         else:
             print(f"  OPEN  {o.symbol}: {o.note or 'still open'}")

@@ -18,7 +18,8 @@ from typing import Any, Awaitable, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from brokers.base import (
-    Broker, BrokerError, Order, OrderPurpose, OrderRequest, OrderStatus, OrderType, Timeframe, UnknownSymbol,
+    Broker, BrokerError, Order, OrderPurpose, OrderRejected, OrderRequest, OrderStatus, OrderType, Timeframe,
+    UnknownSymbol,
 )
 from clock import Clock
 from config.settings import Profile
@@ -445,7 +446,11 @@ async def place_entry(ex: ToolExecutor, symbol: Symbol, inp: ExecuteTradeInput, 
         take_profit_price=backstop_target if bracket else None, stop_loss_price=backstop_stop if bracket else None,
     )
     await ctx.store.record_intent(request, trading_day=day, at=now, cycle_id=ctx.cycle_id)
-    order = await ctx.broker.find_order(client_order_id) or await ctx.broker.place_order(request)
+    try:
+        order = await ctx.broker.find_order(client_order_id) or await ctx.broker.place_order(request)
+    except OrderRejected as exc:
+        await ctx.store.mark_rejected(client_order_id, str(exc), ctx.clock.now())
+        raise ToolError(f"the broker refused the order: {exc}") from None
     await ctx.store.record_order(order, trading_day=day, at=ctx.clock.now(), cycle_id=ctx.cycle_id, position_id=None)
     order = await wait_for_fill(ctx, order)
     result: dict[str, Any] = {

@@ -15,7 +15,6 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -78,12 +77,15 @@ def load_samples(market: Market) -> dict[Symbol, BarSeries]:
     return load_bars(SAMPLES_DIR / market.value.lower(), market)
 
 
-def load_bars(path: str | Path, market: Market | None = None) -> dict[Symbol, BarSeries]:
+def load_bars(
+    path: str | Path, market: Market | None = None, *, hk_phase2_date: date | None = None
+) -> dict[Symbol, BarSeries]:
     """One CSV file or a folder of them, as one ``BarSeries`` per symbol.
 
     With ``market``, files of the other market are skipped in a folder and refused as a single
     file. A 1-minute and a daily file of the same code merge; a 5-minute file is used only when
-    there is no 1-minute file for the code.
+    there is no 1-minute file for the code. ``hk_phase2_date`` (the profile's
+    ``ticks.hk_phase2_date``) matters only for HK bars from that date on.
     """
     path = Path(path)
     if path.is_dir():
@@ -100,7 +102,9 @@ def load_bars(path: str | Path, market: Market | None = None) -> dict[Symbol, Ba
     by_symbol: dict[Symbol, list[_BarFile]] = {}
     for d in described:
         by_symbol.setdefault(d.symbol, []).append(d)
-    return {symbol: _series_from_files(symbol, files) for symbol, files in sorted(by_symbol.items())}
+    return {
+        symbol: _series_from_files(symbol, files, hk_phase2_date) for symbol, files in sorted(by_symbol.items())
+    }
 
 
 @dataclass(frozen=True)
@@ -123,16 +127,17 @@ def _describe_file(path: Path) -> _BarFile:
     return _BarFile(path, symbol, marker.group(1).lower() if marker else None)
 
 
-def _series_from_files(symbol: Symbol, files: list[_BarFile]) -> BarSeries:
+def _series_from_files(symbol: Symbol, files: list[_BarFile], hk_phase2_date: date | None) -> BarSeries:
     calendar = MarketCalendar(symbol.market)
+    ticks = _TickRounder(symbol.market, hk_phase2_date)
     intraday: dict[int, list[pd.DataFrame]] = {}
     daily_parts: list[pd.DataFrame] = []
     for f in files:
         raw = _read_csv(f.path)
         if _is_daily(f, raw):
-            daily_parts.append(_daily_frame(f.path, raw, symbol.market))
+            daily_parts.append(_daily_frame(f.path, raw, ticks))
         else:
-            frame = _intraday_frame(f.path, raw, symbol.market)
+            frame = _intraday_frame(f.path, raw, ticks)
             step = _spacing_minutes(frame) if f.marker is None else int(f.marker[:-1])
             intraday.setdefault(step, []).append(frame)
     # The finest intraday file wins: 5-minute bars only serve when there are no 1-minute ones.
@@ -226,7 +231,7 @@ def _is_daily(f: _BarFile, raw: pd.DataFrame) -> bool:
     return bool(raw["time"].str.strip().str.fullmatch(r"\d{4}-\d{2}-\d{2}").all())
 
 
-def _daily_frame(path: Path, raw: pd.DataFrame, market: Market) -> pd.DataFrame:
+def _daily_frame(path: Path, raw: pd.DataFrame, ticks: "_TickRounder") -> pd.DataFrame:
     text = raw["time"].str.strip().str.slice(0, 10)
     days = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d")
     bad = days.isna()
@@ -235,15 +240,14 @@ def _daily_frame(path: Path, raw: pd.DataFrame, market: Market) -> pd.DataFrame:
         raise BarFileError(f"{path}: {_row(i)}: date {raw['time'].iloc[i]!r} is not a date; expected YYYY-MM-DD")
     frame = _numbers(path, raw)
     frame.index = pd.DatetimeIndex(days).normalize()
-    return _on_tick_grid(frame, market, frame.index.date)
+    return ticks.apply(frame, frame.index.date)
 
 
-def _intraday_frame(path: Path, raw: pd.DataFrame, market: Market) -> pd.DataFrame:
-    index = _parse_times(path, raw, market)
+def _intraday_frame(path: Path, raw: pd.DataFrame, ticks: "_TickRounder") -> pd.DataFrame:
+    index = _parse_times(path, raw, ticks.market)
     frame = _numbers(path, raw)
     frame.index = index
-    local_days = index.tz_convert(TIMEZONES[market]).date
-    return _on_tick_grid(frame, market, local_days)
+    return ticks.apply(frame, index.tz_convert(TIMEZONES[ticks.market]).date)
 
 
 def _spacing_minutes(frame: pd.DataFrame) -> int:
@@ -261,34 +265,45 @@ def _sorted_unique(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- Tick grid ----------------------------------------------------------------------------------
-def _tick_regime_day(market: Market, day: date) -> date:
-    # The tick only depends on which spread table is in force; one representative day per
-    # table lets the rounding cache hit across days.
-    if market is Market.HK and day >= HK_SPREAD_PHASE1_DATE:
-        return HK_SPREAD_PHASE1_DATE
-    return date(2000, 1, 3)
+class _TickRounder:
+    """``round_to_tick`` over a frame, each price rounded once (minute bars repeat prices a lot)."""
+
+    def __init__(self, market: Market, hk_phase2_date: date | None) -> None:
+        self.market = market
+        self.hk_phase2_date = hk_phase2_date
+        self._memo: dict[tuple[float, date], float] = {}
+
+    def _table_day(self, day: date) -> date:
+        # The tick depends on the day only through the spread table in force; one representative
+        # day per table lets the memo hit across days.
+        if self.market is Market.US:
+            return _ANY_DAY
+        if self.hk_phase2_date is not None and day >= self.hk_phase2_date:
+            return self.hk_phase2_date
+        return HK_SPREAD_PHASE1_DATE if day >= HK_SPREAD_PHASE1_DATE else _ANY_DAY
+
+    def price(self, value: float, day: date) -> float:
+        key = (value, self._table_day(day))
+        if key not in self._memo:
+            self._memo[key] = float(round_to_tick(self.market, value, key[1], hk_phase2_date=self.hk_phase2_date))
+        return self._memo[key]
+
+    def apply(self, frame: pd.DataFrame, days) -> pd.DataFrame:
+        out = frame.copy()
+        for column in PRICE_COLUMNS:
+            out[column] = [self.price(float(p), d) for p, d in zip(frame[column].to_numpy(), days)]
+        out["volume"] = out["volume"].astype(float)
+        return out
 
 
-@lru_cache(maxsize=200_000)
-def _rounded(market: Market, price: float, regime_day: date) -> float:
-    return float(round_to_tick(market, price, regime_day))
-
-
-def _on_tick_grid(frame: pd.DataFrame, market: Market, days) -> pd.DataFrame:
-    regimes = [_tick_regime_day(market, d) for d in days]
-    out = frame.copy()
-    for column in PRICE_COLUMNS:
-        out[column] = [_rounded(market, float(p), r) for p, r in zip(frame[column].to_numpy(), regimes)]
-    out["volume"] = out["volume"].astype(float)
-    return out
+_ANY_DAY = date(2000, 1, 3)  # before every tick-table change
 
 
 # --- Session grid -------------------------------------------------------------------------------
-def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> tuple[pd.Series, pd.Series]:
-    """Per bar: the start of the session part it belongs to, and the end of that part (NaT outside)."""
+def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> pd.Series:
+    """Per bar: the start of the session part (open to lunch, lunch to close) it is in; NaT outside."""
     local_days = pd.Index(index.tz_convert(calendar.tz).date)
     part_start = pd.Series(pd.NaT, index=range(len(index)), dtype="datetime64[ns, UTC]")
-    part_end = part_start.copy()
     times = pd.Series(index, index=range(len(index)))
     for day in local_days.unique():
         session = calendar.session(day)
@@ -298,14 +313,13 @@ def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> t
         for start, end in session.parts:
             inside = on_day & (times >= pd.Timestamp(start)).to_numpy() & (times < pd.Timestamp(end)).to_numpy()
             part_start[inside] = pd.Timestamp(start)
-            part_end[inside] = pd.Timestamp(end)
-    return part_start, part_end
+    return part_start
 
 
 def _on_session_grid(frame: pd.DataFrame, calendar: MarketCalendar) -> pd.DataFrame:
     if frame.empty:
         return frame
-    part_start, _ = _session_part_starts(frame.index, calendar)
+    part_start = _session_part_starts(frame.index, calendar)
     whole_minute = (frame.index.second == 0) & (frame.index.microsecond == 0)
     keep = part_start.notna().to_numpy() & whole_minute
     dropped = int((~keep).sum())
@@ -334,7 +348,7 @@ def resample(minute: pd.DataFrame, timeframe: Timeframe, calendar: MarketCalenda
         out = minute.groupby(days).agg(_AGGREGATION)[BAR_COLUMNS]
         out.index.name = None
         return out
-    part_start, part_end = _session_part_starts(minute.index, calendar)
+    part_start = _session_part_starts(minute.index, calendar)
     inside = part_start.notna().to_numpy()
     bars = minute[inside]
     starts = pd.DatetimeIndex(part_start[inside])

@@ -4,15 +4,16 @@ Only one HK symbol (09988) and two US symbols have real intraday bars, so the pa
 scans a generated universe calibrated on them (``CALIBRATION``, measured from data/samples by
 ``measure_calibration``): U-shaped intraday volume and volatility, GARCH volatility clustering
 by day and by minute, fat-tailed minute returns, overnight gaps, the HK lunch break, prices on
-the tick grid, HK board lots, and a few volume-spike breakouts each session for the scanner.
+the tick grid, HK board lots, and two or three news events (volume-spike breakouts, breakdowns,
+gaps that keep going) every session for the scanner.
 
 Identification (never to be mistaken for a listed security):
 * every name starts with ``SYNTH`` and every ``BarSeries`` has ``synthetic=True``;
-* HK codes ``99900``-``99999``: HKEX's published allocation plans give 10000-29999 to derivative
-  warrants, 4xxxx to debt and inline warrants, 50000-69999 to CBBCs and 80000-89999 to RMB
-  counters; the top of the 9xxxx range is the last place HKEX fills. No five-digit code is
-  guaranteed free forever, which is why ``is_synthetic_symbol`` exists: a live broker path should
-  refuse these codes.
+* HK codes ``99900``-``99999``. HKEX's published allocation plans that could be checked give
+  10000-29999 to derivative warrants, 60000-69999 to CBBCs and 80000-89999 to RMB counters
+  (so 8xxxx, 89xxx included, is taken); none of them mentions 999xx, the last block HKEX would
+  reach. Nothing guarantees a five-digit code stays free, hence ``is_synthetic_symbol``: a live
+  broker path should refuse these codes.
 * US tickers ``ZQX1``-``ZQX99``: NYSE and Nasdaq common-stock tickers are letters only.
 
 Deterministic for a seed (numpy ``Generator``); another seed gives another universe.

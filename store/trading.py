@@ -184,6 +184,13 @@ class TradingStore:
             request.stop_price, trading_day, at,
         )
 
+    async def mark_rejected(self, client_order_id: str, reason: str, at: datetime) -> None:
+        await self.db.execute(
+            """UPDATE orders SET status='rejected', reject_reason=$3, updated_at=$4
+               WHERE agent_id=$1 AND client_order_id=$2 AND status='pending_submit'""",
+            self.agent_id, client_order_id, reason[:1000], at,
+        )
+
     async def pending_intents(self) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
             "SELECT * FROM orders WHERE agent_id=$1 AND status='pending_submit' ORDER BY order_id", self.agent_id

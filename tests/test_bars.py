@@ -238,3 +238,17 @@ def test_resampled_bars_agree_with_the_minutes_they_hold(hk, timeframe, start, l
         part = next(p for p in session.parts if p[0] <= label.to_pydatetime() < p[1])
         assert held.index[-1].to_pydatetime() < part[1], "a bar spans the lunch break"
         assert bar["high"] == held["high"].max() and bar["low"] == held["low"].min()
+
+
+def test_hk_ticks_follow_the_table_in_force_on_the_bar_date(tmp_path):
+    f = write(tmp_path / "00005_1d.csv", """
+date,open,high,low,close,volume
+2025-08-01,15.01,15.04,15.0,15.02,100
+2025-08-04,15.01,15.04,15.0,15.02,100
+2026-03-02,5.005,5.01,5.0,5.01,100
+""")
+    opens = list(load_bars(f)[Symbol(HK, "00005")].daily["open"])
+    # 10-20 ticked 0.02 until 2025-08-03, 0.01 from 2025-08-04; 0.005 below 10 not yet in force
+    assert opens == [15.02, 15.01, 5.01]
+    with_phase2 = load_bars(f, hk_phase2_date=date(2026, 1, 1))[Symbol(HK, "00005")].daily
+    assert list(with_phase2["open"]) == [15.02, 15.01, 5.005]

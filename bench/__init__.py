@@ -1,0 +1,1 @@
+"""Speed and cost figures, printed, never asserted: `make bench`."""
