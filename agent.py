@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_REFUSED
     if profile.live and not args.live and args.mode != "status":
         print(f"note: {settings.profile_file} says live: true but --live was not given; trading on paper", file=sys.stderr)
-    setup_logging(PROJECT_DIR / "logs", settings.secrets.secret_values())
+    setup_logging(Path(env.get("CATALYST_LOG_DIR") or PROJECT_DIR / "logs"), settings.secrets.secret_values())
     clock = clock or WallClock()
     calendar = MarketCalendar(profile.market)
     if args.mode == "status":

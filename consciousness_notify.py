@@ -6,16 +6,24 @@
   local outbox file (JSON lines) and delivered, in order, on the next successful write, in this
   run or the next. Every message carries an idempotency key, so a retry after an insert whose
   acknowledgement was lost never inserts it twice.
-* Notification failures never reach the caller: ``send`` does not raise.
+* Notification failures never reach the caller: ``send`` does not raise. After a failed write the
+  notifier does not try the database again for ``RETRY_SECONDS`` (events go straight to the
+  outbox), so an unreachable database never slows the monitors down; ``close`` makes a last
+  attempt at the end of the run.
+* Each EXIT is also recorded as a ``claude_observations`` row (type ``market``), through the same
+  outbox, so Big Bro can learn from trade results.
+* Urgent events (``ALERT_EVENT_TYPES``, or anything sent with priority urgent) also go to the
+  out-of-band alerters (email, webhook: ``alerts.py``), with secrets redacted.
 """
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
@@ -67,6 +75,16 @@ DEFAULT_PRIORITY: dict[EventType, Priority] = {
 }
 
 
+# Events that also go out of band (email, webhook) whatever their Big Bro priority: a person must
+# know at once. RUN_FAILED covers a broker that cannot be reached and an authentication or credit
+# error of the model API; MONITOR_ERROR is "high" for Big Bro but a person must still hear of it.
+ALERT_EVENT_TYPES: frozenset[EventType] = frozenset({
+    EventType.RISK_HALT, EventType.BUDGET, EventType.RUN_FAILED, EventType.MONITOR_ERROR,
+})
+
+MESSAGES, OBSERVATIONS = "claude_messages", "claude_observations"
+
+
 @dataclass(frozen=True)
 class Event:
     type: EventType
@@ -81,9 +99,15 @@ class Event:
     def effective_priority(self) -> Priority:
         return self.priority or DEFAULT_PRIORITY.get(self.type, Priority.NORMAL)
 
+    @property
+    def alerts(self) -> bool:
+        """True when a person must hear of this event out of band as well."""
+        return self.type in ALERT_EVENT_TYPES or self.effective_priority is Priority.URGENT
+
 
 class Alerter(Protocol):
-    """An out-of-band channel (email, webhook) for urgent events."""
+    """An out-of-band channel (email, webhook) for urgent events. ``alert`` must not block for
+    long; an alerter may also have ``async close()``, called at the end of the run."""
 
     async def alert(self, event: Event, at: datetime) -> None: ...
 
@@ -99,6 +123,8 @@ def _json_default(value: Any) -> Any:
 
 
 class Notifier:
+    RETRY_SECONDS = 30.0  # after a failed write, events go straight to the outbox this long
+
     def __init__(
         self,
         db: Database | None,
@@ -117,17 +143,29 @@ class Notifier:
         self.alerters = alerters or []
         self.redact = redact
         self._seq = 0
+        self._retry_at: datetime | None = None
+        self._lock: asyncio.Lock | None = None
         self.sent: list[Event] = []  # what this run emitted, for its summary
+
+    @property
+    def rejected_path(self) -> Path:
+        """Where records the database refused as invalid are kept (they would block the outbox)."""
+        return self.outbox_path.with_name(self.outbox_path.stem + "-rejected.jsonl")
 
     def _next_key(self) -> str:
         self._seq += 1
         return f"{self.agent_id}:{self.run_id}:{self._seq:06d}"
 
+    def _redact_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(self.redact(json.dumps(data, default=_json_default)))
+
     async def send(self, event: Event) -> None:
         """Record the event for Big Bro; never raises."""
         self.sent.append(event)
         at = self.clock.now()
+        data = self._redact_data({"event": event.type.value, **event.data})
         record = {
+            "table": MESSAGES,
             "idempotency_key": self._next_key(),
             "from_agent": self.agent_id,
             "to_agent": BIG_BRO,
@@ -135,57 +173,141 @@ class Notifier:
             "priority": event.effective_priority.value,
             "subject": self.redact(event.subject)[:500],
             "body": self.redact(event.body),
-            "data": json.loads(self.redact(json.dumps({"event": event.type.value, **event.data}, default=_json_default))),
+            "data": data,
             "reply_to_id": event.reply_to_id,
             "created_at": at.isoformat(),
         }
+        records = [record]
+        if event.type is EventType.EXIT:
+            records.append(self._observation(record, at))
         log.info("event %s: %s", event.type.value, record["subject"])
         try:
-            await self._deliver(record)
+            await self._deliver(records)
         except Exception:  # noqa: BLE001 - a notification must never stop trading
             log.exception("event %s could not be recorded even in the outbox", event.type.value)
-        if event.effective_priority is Priority.URGENT:
+        if event.alerts and self.alerters:
+            safe = Event(event.type, record["subject"], record["body"], {**data, "agent": self.agent_id},
+                         event.effective_priority, event.msg_type, event.reply_to_id)
             for alerter in self.alerters:
                 try:
-                    await alerter.alert(event, at)
-                except Exception:  # noqa: BLE001
-                    log.warning("alert for %s through %s failed", event.type.value, type(alerter).__name__)
+                    await alerter.alert(safe, at)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("alert for %s through %s failed: %s", event.type.value, type(alerter).__name__,
+                                type(exc).__name__)
 
-    async def _deliver(self, record: dict[str, Any]) -> None:
-        if self._outbox_pending():
-            self._append_outbox(record)
-            await self.flush_outbox()
-            return
-        try:
-            await self._insert(record)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("research database unavailable (%s); event kept in the outbox %s", type(exc).__name__, self.outbox_path)
-            self._append_outbox(record)
+    def _observation(self, message: dict[str, Any], at: datetime) -> dict[str, Any]:
+        """A trade result for ``claude_observations``: what was traded, why it ended, what it made."""
+        data = message["data"]
+        symbol = str(data.get("symbol") or "")
+        market = "HKEX" if symbol.startswith("HK.") else "US" if symbol.startswith("US.") else None
+        return {
+            "table": OBSERVATIONS,
+            "idempotency_key": message["idempotency_key"] + ":obs",
+            "agent_id": self.agent_id,
+            "observation_type": "market",
+            "subject": f"Trade result {symbol}: {data.get('reason')}"[:200],
+            "content": message["body"],
+            "market": market,
+            "tags": {"kind": "trade_result", **{k: data.get(k) for k in (
+                "symbol", "position_id", "reason", "exit_type", "entry_price", "exit_price", "quantity",
+                "fees", "realized_pnl", "realized_pnl_pct", "haiku_calls")}},
+            "created_at": at.isoformat(),
+        }
+
+    def _guard(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _deliver(self, records: list[dict[str, Any]]) -> None:
+        # One writer at a time: the outbox file is appended to and rewritten, and the order of the
+        # records in it (and in the database) is the order of the sends.
+        async with self._guard():
+            if self._outbox_pending() or self._backing_off():
+                for record in records:
+                    self._append_outbox(record)
+                if not self._backing_off():
+                    await self._flush()
+                return
+            for i, record in enumerate(records):
+                try:
+                    await self._insert(record)
+                except Exception as exc:  # noqa: BLE001
+                    self._failed(exc)
+                    for rest in records[i:]:
+                        self._append_outbox(rest)
+                    return
+
+    def _backing_off(self) -> bool:
+        return self._retry_at is not None and self.clock.now() < self._retry_at
+
+    def _failed(self, exc: BaseException) -> None:
+        self._retry_at = self.clock.now() + timedelta(seconds=self.RETRY_SECONDS)
+        log.warning("research database unavailable (%s); events wait in the outbox %s", type(exc).__name__,
+                    self.outbox_path)
 
     async def flush_outbox(self) -> int:
         """Deliver outbox records in order; returns how many were delivered. Stops at the first failure."""
+        async with self._guard():
+            return await self._flush()
+
+    async def close(self) -> None:
+        """End of the run: a last attempt at the outbox (whatever the back-off), then the alerters."""
+        self._retry_at = None
+        try:
+            await self.flush_outbox()
+        except Exception:  # noqa: BLE001
+            log.exception("the outbox could not be flushed")
+        for alerter in self.alerters:
+            close = getattr(alerter, "close", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the alerter %s failed: %s", type(alerter).__name__, type(exc).__name__)
+
+    async def _flush(self) -> int:
         if not self._outbox_pending():
             return 0
-        lines = self.outbox_path.read_text().splitlines()
+        lines = self.outbox_path.read_text(encoding="utf-8").splitlines()
         delivered = 0
         for line in lines:
             if not line.strip():
                 delivered += 1
                 continue
             try:
-                await self._insert(json.loads(line))
+                record = json.loads(line)
+            except ValueError:
+                self._reject(line, "not JSON (a torn write?)")
+                delivered += 1
+                continue
+            try:
+                await self._insert(record)
             except Exception as exc:  # noqa: BLE001
-                log.warning("outbox delivery paused at record %d (%s)", delivered + 1, type(exc).__name__)
+                if _refused_as_invalid(exc):
+                    self._reject(line, type(exc).__name__)
+                    delivered += 1
+                    continue
+                self._failed(exc)
+                log.warning("outbox delivery paused at record %d of %d", delivered + 1, len(lines))
                 break
             delivered += 1
         remaining = lines[delivered:]
-        tmp = self.outbox_path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in remaining))
-        os.replace(tmp, self.outbox_path)
-        if not remaining:
+        if remaining:
+            tmp = self.outbox_path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in remaining), encoding="utf-8")
+            os.replace(tmp, self.outbox_path)
+        else:
             self.outbox_path.unlink(missing_ok=True)
+            self._retry_at = None
             log.info("outbox delivered (%d record(s))", delivered)
         return delivered
+
+    def _reject(self, line: str, why: str) -> None:
+        log.error("outbox record refused by the research database (%s); kept in %s", why, self.rejected_path)
+        with open(self.rejected_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
     def _outbox_pending(self) -> bool:
         return self.outbox_path.exists() and self.outbox_path.stat().st_size > 0
@@ -200,6 +322,16 @@ class Notifier:
     async def _insert(self, record: dict[str, Any]) -> None:
         if self.db is None:
             raise ConnectionError("no research database configured")
+        if record.get("table", MESSAGES) == OBSERVATIONS:
+            await self.db.execute(
+                """INSERT INTO claude_observations (agent_id, observation_type, subject, content, market, tags,
+                       created_at, idempotency_key)
+                   VALUES ($1,$2,$3,$4,$5,$6::jsonb,$7,$8) ON CONFLICT (idempotency_key) DO NOTHING""",
+                record["agent_id"], record["observation_type"], record["subject"], record["content"], record["market"],
+                json.dumps(record["tags"], default=_json_default), datetime.fromisoformat(record["created_at"]),
+                record["idempotency_key"],
+            )
+            return
         async with self.db.transaction() as conn:
             message_id = await conn.fetchval(
                 """INSERT INTO claude_messages (from_agent, to_agent, msg_type, priority, subject, body, data,
@@ -212,6 +344,13 @@ class Notifier:
             )
             if message_id is not None:
                 await conn.execute("SELECT pg_notify('claude_messages', $1)", str(message_id))
+
+
+def _refused_as_invalid(exc: BaseException) -> bool:
+    """The database answered and refused this record itself (bad data), as opposed to not answering."""
+    import asyncpg
+
+    return isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError))
 
 
 # --- Inbox and state --------------------------------------------------------------------------
@@ -248,12 +387,16 @@ class Consciousness:
         self.agent_id = agent_id
 
     async def wake(self, at: datetime, trading_day: date, daily_budget: Decimal, mode: str = "awake") -> None:
-        """Mark the agent awake; reset today's spend when the trading day changed."""
+        """Mark the agent awake; reset today's spend and errors when the trading day changed (and the
+        month's spend when the month did): the agent does this itself, no cron job is needed."""
         await self.db.execute(
-            """INSERT INTO claude_state (agent_id, current_mode, last_wake_at, daily_budget, spend_day, api_spend_today, updated_at)
-               VALUES ($1, $2, $3, $4, $5, 0, $3)
+            """INSERT INTO claude_state (agent_id, current_mode, last_wake_at, daily_budget, spend_day, api_spend_today,
+                   api_spend_month, error_count_today, updated_at)
+               VALUES ($1, $2, $3, $4, $5, 0, 0, 0, $3)
                ON CONFLICT (agent_id) DO UPDATE SET current_mode=$2, last_wake_at=$3, daily_budget=$4, updated_at=$3,
                    api_spend_today = CASE WHEN claude_state.spend_day IS DISTINCT FROM $5 THEN 0 ELSE claude_state.api_spend_today END,
+                   api_spend_month = CASE WHEN date_trunc('month', claude_state.spend_day) IS DISTINCT FROM date_trunc('month', $5::date)
+                                          THEN 0 ELSE claude_state.api_spend_month END,
                    error_count_today = CASE WHEN claude_state.spend_day IS DISTINCT FROM $5 THEN 0 ELSE claude_state.error_count_today END,
                    spend_day=$5""",
             self.agent_id, mode, at, daily_budget, trading_day,
@@ -263,15 +406,22 @@ class Consciousness:
         await self.db.execute(
             """UPDATE claude_state SET current_mode=$2, last_action_at=$3, updated_at=$3,
                    status_message=COALESCE($4, status_message) WHERE agent_id=$1""",
-            self.agent_id, mode, at, status_message,
+            self.agent_id, mode, at, status_message[:2000] if status_message else None,
         )
 
     async def add_spend(self, amount: Decimal, trading_day: date, at: datetime) -> None:
+        """Add an LLM call's cost; a call on a new trading day starts that day's spend from zero."""
         await self.db.execute(
-            """UPDATE claude_state SET
-                   api_spend_today = (CASE WHEN spend_day IS DISTINCT FROM $3 THEN 0 ELSE api_spend_today END) + $2,
-                   api_spend_month = COALESCE(api_spend_month, 0) + $2, spend_day=$3, last_think_at=$4, updated_at=$4
-               WHERE agent_id=$1""",
+            """INSERT INTO claude_state (agent_id, api_spend_today, api_spend_month, spend_day, last_think_at, updated_at)
+               VALUES ($1, $2, $2, $3, $4, $4)
+               ON CONFLICT (agent_id) DO UPDATE SET
+                   api_spend_today = (CASE WHEN claude_state.spend_day IS DISTINCT FROM $3 THEN 0
+                                           ELSE claude_state.api_spend_today END) + $2,
+                   api_spend_month = (CASE WHEN date_trunc('month', claude_state.spend_day) IS DISTINCT FROM date_trunc('month', $3::date)
+                                           THEN 0 ELSE COALESCE(claude_state.api_spend_month, 0) END) + $2,
+                   error_count_today = CASE WHEN claude_state.spend_day IS DISTINCT FROM $3 THEN 0
+                                            ELSE claude_state.error_count_today END,
+                   spend_day=$3, last_think_at=$4, updated_at=$4""",
             self.agent_id, amount, trading_day, at,
         )
 

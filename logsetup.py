@@ -54,6 +54,9 @@ def setup_logging(log_dir: Path, secrets: Iterable[str], level: int = logging.IN
         stream.addFilter(redactor)
         stream.setLevel(logging.WARNING)
         root.addHandler(stream)
-    for noisy in ("asyncio", "httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "urllib3", "websockets", "matplotlib"):
+    # One line per event a person cares about: libraries speak only when something is wrong
+    # (pgserver logs every initdb/pg_ctl output, several lines each, at INFO).
+    for noisy in ("asyncio", "httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "urllib3", "websockets", "matplotlib",
+                  "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return redactor

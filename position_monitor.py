@@ -90,6 +90,12 @@ class ExitFailed(Exception):
     pass
 
 
+def _backoff(first: float, failures: int, ceiling: float) -> float:
+    """``first`` after one failure, doubling with each further one, never above ``ceiling``
+    (nor below ``first``)."""
+    return max(first, min(ceiling, first * 2 ** min(failures - 1, 16)))
+
+
 class PositionMonitor:
     def __init__(self, ctx: MonitorContext, position: PositionRecord) -> None:
         self.ctx = ctx
@@ -104,6 +110,9 @@ class PositionMonitor:
         self._haiku_cost = Decimal(0)
         self._haiku_limit_told = False
         self._exit_lock = asyncio.Lock()
+        self._retry_exit: ExitRequest | None = None  # an exit that failed: tried again after the retry delay
+        self._failed_checks = 0                       # full checks failed in a row (retry backoff)
+        self._failed_exits = 0                        # exits failed in a row (retry backoff)
 
     # --- public -----------------------------------------------------------------------------
     def request_exit(self, reason: ExitReason, detail: str, exit_type: str = "command") -> None:
@@ -111,11 +120,14 @@ class PositionMonitor:
 
     async def exit_now(self, reason: ExitReason, detail: str, exit_type: str = "command") -> MonitorOutcome:
         """Exit at once (close_position, close_all, a halt), through the same exit path and lock."""
+        request = ExitRequest(reason, detail, exit_type)
         try:
-            await self._exit(ExitRequest(reason, detail, exit_type), None)
+            await self._exit(request, None)
         except Exception as exc:  # noqa: BLE001 - reported to the caller; the monitor keeps trying
             self.outcome.note = f"exit failed: {type(exc).__name__}: {exc}"
             await self._record_error(self.outcome.note)
+            if not self.outcome.closed:
+                self._retry_exit = request  # the running watch loop (if any) tries it again
         return self.outcome
 
     async def run(self) -> MonitorOutcome:
@@ -162,31 +174,61 @@ class PositionMonitor:
                     return
                 next_full = ctx.clock.now() + timedelta(seconds=interval)
                 continue
-            if not self._exit_requests.empty():
-                request = self._exit_requests.get_nowait()
-                await self._try_exit(request)
-                continue
-            wait = max(0.0, min((next_full - now).total_seconds(), ctx.profile.monitor.price_poll_seconds))
-            quote = await self._next_quote(wait)
-            if quote is not None:
-                await self._price_guard(quote)
-                if self.outcome.closed:
-                    return
-            now = ctx.clock.now()
-            if now >= next_full:
-                await self._full_check()
-                next_full = now + timedelta(seconds=interval)
-            elif now >= next_lease:
-                await self._renew_lease(now)
-            if now >= next_lease:
-                next_lease = now + timedelta(seconds=ctx.profile.monitor.lease_seconds / 3)
+            try:
+                if self._retry_exit is not None:
+                    # A failed exit (refused order, no fill) is tried again, not forgotten until the
+                    # next signal: a Haiku EXIT or a close_all would otherwise wait 15 minutes or more.
+                    request, self._retry_exit = self._retry_exit, None
+                    await self._try_exit(request)
+                    continue
+                if not self._exit_requests.empty():
+                    request = self._exit_requests.get_nowait()
+                    await self._try_exit(request)
+                    continue
+                wait = max(0.0, min((next_full - now).total_seconds(), ctx.profile.monitor.price_poll_seconds))
+                quote = await self._next_quote(wait)
+                if quote is not None:
+                    await self._price_guard(quote)
+                    if self.outcome.closed:
+                        return
+                now = ctx.clock.now()
+                if now >= next_full:
+                    next_full = now + timedelta(seconds=self._next_check_after(await self._full_check()))
+                elif now >= next_lease:
+                    await self._renew_lease(now)
+                if now >= next_lease:
+                    next_lease = now + timedelta(seconds=ctx.profile.monitor.lease_seconds / 3)
+            except Exception as exc:  # noqa: BLE001 - nothing may kill the watch; record, wait, go on
+                await self._record_error(f"monitor loop error: {type(exc).__name__}: {exc}")
+                await ctx.clock.sleep(ctx.profile.monitor.retry_delay_seconds)
+
+    def _next_check_after(self, ok: bool) -> float:
+        """Seconds to the next full check: the interval, or soon after a failed one (doubling up to
+        the interval while it keeps failing)."""
+        m = self.ctx.profile.monitor
+        if ok:
+            self._failed_checks = 0
+            return m.check_interval_seconds
+        self._failed_checks += 1
+        return _backoff(m.retry_delay_seconds, self._failed_checks, m.check_interval_seconds)
 
     async def _wait_for_session(self, now: datetime, session, state: SessionState) -> bool:
         """Sleep through the lunch break (or until the open); False when the day's trading is over."""
         ctx = self.ctx
         if session is not None and (state is SessionState.LUNCH or now < session.open):
             resume = ctx.calendar.next_open(now)
-            await ctx.clock.sleep_until(resume)
+            # Keep the lease alive while asleep: a lapsed lease lets another run adopt the position
+            # and two processes would watch (and sell) it.
+            renew_every = ctx.profile.monitor.lease_seconds / 3
+            while ctx.clock.now() < resume:
+                await self._renew_lease(ctx.clock.now())
+                await ctx.clock.sleep(min(renew_every, (resume - ctx.clock.now()).total_seconds()))
+            fresh = None
+            while not self._quotes.empty():  # quotes from before the break are no price to act on
+                quote = self._quotes.get_nowait()
+                fresh = quote if quote.time >= resume else fresh
+            if fresh is not None:
+                self._quotes.put_nowait(fresh)
             return True
         self.outcome.note = "session ended with the position open; the broker backstop (if any) stays in place"
         await self._notify(
@@ -210,8 +252,8 @@ class PositionMonitor:
         try:
             snaps = await self.ctx.broker.snapshots([self.position.symbol])
             return snaps[self.position.symbol].quote
-        except (BrokerError, KeyError) as exc:
-            await self._record_error(f"quote poll failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - any broker failure: no quote this time
+            await self._record_error(f"quote poll failed: {type(exc).__name__}: {exc}")
             return None
 
     # --- checks -----------------------------------------------------------------------------
@@ -248,7 +290,8 @@ class PositionMonitor:
         await self._try_exit(ExitRequest(reason, decision.reasons[0] + "; " + decision.reasons[1], "rule"),
                              trigger_time=quote.time)
 
-    async def _full_check(self) -> None:
+    async def _full_check(self) -> bool:
+        """One full check; False when it failed (recorded; the caller retries it soon)."""
         ctx, pos = self.ctx, self.position
         try:
             quote = self.last_quote
@@ -257,15 +300,15 @@ class PositionMonitor:
                 self.last_quote = quote
                 self._track_watermark(quote.price)
             technicals = await ctx.technicals.exit_technicals(pos)
-        except Exception as exc:  # noqa: BLE001 - a failed check is retried at the next one
+            now = ctx.clock.now()
+            session = ctx.calendar.session_at(now)
+            signals = evaluate(self._view(), quote.price, now, session, technicals, ctx.profile.signals,
+                               ctx.profile.monitor.hold_through_lunch)
+            advisor_ready = ctx.advisor is not None and not self.gate.exhausted and await self._budget_allows()
+            decision = decide(signals, ctx.profile.signals, advisor_available=advisor_ready)
+        except Exception as exc:  # noqa: BLE001 - a failed check is recorded and retried
             await self._record_error(f"full check failed: {type(exc).__name__}: {exc}")
-            return
-        now = ctx.clock.now()
-        session = ctx.calendar.session_at(now)
-        signals = evaluate(self._view(), quote.price, now, session, technicals, ctx.profile.signals,
-                           ctx.profile.monitor.hold_through_lunch)
-        advisor_ready = ctx.advisor is not None and not self.gate.exhausted and await self._budget_allows()
-        decision = decide(signals, ctx.profile.signals, advisor_available=advisor_ready)
+            return False
         if ctx.advisor is not None and self.gate.exhausted and not self._haiku_limit_told and signals:
             self._haiku_limit_told = True
             await self._notify(EventType.HAIKU_LIMIT, f"Haiku cap reached for {pos.symbol.short}",
@@ -283,6 +326,7 @@ class PositionMonitor:
         await self._record_check(quote.price, decision, full_check=True)
         if exit_request is not None:
             await self._try_exit(exit_request)
+        return True
 
     async def _budget_allows(self) -> bool:
         if self.ctx.spend is None:
@@ -346,23 +390,32 @@ class PositionMonitor:
     async def _try_exit(self, request: ExitRequest, trigger_time: datetime | None = None) -> None:
         try:
             await self._exit(request, trigger_time)
-        except Exception as exc:  # noqa: BLE001 - keep watching; the next check retries the exit
+        except Exception as exc:  # noqa: BLE001 - keep watching; the loop retries the exit
             await self._record_error(f"exit failed ({request.reason.value}): {type(exc).__name__}: {exc}")
-            await self.ctx.clock.sleep(self.ctx.profile.monitor.retry_delay_seconds)
+            if not self.outcome.closed:
+                self._retry_exit = request
+            self._failed_exits += 1
+            # Retry soon, backing off (to a minute at most) while the broker keeps refusing.
+            await self.ctx.clock.sleep(_backoff(self.ctx.profile.monitor.retry_delay_seconds, self._failed_exits, 60.0))
 
     async def _exit(self, request: ExitRequest, trigger_time: datetime | None) -> None:
         async with self._exit_lock:
             if self.outcome.closed:
                 return
             ctx, pos = self.ctx, self.position
-            if await self._cancel_protective_orders():
-                return
+            fired = await self._cancel_protective_orders()
+            fired_quantity = sum(o.filled_quantity for o in fired)
             held = await self._broker_quantity()
+            if fired and (fired_quantity >= pos.quantity or held <= 0):
+                await self._book_fills(fired, ExitReason.BACKSTOP.value, "backstop",
+                                       "the broker-side protective order filled")
+                return
             if held <= 0:
                 await self._book_vanished(request)
                 return
-            quantity = min(pos.quantity, held)
-            fills: list[Order] = []
+            # A backstop that filled only in part is part of this exit: sell the rest, book all.
+            quantity = min(pos.quantity - fired_quantity, held)
+            fills: list[Order] = list(fired)
             remaining = quantity
             attempts = 0
             while remaining > 0 and attempts < MAX_EXIT_ATTEMPTS:
@@ -374,19 +427,26 @@ class PositionMonitor:
                     remaining -= order.filled_quantity
                 elif order.status is OrderStatus.REJECTED:
                     raise ExitFailed(order.reject_reason or "exit order rejected")
-            if not fills:
+            if len(fills) == len(fired):
                 raise ExitFailed(f"no fill for the exit of {quantity} {pos.symbol} after {attempts} attempt(s)")
             sold = sum(o.filled_quantity for o in fills)
-            avg = sum((o.avg_fill_price or Decimal(0)) * o.filled_quantity for o in fills) / sold
-            fees = sum((o.fees for o in fills), Decimal(0))
             if remaining > 0:
                 # Only part sold: keep the rest open and watched; the next check sells it.
                 await ctx.store.correct_quantity(pos.position_id, pos.quantity - sold, ctx.clock.now())
-                raise ExitFailed(f"sold {sold} of {quantity}; {remaining} remain open")
-            await self._book_exit(avg, fees, request.reason.value, request.exit_type, request.detail)
+                raise ExitFailed(f"sold {sold} of {pos.quantity}; {remaining} remain open")
+            detail = request.detail
+            if fired:
+                detail += f"; the backstop had sold {fired_quantity} before it was cancelled"
+            await self._book_fills(fills, request.reason.value, request.exit_type, detail)
 
-    async def _cancel_protective_orders(self) -> bool:
-        """Cancel the backstop; True when it had already fired (and the exit is booked from it)."""
+    async def _book_fills(self, orders: list[Order], reason: str, exit_type: str, detail: str) -> None:
+        sold = sum(o.filled_quantity for o in orders)
+        avg = sum((o.avg_fill_price or Decimal(0)) * o.filled_quantity for o in orders) / sold
+        await self._book_exit(avg, sum((o.fees for o in orders), Decimal(0)), reason, exit_type, detail)
+
+    async def _cancel_protective_orders(self) -> list[Order]:
+        """Cancel the backstop first (so the exit never sells twice); the backstop orders that had
+        filled, wholly or in part, before they could be cancelled."""
         ctx, pos = self.ctx, self.position
         fired: list[Order] = []
         for order_id in pos.backstop_order_ids:
@@ -399,13 +459,7 @@ class PositionMonitor:
                                          at=ctx.clock.now(), cycle_id=pos.cycle_id, position_id=pos.position_id)
         if pos.backstop_order_ids:
             await ctx.store.set_backstop(pos.position_id, "cancelled", pos.backstop_order_ids, ctx.clock.now())
-        if fired:
-            sold = sum(o.filled_quantity for o in fired)
-            avg = sum((o.avg_fill_price or Decimal(0)) * o.filled_quantity for o in fired) / sold
-            await self._book_exit(avg, sum((o.fees for o in fired), Decimal(0)), ExitReason.BACKSTOP.value,
-                                  "backstop", "the broker-side protective order filled")
-            return True
-        return False
+        return fired
 
     async def _broker_quantity(self) -> int:
         pos = self.position

@@ -141,8 +141,10 @@ def check_risk(proposal: EntryProposal, state: RiskState, profile: Profile) -> R
     if target <= entry:
         reasons.append(f"target {target} must be above the entry {entry}")
     elif stop < entry:
-        reward_risk = ((target - entry) / (entry - stop)).quantize(Decimal("0.01"))
-        if reward_risk < tier.min_reward_risk:
+        exact = (target - entry) / (entry - stop)
+        # Shown rounded down: rounding 1.495 to 1.50 first would pass it under a 1.5 floor.
+        reward_risk = exact.quantize(Decimal("0.01"), ROUND_FLOOR)
+        if exact < tier.min_reward_risk:
             reasons.append(f"reward:risk {reward_risk} is below the tier {tier.tier} floor of {tier.min_reward_risk}")
     if value > cap:
         reasons.append(f"position value {cur} {value:,.2f} is above the cap of {cur} {cap:,.2f} (tier {tier.tier})")
@@ -173,10 +175,11 @@ def _time_gate(state: RiskState, profile: Profile) -> list[str]:
     if state.minutes_to_close is None:
         out.append("the market is not in continuous trading now: no new entries")
     elif close_moderate is not None and state.minutes_to_close < close_moderate:
-        out.append(f"{state.minutes_to_close:.0f} minutes to the close (< {close_moderate:g}): no new entries")
+        # Whole minutes rounded down: 29.5 shown as "30 minutes (< 30)" would read as a wrong refusal.
+        out.append(f"{int(state.minutes_to_close)} minutes to the close (< {close_moderate:g}): no new entries")
     if (not profile.monitor.hold_through_lunch and state.minutes_to_break is not None and break_moderate is not None
             and state.minutes_to_break < break_moderate):
-        out.append(f"{state.minutes_to_break:.0f} minutes to the lunch break (< {break_moderate:g}): no new entries")
+        out.append(f"{int(state.minutes_to_break)} minutes to the lunch break (< {break_moderate:g}): no new entries")
     return out
 
 

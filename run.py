@@ -107,8 +107,11 @@ def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, cloc
     if args.replay is not None:
         from replay import run_replay
 
-        return run_replay(args, settings, calendar)
+        return run_replay(args, settings, calendar, clock=clock, env=env)
     if broker_kind == "paper":
+        if args.mode == "heartbeat" and not args.force:
+            print(f"heartbeat: no {profile.market.value} broker configured (see .env.example); nothing to watch")
+            return EXIT_OK
         if args.mode == "trade" and not args.force:
             print(f"no {profile.market.value} broker configured (see .env.example); `--force` trades the bundled "
                   "sample session on the paper exchange")
@@ -187,6 +190,7 @@ async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: B
         )
     except DatabaseError as exc:
         print(f"run failed: {exc}", file=sys.stderr)
+        await _tell_without_databases(settings, clock, owner, "Trading database unreachable", str(exc))
         return EXIT_FAILED
     lock_conn = None
     try:
@@ -208,11 +212,23 @@ async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: B
             if rt.anthropic_client is not None:
                 with external_io():
                     await rt.anthropic_client.close()
+            await rt.notifier.close()  # last attempt at the outbox; held alert summaries go out
     finally:
         if lock_conn is not None:
             with external_io():
                 await lock_conn.close()
         await dbs.close()
+
+
+async def _tell_without_databases(settings, clock: Clock, owner: str, subject: str, error: str) -> None:
+    """A failure before any database is open: the event waits in the outbox; the alerters send it now."""
+    from logsetup import RedactSecrets
+
+    profile, secrets = settings.profile, settings.secrets
+    notifier = Notifier(None, profile.agent_id, clock, settings.var_dir / f"outbox-{profile.agent_id}.jsonl", owner,
+                        alerters=build_alerters(secrets, clock), redact=RedactSecrets(secrets.secret_values()).redact)
+    await notifier.send(Event(EventType.RUN_FAILED, subject, error, {"error": error}))
+    await notifier.close()
 
 
 async def build_runtime(args, settings, calendar, clock, broker, universe, live, dbs: Databases, owner: str) -> Runtime:
@@ -260,32 +276,68 @@ def build_alerters(secrets, clock) -> list:
 
 # --- Modes ---------------------------------------------------------------------------------------------
 async def _mode(args, rt: Runtime, session: Session | None) -> int:
+    await wake(rt)
+    await rt.notifier.flush_outbox()
     try:
         await rt.broker.connect()
     except BrokerError as exc:
-        await rt.notifier.send(Event(EventType.RUN_FAILED, "Broker unreachable", str(exc), {"error": str(exc)}))
-        print(f"run failed: {exc}", file=sys.stderr)
+        await run_failed(rt, "Broker unreachable", str(exc))
+        await sleep_state(rt, "broker unreachable")
         return EXIT_FAILED
     paper_driver = None
     if session is not None and hasattr(rt.broker, "start"):
         paper_driver = rt.broker.start(until=session.close)  # type: ignore[attr-defined]
     try:
-        await wake(rt)
-        await rt.notifier.flush_outbox()
-        report = await Reconciler(rt.broker, rt.store, rt.notifier, rt.clock, rt.calendar, rt.profile).run()
-        if report.changes:
-            print(f"reconcile: {report.summary()}")
-        inbox = await read_inbox(rt)
-        if args.mode == "close":
-            return await close_mode(rt)
-        adopt_unwatched = await adopt(rt)
-        if args.mode == "heartbeat":
-            return await heartbeat_mode(rt, adopt_unwatched)
-        return await trade_mode(rt, session, inbox)
+        return await _mode_steps(args, rt, session)
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: printed, recorded, notified, exit 1
+        log.exception("the run failed")
+        await run_failed(rt, f"Run failed: {type(exc).__name__}", f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILED
     finally:
         if paper_driver is not None:
             await rt.broker.stop()  # type: ignore[attr-defined]
         await sleep_state(rt)
+
+
+async def _mode_steps(args, rt: Runtime, session: Session | None) -> int:
+    """Every mode: reconcile, Big Bro's inbox (controls obeyed), adopt orphaned positions, then the mode."""
+    report = await Reconciler(rt.broker, rt.store, rt.notifier, rt.clock, rt.calendar, rt.profile).run()
+    if report.changes:
+        print(f"reconcile: {report.summary()}")
+    inbox = await read_inbox(rt)
+    if args.mode == "close":
+        return await close_mode(rt)
+    if args.mode == "heartbeat":
+        return await heartbeat_mode(rt)
+    await adopt(rt)
+    return await trade_mode(rt, session, inbox)
+
+
+async def run_failed(rt: Runtime, subject: str, error: str) -> None:
+    """A run failure: printed (redacted), counted in claude_state, and an urgent event (alerted)."""
+    error = rt.notifier.redact(error)
+    print(f"run failed: {error}", file=sys.stderr)
+    await rt.notifier.send(Event(EventType.RUN_FAILED, subject, error, {"error": error}))
+    await record_error(rt, f"{subject}: {error}")
+
+
+async def record_error(rt: Runtime, error: str) -> None:
+    if rt.consciousness is None:
+        return
+    try:
+        await rt.consciousness.record_error(rt.notifier.redact(error), rt.clock.now())
+    except Exception as exc:  # noqa: BLE001 - Big Bro's database is optional for trading
+        log.warning("could not record the error in claude_state: %s", type(exc).__name__)
+
+
+async def set_mode(rt: Runtime, mode: str, status: str | None = None) -> None:
+    """claude_state: mode (awake, trading, monitoring, sleeping), last action, status message."""
+    if rt.consciousness is None:
+        return
+    try:
+        await rt.consciousness.set_mode(mode, rt.clock.now(), rt.notifier.redact(status) if status else None)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not update claude_state: %s", type(exc).__name__)
 
 
 async def wake(rt: Runtime) -> None:
@@ -298,13 +350,13 @@ async def wake(rt: Runtime) -> None:
         log.warning("could not mark the agent awake: %s", type(exc).__name__)
 
 
-async def sleep_state(rt: Runtime) -> None:
-    if rt.consciousness is None:
-        return
-    try:
-        await rt.consciousness.set_mode("sleeping", rt.clock.now(), "run finished")
-    except Exception:  # noqa: BLE001
-        pass
+async def sleep_state(rt: Runtime, status: str | None = None) -> None:
+    outcomes = rt.monitors.outcomes
+    closed = [o for o in outcomes if o.closed]
+    entries = sum(c["entries"] for c in rt.cycle_results)
+    await set_mode(rt, "sleeping", status or (
+        f"run finished: {len(rt.cycle_results)} cycle(s), {entries} entr{'y' if entries == 1 else 'ies'}, "
+        f"{len(closed)} exit(s), {len(outcomes) - len(closed)} position(s) left open"))
 
 
 async def read_inbox(rt: Runtime) -> list[InboxMessage]:
@@ -323,25 +375,45 @@ async def read_inbox(rt: Runtime) -> list[InboxMessage]:
     return messages
 
 
+CONTROL_HALT = "halted by "  # how a halt from a control message starts its reason (resume lifts only these)
+
+
 async def obey(rt: Runtime, message: InboxMessage) -> None:
+    """Carry out ``halt`` (no new entries today), ``resume`` (lift such a halt; never the daily-loss
+    halt) or ``close_all`` (flatten now), and answer with a ``response`` message (reply_to_id set)."""
     now = rt.clock.now()
     day = rt.calendar.trading_day(now)
-    account = await rt.broker.account()
-    await rt.store.ensure_risk_day(day, account.equity)
     command = message.control
-    if command == "halt":
-        reason = f"halted by {message.from_agent}: {message.body or message.subject}"
-        await rt.store.set_halt(day, True, reason, now)
-        answer = "halted: no new entries until resumed or the trading day ends"
-    elif command == "resume":
-        await rt.store.set_halt(day, False, None, now)
-        answer = "resumed: new entries allowed"
-    else:
-        results = await close_everything(_control_context(rt), ExitReason.CLOSE_ALL, f"close_all from {message.from_agent}")
-        closed = sum(1 for r in results if r["closed"])
-        answer = f"close_all: {closed} of {len(results)} position(s) closed"
-    await rt.notifier.send(Event(EventType.CONTROL_RESPONSE, f"{command}: done", answer,
-                                 {"command": command, "in_reply_to": message.id}, Priority.HIGH,
+    ok = True
+    try:
+        account = await rt.broker.account()
+        risk_day = await rt.store.ensure_risk_day(day, account.equity)
+        if command == "halt":
+            reason = rt.notifier.redact(f"{CONTROL_HALT}{message.from_agent}: {message.body or message.subject}")[:500]
+            await rt.store.set_halt(day, True, reason, now)
+            answer = "halted: no new entries until resumed or the trading day ends"
+        elif command == "resume":
+            current = risk_day.get("halt_reason") or ""
+            if risk_day.get("halted") and not current.startswith(CONTROL_HALT):
+                ok = False
+                answer = f"not resumed: the halt is not a control halt and stays for the day ({current})"
+            else:
+                await rt.store.set_halt(day, False, None, now)
+                answer = "resumed: new entries allowed"
+        else:
+            results = await close_everything(_control_context(rt), ExitReason.CLOSE_ALL,
+                                             f"close_all from {message.from_agent}")
+            closed = sum(1 for r in results if r["closed"])
+            ok = closed == len(results)
+            answer = f"close_all: {closed} of {len(results)} position(s) closed"
+            answer += "" if ok else "; the monitors keep trying: " + "; ".join(
+                f"{r['symbol']}: {r.get('error')}" for r in results if not r["closed"])
+    except Exception as exc:  # noqa: BLE001 - answer Big Bro either way
+        log.exception("control %s failed", command)
+        ok = False
+        answer = f"{command} failed: {type(exc).__name__}: {rt.notifier.redact(str(exc))[:300]}"
+    await rt.notifier.send(Event(EventType.CONTROL_RESPONSE, f"{command}: {'done' if ok else 'NOT done'}", answer,
+                                 {"command": command, "in_reply_to": message.id, "ok": ok}, Priority.HIGH,
                                  msg_type="response", reply_to_id=message.id))
     try:
         await rt.consciousness.mark_processed(message.id, now)  # type: ignore[union-attr]
@@ -375,12 +447,33 @@ async def close_mode(rt: Runtime) -> int:
     return EXIT_OK if all(r["closed"] for r in results) else EXIT_FAILED
 
 
-async def heartbeat_mode(rt: Runtime, adopted: int) -> int:
-    if not rt.monitors.active():
-        print("heartbeat: nothing to watch")
+async def heartbeat_mode(rt: Runtime) -> int:
+    """No new entries: adopt open positions whose monitor died (lease expired) and watch them until
+    they close or the session ends. One line and exit 0 when there is nothing to do. Nothing is
+    adopted during the lunch break or after the close (the next trade run or heartbeat in a session
+    does it), so a heartbeat never holds the agent lock over the afternoon's trade run."""
+    now = rt.clock.now()
+    state = rt.calendar.state(now)
+    if state is not SessionState.OPEN:
+        held = len(await rt.store.open_positions())
+        print(f"heartbeat: {rt.profile.market.value} session {state.value} "
+              f"({rt.calendar.local(now):%Y-%m-%d %H:%M %Z}); {held} open position(s); nothing to watch now")
         return EXIT_OK
-    print(f"heartbeat: watching {len(rt.monitors.active())} position(s)")
+    adopted = await adopt(rt)
+    if not adopted:
+        held = len(await rt.store.open_positions())
+        print(f"heartbeat: nothing to watch ({held} open position(s), "
+              f"{'each watched by a live monitor' if held else 'none open'})")
+        return EXIT_OK
+    symbols = ", ".join(str(m.position.symbol) for pid, m in rt.monitors.monitors.items() if pid in rt.monitors.active())
+    print(f"heartbeat: adopted {adopted} position(s) whose monitor had stopped ({symbols}); "
+          "watching until they close or the session ends")
     await supervise(rt)
+    for o in rt.monitors.outcomes:
+        if o.closed:
+            print(f"  EXIT {o.symbol} {o.exit_reason} @ {o.exit_price}: {rt.profile.currency} {o.realized_pnl}")
+        else:
+            print(f"  OPEN {o.symbol}: {o.note or 'still open'}")
     return EXIT_OK
 
 
@@ -390,18 +483,28 @@ async def trade_mode(rt: Runtime, session: Session | None, inbox: list[InboxMess
     On a broker: one cycle now (cron starts the run at a cycle time). On the paper exchange's
     sample session: every cycle of the profile's schedule that day, as cron would have run them.
     """
+    code = await trade_session(rt, session, inbox)
+    print_summary(rt)
+    return code
+
+
+async def trade_session(rt: Runtime, session: Session | None, inbox: list[InboxMessage]) -> int:
+    """The cycles due in ``session`` (or now, on a broker), then the monitors until they end; no summary."""
     code = EXIT_OK
+    first = True
     for when in cycle_times(rt, session):
         if when > rt.clock.now():
             await rt.clock.sleep_until(when)
         if rt.calendar.state(rt.clock.now()) is not SessionState.OPEN:
             continue
+        if not first:  # a later cycle of the same run: Big Bro may have written meanwhile (e.g. resume)
+            inbox = await read_inbox(rt)
+        first = False
         code = max(code, await run_cycle(rt, inbox))
         inbox = []
         if code == EXIT_FAILED:
             break
     await supervise(rt)
-    print_summary(rt)
     return code
 
 
@@ -435,11 +538,7 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
     executor = ToolExecutor(ctx)
     brain = (ClaudeBrain(rt.anthropic_client, rt.profile, rt.spend) if rt.brain_name == "claude"
              else RulesBrain(rt.profile))
-    if rt.consciousness is not None:
-        try:
-            await rt.consciousness.set_mode("trading", now)
-        except Exception:  # noqa: BLE001
-            pass
+    await set_mode(rt, "trading", f"cycle {cycle_id} ({rt.brain_name} brain)")
     code = EXIT_OK
     error = None
     try:
@@ -466,11 +565,13 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
         await rt.notifier.send(Event(EventType.RUN_FAILED, "Claude refused the run: " + error[:120], error,
                                      {"cycle_id": cycle_id}))
         await _finish_cycle(rt, ctx, "failed", None, error)
-        print(f"run failed: {error}", file=sys.stderr)
+        await record_error(rt, f"cycle {cycle_id}: {error}")
+        print(f"run failed: {rt.notifier.redact(error)}", file=sys.stderr)
         return EXIT_FAILED
     status = result.status.value
     if result.status is CycleStatus.FAILED:
         log.error("cycle %s failed: %s", cycle_id, result.error)
+        await record_error(rt, f"cycle {cycle_id} failed: {result.error}")
     await _finish_cycle(rt, ctx, status, result, result.error)
     await executor.check_daily_loss()
     return code
@@ -534,6 +635,8 @@ async def _finish_cycle(rt: Runtime, ctx: CycleContext, status: str, result, err
 async def supervise(rt: Runtime) -> None:
     """Keep the process alive while monitors run: daily-loss checks and Big Bro's controls meanwhile."""
     interval = rt.profile.monitor.check_interval_seconds
+    if rt.monitors.active():
+        await set_mode(rt, "monitoring", f"watching {len(rt.monitors.active())} position(s)")
     while rt.monitors.active():
         done, _ = await asyncio.wait([rt.monitors.tasks[pid] for pid in rt.monitors.active()], timeout=interval)
         if not rt.monitors.active():

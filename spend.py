@@ -42,7 +42,7 @@ class SpendLedger:
         if spent + estimate >= self.daily_budget:
             raise BudgetExhausted(
                 f"today's LLM spend USD {spent:.4f} (+ about {estimate:.4f} for the next call) would reach the "
-                f"daily budget of USD {self.daily_budget:.2f}"
+                f"daily budget of USD {self.daily_budget.normalize():f}"  # not :.2f: a 0.0001 budget is not "0.00"
             )
 
     async def record(self, usage: Usage, spec: ModelSpec, purpose: str, cycle_id: str | None = None,

@@ -25,6 +25,7 @@ from clock import Clock
 from config.settings import Profile
 from consciousness_notify import Event, EventType, Notifier, Priority
 from data.calendar import MarketCalendar
+from data.universe import is_synthetic_symbol
 from data.market import MarketData
 from instruments import (
     Market, OrderSide, PositionSide, Rounding, Symbol, SymbolError, is_on_tick, parse_symbol, round_to_tick, tick_size,
@@ -233,6 +234,8 @@ class ToolExecutor:
         symbol = parse_symbol(text)
         if symbol.market is not self.ctx.market_id:
             raise ToolError(f"{symbol} is not a {self.ctx.market_id.value} symbol; this agent trades {self.ctx.market_id.value} only")
+        if not self.ctx.broker.capabilities.is_paper and is_synthetic_symbol(symbol):
+            raise ToolError(f"{symbol} is a synthetic sample code; it does not exist at a real broker")
         return symbol
 
     async def risk_state(self) -> RiskState:
@@ -434,8 +437,8 @@ async def place_entry(ex: ToolExecutor, symbol: Symbol, inp: ExecuteTradeInput, 
     now = ctx.clock.now()
     day = ctx.today()
     prefix = f"{ctx.cycle_id}-{symbol.code}-"
-    sequence = await ctx.store.count_orders_with_prefix(prefix) + 1
-    client_order_id = f"{prefix}{sequence}"
+    client_order_id = (await unfinished_entry(ctx, prefix)
+                       or f"{prefix}{await ctx.store.count_orders_with_prefix(prefix) + 1}")
     backstop_stop, backstop_target = backstop_levels(ctx, symbol, entry)
     bracket = ctx.broker.capabilities.supports_bracket
     request = OrderRequest(
@@ -477,6 +480,18 @@ async def place_entry(ex: ToolExecutor, symbol: Symbol, inp: ExecuteTradeInput, 
     ctx.monitors.start(await ctx.store.position(position.position_id))  # type: ignore[arg-type]
     ctx.tracker.advance_monitor()
     return result
+
+
+async def unfinished_entry(ctx: CycleContext, prefix: str) -> str | None:
+    """The client order id of this cycle's entry in the symbol that may be at the broker but has no
+    position yet (the broker's answer was lost, or waiting for the fill failed). A retry reuses it:
+    ``find_order`` then picks up that order instead of placing a second one."""
+    for row in reversed(await ctx.store.orders(ctx.today())):
+        if (row["client_order_id"].startswith(prefix) and row["purpose"] == OrderPurpose.ENTRY.value
+                and row["position_id"] is None
+                and row["status"] in ("pending_submit", "submitted", "partially_filled", "filled")):
+            return row["client_order_id"]
+    return None
 
 
 def fill_timeout(ctx: CycleContext) -> float:

@@ -486,19 +486,23 @@ class MoomooBroker:
             await self._in_thread(ctx.close)
 
     async def _check_gateway(self) -> None:
-        ret, data = await self._in_thread(self._quote_ctx.get_global_state)
-        if ret == self._sdk.RET_OK:
-            if not _truthy(data.get("qot_logined")):
-                raise Disconnected(f"Moomoo OpenD at {self.address} is running but not logged in to quotes; "
-                                   "log in to OpenD (account and password in its configuration)")
-            return
-        if classify_failure(data) is _Transient.DISCONNECT:
-            raise Disconnected(f"cannot reach Moomoo OpenD at {self.address} within {self._connect_timeout:g} s; "
-                               "is OpenD running?")
-        raise BrokerError(f"Moomoo OpenD at {self.address} refused the connection check: {self._scrub(data)}")
+        state = await self._call_at_connect("connection check", self._quote_ctx.get_global_state)
+        if not _truthy(state.get("qot_logined")):
+            raise Disconnected(f"Moomoo OpenD at {self.address} is running but not logged in to quotes; "
+                               "log in to OpenD (account and password in its configuration)")
+
+    async def _call_at_connect(self, what: str, fn: Callable, *args: Any) -> Any:
+        """One attempt: a connect wait has already used the whole timeout, so it is not retried."""
+        try:
+            return await self._call_once(fn, *args)
+        except _SdkFailure as failure:
+            if failure.kind is _Transient.DISCONNECT:
+                raise Disconnected(f"cannot reach Moomoo OpenD at {self.address} within "
+                                   f"{self._connect_timeout:g} s; is OpenD running?") from None
+            raise self._as_broker_error(what, failure) from None
 
     async def _choose_account(self) -> int:
-        accounts = await self._call("list trading accounts", self._trade_ctx.get_acc_list)
+        accounts = await self._call_at_connect("list trading accounts", self._trade_ctx.get_acc_list)
         candidates = accounts[accounts["trd_env"] == self.trd_env.value]
         if self._account_id is not None:
             candidates = candidates[candidates["acc_id"] == self._account_id]

@@ -44,12 +44,23 @@ def _describe(url: str) -> str:
 
 
 class Database:
-    """An asyncpg pool; every call is marked as external I/O for the simulated clock."""
+    """An asyncpg pool; every call is marked as external I/O for the simulated clock.
 
-    def __init__(self, url: str, name: str) -> None:
+    An *optional* database (``optional_migrations`` given: Big Bro's research database) may be
+    unreachable when the run starts: every call then tries to connect (and migrate) first, at
+    most once every ``RECONNECT_SECONDS`` of the loop's clock, and raises ``DatabaseError``
+    meanwhile, so that callers fall back (the notifier to its outbox) instead of stalling.
+    """
+
+    RECONNECT_SECONDS = 30.0
+
+    def __init__(self, url: str, name: str, optional_migrations: str | None = None) -> None:
         self.url = url
         self.name = name
         self._pool: asyncpg.Pool | None = None
+        self._optional_migrations = optional_migrations
+        self._next_attempt: float | None = None
+        self._connecting: asyncio.Lock | None = None
 
     @property
     def where(self) -> str:
@@ -77,26 +88,60 @@ class Database:
             raise DatabaseError(f"the {self.name} database is not connected")
         return self._pool
 
+    @property
+    def connected(self) -> bool:
+        return self._pool is not None
+
+    async def _ready(self) -> asyncpg.Pool:
+        """The pool; an optional database that is not connected yet is connected (and migrated) here."""
+        if self._pool is not None or self._optional_migrations is None:
+            return self.pool
+        loop = asyncio.get_running_loop()
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._pool is not None:
+                return self._pool
+            if self._next_attempt is not None and loop.time() < self._next_attempt:
+                raise DatabaseError(f"the {self.name} database at {self.where} is unreachable; next attempt soon")
+            try:
+                await self.connect(timeout=5)
+                await self.migrate(self._optional_migrations)
+            except Exception as exc:  # noqa: BLE001 - any failure here means "not reachable yet"
+                await self.close()
+                self._next_attempt = loop.time() + self.RECONNECT_SECONDS
+                if isinstance(exc, DatabaseError):
+                    raise
+                raise DatabaseError(f"cannot use the {self.name} database at {self.where}: {type(exc).__name__}") from None
+            self._next_attempt = None
+            log.info("the %s database at %s is reachable again", self.name, self.where)
+            return self.pool
+
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        pool = await self._ready()
         with external_io():
-            return await self.pool.fetch(sql, *args)
+            return await pool.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        pool = await self._ready()
         with external_io():
-            return await self.pool.fetchrow(sql, *args)
+            return await pool.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
+        pool = await self._ready()
         with external_io():
-            return await self.pool.fetchval(sql, *args)
+            return await pool.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
+        pool = await self._ready()
         with external_io():
-            return await self.pool.execute(sql, *args)
+            return await pool.execute(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = await self._ready()
         with external_io():
-            async with self.pool.acquire() as conn:
+            async with pool.acquire() as conn:
                 async with conn.transaction():
                     yield conn
 
@@ -183,17 +228,26 @@ class Databases:
 
 
 async def open_databases(database_url: str | None, research_url: str | None, var_dir: Path) -> Databases:
-    """Connect (starting the embedded server when no URL is given) and migrate both databases."""
+    """Connect (starting the embedded server when no URL is given) and migrate both databases.
+
+    The trading database is mandatory. A separate research (Big Bro) database is optional: when
+    it cannot be reached the run goes on, its events wait in the notifier's outbox, and the
+    database is connected and migrated at the first use after it came back.
+    """
     embedded = None
     if not database_url:
         embedded = EmbeddedPostgres(var_dir / "pg")
         with external_io():
             database_url = await asyncio.to_thread(embedded.start)
     trading = await Database(database_url, "trading").connect()
+    await trading.migrate("trading")
     if research_url and research_url != database_url:
-        research = await Database(research_url, "research").connect()
+        research = Database(research_url, "research", optional_migrations="research")
+        try:
+            await research._ready()
+        except DatabaseError as exc:
+            log.warning("%s; Big Bro's events wait in the local outbox until it is reachable", exc)
     else:
         research = trading
-    await trading.migrate("trading")
-    await research.migrate("research")
+        await research.migrate("research")
     return Databases(trading, research, embedded)

@@ -343,14 +343,15 @@ async def test_silent_listener_fails_within_the_connect_timeout():
         assert time.monotonic() - started < 5.0
 
 
-async def test_trade_connection_retries_in_the_background_instead_of_blocking(opend):
-    """OpenSecTradeContext has no is_async_connect: its own constructor would sleep 6 s and retry."""
+async def test_trade_connection_never_blocks_past_the_connect_timeout(opend):
+    """OpenSecTradeContext has no is_async_connect: its own constructor would sleep 6 s and retry
+    (and the SDK never retries a context whose InitConnect was refused, so connect must fail)."""
     opend.fail_next[INIT_CONNECT] = [None, "OpenD is busy"]     # quote connects; trade's first try fails
+    broker = MoomooBroker("127.0.0.1", opend.port, clock=WallClock(), connect_timeout_seconds=1.0)
     started = time.monotonic()
-    async with connected(opend, reconnect_seconds=0.2) as broker:
-        assert broker.capabilities.is_paper
+    with pytest.raises(Disconnected, match=f"cannot reach Moomoo OpenD at 127.0.0.1:{opend.port} within 1 s"):
+        await asyncio.wait_for(broker.connect(), 15)
     assert time.monotonic() - started < 3.0
-    assert opend.init_connects >= 3
 
 
 async def test_quotes_resume_after_opend_drops_the_connection(opend):

@@ -1,0 +1,650 @@
+"""``agent.py --replay PATH [--from D] [--to D]``: the whole agent over historical bars, then a report.
+
+One simulated clock and one paper exchange for the whole replay (the exchange keeps cash and
+positions from session to session, like an account). Every full session in the data, in order:
+the paper exchange replays the session's bars up to the close while the run does what cron and
+the agent would have done live: wake, reconcile, read the inbox, adopt unwatched positions, the
+cycles of the profile's schedule (HK: 09:30 and 13:00, after the opening range), then the
+monitors until their positions are closed or the session ends. Account equity is sampled at
+every session close.
+
+Isolation: the replay trades under its own agent id (``<agent_id>-replay-<stamp>``), so none of
+its rows (positions, orders, cycles, monitor status, api_usage, messages) mixes with the live
+agent's, and its lock never blocks the live agent. Alert transports (email, webhook) are off.
+
+The report (``reports/replay-<stamp>/``, or ``CATALYST_REPORTS_DIR``): ``report.json``,
+``report.md`` and ``chart.png``. Trades are the replay agent's closed positions, read back from
+the database; every trading figure in ``report.json`` is computed from its own ``trades`` list
+(see ``summarize``), so anyone can check the figures against the list.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from clock import Clock, SimClock, WallClock, external_io
+from config.settings import PROJECT_DIR
+from data.calendar import MarketCalendar, Session
+from sessions import PaperFeed, replay_feed
+from store.trading import PositionRecord
+
+log = logging.getLogger("catalyst.replay")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+REPORTS_ENV = "CATALYST_REPORTS_DIR"
+# How long after a session's close the monitors may still run before the replay stops them.
+MONITOR_GRACE = timedelta(minutes=30)
+# Secrets that would send a replay's events to a person (email, webhook): never during a replay.
+_ALERT_SECRETS = ("smtp_host", "smtp_port", "smtp_user", "smtp_password", "alert_email_to", "alert_email_from",
+                  "alert_webhook_url")
+
+
+class ReplayUsageError(Exception):
+    """Bad --from/--to, or no data to replay: exit 2 with this message."""
+
+
+# --- Entry point -------------------------------------------------------------------------------
+def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None = None,
+               env: Mapping[str, str] | None = None, reports_dir: Path | None = None) -> int:
+    """Replay ``args.replay`` between ``args.date_from`` and ``args.date_to``; print and write the report.
+
+    Exit 0 done, 1 the replay failed, 2 bad path or dates. ``clock`` only names the run (wall time);
+    the replay itself runs on its own simulated clock.
+    """
+    env = os.environ if env is None else env
+    wall = clock or WallClock()
+    profile = settings.profile
+    try:
+        start = _parse_day(getattr(args, "date_from", None), "--from")
+        end = _parse_day(getattr(args, "date_to", None), "--to")
+        if start and end and start > end:
+            raise ReplayUsageError(f"--from {start} is after --to {end}; nothing to replay")
+        feed = replay_feed(args.replay, profile, calendar, start, end)
+    except (ReplayUsageError, ValueError, FileNotFoundError, OSError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "live", False):
+        print("note: a replay always trades on the paper exchange; --live is ignored", file=sys.stderr)
+
+    started_wall = wall.now()
+    stamp = f"{started_wall:%Y%m%dT%H%M%S}"
+    salt = hashlib.sha256(f"{started_wall.isoformat()}:{os.getpid()}:{args.replay}".encode()).hexdigest()[:4]
+    suffix = f"-replay-{stamp}-{salt}"
+    replay_id = profile.agent_id[: 50 - len(suffix)] + suffix
+    replay_settings = dataclasses.replace(
+        settings,
+        profile=profile.model_copy(update={"agent_id": replay_id}),
+        secrets=settings.secrets.model_copy(update={name: None for name in _ALERT_SECRETS}),
+    )
+    out_root = Path(reports_dir or env.get(REPORTS_ENV) or PROJECT_DIR / "reports")
+    sessions = feed.sessions
+    print(f"Catalyst replay {profile.market.value}: {len(sessions)} session(s) {sessions[0].day} to {sessions[-1].day} "
+          f"from {args.replay} ({', '.join(s.short for s in feed.real_symbols)}"
+          + (f"; synthetic: {', '.join(s.short for s in feed.synthetic_symbols)}" if feed.synthetic_symbols else "")
+          + f"), simulated clock, agent id {replay_id}")
+    sim = SimClock(sessions[0].open)
+    began = time.perf_counter()
+    try:
+        result = sim.run(_replay(args, replay_settings, calendar, sim, feed))
+    except Exception as exc:  # noqa: BLE001 - one line for the trader, the trace for the log
+        log.exception("replay failed")
+        print(f"replay failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if result.report is None:
+        print(f"replay failed: {result.error}", file=sys.stderr)
+        return EXIT_FAILED
+    report = result.report
+    report["run"].update({
+        "data_path": str(args.replay), "from": start.isoformat() if start else None,
+        "to": end.isoformat() if end else None, "profile_file": str(settings.profile_file),
+        "started_at": started_wall.isoformat(), "wall_seconds": round(time.perf_counter() - began, 2),
+    })
+    folder = write_report(report, feed, calendar, out_root, f"replay-{stamp}")
+    print_report(report, folder)
+    if result.error:
+        print(f"replay failed: {result.error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _parse_day(text: str | None, flag: str) -> date | None:
+    if text is None or not str(text).strip():
+        return None
+    try:
+        return date.fromisoformat(str(text).strip())
+    except ValueError:
+        raise ReplayUsageError(f"{flag} {text!r} is not a date; write it as YYYY-MM-DD") from None
+
+
+# --- The replay on the simulated clock -----------------------------------------------------------
+@dataclass
+class ReplayResult:
+    report: dict[str, Any] | None
+    error: str | None = None
+
+
+@dataclass
+class _Watch:
+    """What the monitors of one position reported (a position can be watched by several, one a day)."""
+
+    haiku_calls: int = 0
+    errors: int = 0
+    reactions: list[float] = field(default_factory=list)
+    seen: bool = False
+
+
+async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, feed: PaperFeed) -> ReplayResult:
+    from brokers.base import BrokerError
+    from brokers.paper import PaperExchange
+    from reconcile import Reconciler
+    from run import (
+        EXIT_FAILED as CYCLE_FAILED, LockHeld, RunFailed, adopt, build_runtime, read_inbox, run_owner, take_lock, wake,
+    )
+    from store.db import DatabaseError, open_databases
+
+    profile, secrets = settings.profile, settings.secrets
+    broker = PaperExchange(feed.series, clock, calendar, profile)
+    started = clock.now()
+    owner = run_owner(profile.agent_id, started, f"replay:{id(broker)}")
+    try:
+        dbs = await open_databases(
+            secrets.database_url.get_secret_value() if secrets.database_url else None,
+            secrets.research_database_url.get_secret_value() if secrets.research_database_url else None,
+            settings.var_dir,
+        )
+    except DatabaseError as exc:
+        return ReplayResult(None, str(exc))
+    lock_conn = None
+    rt = None
+    try:
+        try:
+            lock_conn = await take_lock(dbs.trading, profile.agent_id)
+        except LockHeld as exc:
+            return ReplayResult(None, str(exc))
+        try:
+            rt = await build_runtime(args, settings, calendar, clock, broker, feed.universe, False, dbs, owner)
+        except RunFailed as exc:
+            return ReplayResult(None, str(exc))
+        rt.lock_conn = lock_conn
+        try:
+            await broker.connect()
+        except BrokerError as exc:
+            return ReplayResult(None, f"paper exchange: {exc}")
+        account = await broker.account()
+        equity_curve = [_equity_point("start", feed.sessions[0].open, account, calendar)]
+        stuck: Counter[int] = Counter()
+        error = None
+        replayed: list[Session] = []
+        for session in feed.sessions:
+            if clock.now() < session.open:
+                await clock.sleep_until(session.open)
+            closed_before = len([o for o in rt.monitors.outcomes if o.closed])
+            pnl_before = sum((o.realized_pnl or Decimal(0) for o in rt.monitors.outcomes if o.closed), Decimal(0))
+            driver = broker.start(until=session.close)
+            try:
+                await wake(rt)
+                reconciled = await Reconciler(broker, rt.store, rt.notifier, clock, calendar, profile).run()
+                if reconciled.changes:
+                    print(f"  {session.day} reconcile: {reconciled.summary()}")
+                inbox = await read_inbox(rt)
+                await adopt(rt)
+                code = await _trade_session(rt, session, inbox, stuck)
+                await driver  # the tape to the close, so the close marks the account
+            finally:
+                await broker.stop()
+            replayed.append(session)
+            account = await broker.account()
+            equity_curve.append(_equity_point(session.day.isoformat(), session.close, account, calendar))
+            outcomes = [o for o in rt.monitors.outcomes if o.closed]
+            day_pnl = sum((o.realized_pnl or Decimal(0) for o in outcomes), Decimal(0)) - pnl_before
+            print(f"  {session.day:%Y-%m-%d %a}: {len(outcomes) - closed_before} trade(s) closed, "
+                  f"P&L {profile.currency} {day_pnl:+,.2f}, equity {account.equity:,.2f}")
+            if code == CYCLE_FAILED:
+                error = f"a cycle on {session.day} failed; the replay stopped there (see logs/agent.log)"
+                break
+        positions = await _positions(rt)
+        watches = _watches(rt, stuck)
+        monitor_rows = {r["position_id"]: r for r in await rt.store.monitor_rows()}
+        usage = await _usage(rt)
+        cycles = await _cycle_counts(rt)
+        report = build_report(
+            positions=positions, watches=watches, monitor_rows=monitor_rows, equity_curve=equity_curve,
+            usage=usage, cycles=cycles, sessions=replayed, feed=feed, calendar=calendar, profile=profile,
+            brain=rt.brain_name, last_prices={str(p.symbol): p.market_price for p in await broker.positions()},
+        )
+        return ReplayResult(report, error)
+    finally:
+        if rt is not None:
+            await rt.monitors.cancel()
+            if rt.anthropic_client is not None:
+                with external_io():
+                    await rt.anthropic_client.close()
+        await broker.close()
+        if lock_conn is not None:
+            with external_io():
+                await lock_conn.close()
+        await dbs.close()
+
+
+async def _trade_session(rt, session: Session, inbox, stuck: Counter[int]) -> int:
+    """run.trade_session, but a monitor still running well after the close is stopped and counted."""
+    from run import trade_session
+
+    budget = (session.close + MONITOR_GRACE - rt.clock.now()).total_seconds()
+    try:
+        async with asyncio.timeout(budget):
+            return await trade_session(rt, session, inbox)
+    except TimeoutError:
+        active = rt.monitors.active()
+        log.error("%s: %d monitor(s) still running %s after the close; stopped", session.day, len(active), MONITOR_GRACE)
+        print(f"  {session.day}: {len(active)} monitor(s) still running {MONITOR_GRACE} after the close; stopped "
+              "(counted as monitor errors)")
+        for pid in active:
+            stuck[pid] += 1
+            rt.monitors.tasks[pid].cancel()
+        await asyncio.gather(*(rt.monitors.tasks[pid] for pid in active), return_exceptions=True)
+        return EXIT_OK
+
+
+def _equity_point(label: str, at: datetime, account, calendar: MarketCalendar) -> dict[str, Any]:
+    return {"label": label, "time": calendar.local(at).isoformat(), "equity": account.equity, "cash": account.cash}
+
+
+async def _positions(rt) -> list[PositionRecord]:
+    rows = await rt.store.db.fetch(
+        "SELECT * FROM positions WHERE agent_id=$1 ORDER BY entry_time, position_id", rt.store.agent_id
+    )
+    return [PositionRecord.from_row(r) for r in rows]
+
+
+async def _usage(rt) -> dict[str, dict[str, Any]]:
+    rows = await rt.store.db.fetch(
+        """SELECT purpose, count(*) AS calls, COALESCE(sum(cost_usd), 0) AS cost_usd
+           FROM api_usage WHERE agent_id=$1 GROUP BY purpose""",
+        rt.store.agent_id,
+    )
+    return {r["purpose"]: {"calls": int(r["calls"]), "cost_usd": Decimal(r["cost_usd"])} for r in rows}
+
+
+async def _cycle_counts(rt) -> dict[str, int]:
+    rows = await rt.store.db.fetch(
+        "SELECT status, count(*) AS n FROM cycles WHERE agent_id=$1 GROUP BY status ORDER BY status", rt.store.agent_id
+    )
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+def _watches(rt, stuck: Counter[int]) -> dict[int, _Watch]:
+    watches: dict[int, _Watch] = defaultdict(_Watch)
+    for o in rt.monitors.outcomes:
+        w = watches[o.position_id]
+        w.seen = True
+        w.haiku_calls += o.haiku_calls
+        w.errors += o.errors
+        w.reactions.extend(o.stop_reaction_seconds)
+    for pid, task in rt.monitors.tasks.items():
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            watches[pid].errors += 1  # the monitor crashed (logged by the manager)
+    for pid, n in stuck.items():
+        watches[pid].errors += n
+    return dict(watches)
+
+
+# --- The report ---------------------------------------------------------------------------------
+def _num(value: Decimal | float | int | None, places: int = 4) -> float | None:
+    return None if value is None else round(float(value), places)
+
+
+def _trade_row(p: PositionRecord, watch: _Watch | None, monitor_row: dict | None, calendar: MarketCalendar,
+               synthetic: set) -> dict[str, Any]:
+    haiku = watch.haiku_calls if watch and watch.seen else int((monitor_row or {}).get("haiku_calls") or 0)
+    errors = (watch.errors if watch else 0) + (0 if watch and watch.seen else int((monitor_row or {}).get("error_count") or 0))
+    row = {
+        "position_id": p.position_id,
+        "symbol": str(p.symbol),
+        "synthetic": p.symbol in synthetic,
+        "side": p.side.value,
+        "quantity": p.quantity,
+        "trading_day": p.trading_day.isoformat(),
+        "tier": p.tier,
+        "entry_time": calendar.local(p.entry_time).isoformat(),
+        "entry_price": _num(p.entry_price),
+        "entry_reason": p.entry_reason,
+        "stop_price": _num(p.stop_price),
+        "target_price": _num(p.target_price),
+        "entry_fees": _num(p.entry_fees),
+        "haiku_calls": haiku,
+        "monitor_errors": errors,
+        "stop_reaction_s": [round(s, 3) for s in (watch.reactions if watch else [])],
+    }
+    if p.status == "closed":
+        gross = p.realized_pnl + p.entry_fees + p.exit_fees
+        row.update({
+            "exit_time": calendar.local(p.exit_time).isoformat() if p.exit_time else None,
+            "exit_price": _num(p.exit_price),
+            "exit_reason": p.exit_reason,
+            "exit_type": p.exit_type,
+            "exit_fees": _num(p.exit_fees),
+            "fees": _num(p.entry_fees + p.exit_fees),
+            "gross_pnl": _num(gross),
+            "net_pnl": _num(p.realized_pnl),
+            "net_pnl_pct": _num(p.realized_pnl_pct),
+        })
+    else:
+        row["status"] = p.status
+    return row
+
+
+def summarize(trades: Sequence[Mapping[str, Any]], open_positions: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Every trading figure of the report, from the trade rows alone (the test recomputes them this way).
+
+    win: net P&L > 0, loss: net P&L < 0; ``win_rate`` is a fraction (0..1) of all closed trades;
+    ``avg_win_pct`` / ``avg_loss_pct`` average ``net_pnl_pct`` (net of fees, of the entry value)
+    over wins / losses; ``stop_reaction_s_p95`` is the 95th percentile (linear) of every
+    price-guard exit's reaction time; monitor errors include positions still open at the end.
+    """
+    import numpy as np
+
+    n = len(trades)
+    wins = [t for t in trades if t["net_pnl"] > 0]
+    losses = [t for t in trades if t["net_pnl"] < 0]
+    reactions = [s for t in trades for s in t["stop_reaction_s"]]
+    haiku = sum(t["haiku_calls"] for t in trades)
+    by_reason = Counter(t["exit_reason"] for t in trades)
+    pnl_by_reason: dict[str, float] = defaultdict(float)
+    for t in trades:
+        pnl_by_reason[t["exit_reason"]] += t["net_pnl"]
+    return {
+        "n_trades": n,
+        "wins": len(wins),
+        "losses": len(losses),
+        "win_rate": round(len(wins) / n, 4) if n else None,
+        "avg_win_pct": round(sum(t["net_pnl_pct"] for t in wins) / len(wins), 4) if wins else None,
+        "avg_loss_pct": round(sum(t["net_pnl_pct"] for t in losses) / len(losses), 4) if losses else None,
+        "gross_pnl": round(sum(t["gross_pnl"] for t in trades), 4),
+        "fees": round(sum(t["fees"] for t in trades), 4),
+        "net_pnl": round(sum(t["net_pnl"] for t in trades), 4),
+        "exits_by_reason": dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "net_pnl_by_reason": {k: round(v, 4) for k, v in sorted(pnl_by_reason.items())},
+        "haiku_calls": haiku,
+        "haiku_calls_per_trade": round(haiku / n, 4) if n else None,
+        "monitor_errors": sum(t["monitor_errors"] for t in [*trades, *open_positions]),
+        "stop_reactions": len(reactions),
+        "stop_reaction_s_p95": round(float(np.percentile(reactions, 95)), 3) if reactions else None,
+    }
+
+
+def max_drawdown_pct(equities: Sequence[float]) -> float:
+    """The largest fall from a running peak, in percent of that peak (0 when equity never fell)."""
+    peak, worst = None, 0.0
+    for e in equities:
+        peak = e if peak is None else max(peak, e)
+        if peak and peak > 0:
+            worst = max(worst, (peak - e) / peak * 100)
+    return round(worst, 4)
+
+
+def build_report(*, positions: list[PositionRecord], watches: dict[int, _Watch], monitor_rows: dict[int, dict],
+                 equity_curve: list[dict[str, Any]], usage: dict[str, dict[str, Any]], cycles: dict[str, int],
+                 sessions: list[Session], feed: PaperFeed, calendar: MarketCalendar, profile, brain: str,
+                 last_prices: Mapping[str, Decimal | None]) -> dict[str, Any]:
+    synthetic = set(feed.synthetic_symbols)
+    rows = [_trade_row(p, watches.get(p.position_id), monitor_rows.get(p.position_id), calendar, synthetic)
+            for p in positions]
+    trades = [r for r in rows if "status" not in r]
+    open_positions = [{**r, "last_price": _num(last_prices.get(r["symbol"]))} for r in rows if r.get("status") == "open"]
+    not_booked = [r for r in rows if r.get("status") not in (None, "open")]
+    curve = [{**pt, "equity": _num(pt["equity"]), "cash": _num(pt["cash"])} for pt in equity_curve]
+    start_equity = curve[0]["equity"]
+    final_equity = curve[-1]["equity"]
+    llm_cost = sum((u["cost_usd"] for u in usage.values()), Decimal(0))
+    bars = sum(_bars_in(feed.series[s], sessions) for s in feed.real_symbols + feed.synthetic_symbols)
+    figures = summarize(trades, open_positions)
+    return {
+        "market": profile.market.value,
+        "currency": profile.currency,
+        "sessions": len(sessions),
+        "session_days": [s.day.isoformat() for s in sessions],
+        "first_session": sessions[0].day.isoformat() if sessions else None,
+        "last_session": sessions[-1].day.isoformat() if sessions else None,
+        "symbols": [str(s) for s in feed.real_symbols],
+        "synthetic_symbols": [str(s) for s in feed.synthetic_symbols],
+        "bars_replayed": bars,
+        **figures,
+        "starting_equity": start_equity,
+        "final_equity": final_equity,
+        "return_pct": round((final_equity - start_equity) / start_equity * 100, 4) if start_equity else None,
+        "max_drawdown_pct": max_drawdown_pct([pt["equity"] for pt in curve]),
+        "equity_curve": curve,
+        "llm_cost_usd": _num(llm_cost, 6),
+        "llm_usage": {k: {"calls": v["calls"], "cost_usd": _num(v["cost_usd"], 6)} for k, v in sorted(usage.items())},
+        "cycles": sum(cycles.values()),
+        "cycles_by_status": cycles,
+        "trades": trades,
+        "open_positions": open_positions,
+        "not_booked": not_booked,
+        "run": {
+            "agent_id": profile.agent_id,
+            "brain": brain,
+            "universe_seed": profile.paper.universe_seed,
+            "starting_cash": _num(profile.paper.starting_cash),
+            "cycle_times": [t.strftime("%H:%M") for t in profile.schedule.cycle_times],
+        },
+    }
+
+
+def _bars_in(series, sessions: list[Session]) -> int:
+    if series.minute.empty or not sessions:
+        return 0
+    index = series.minute.index
+    return int(sum(((index >= s.open) & (index < s.close)).sum() for s in sessions))
+
+
+# --- Writing and printing -------------------------------------------------------------------------
+def write_report(report: dict[str, Any], feed: PaperFeed, calendar: MarketCalendar, root: Path, name: str) -> Path:
+    import json
+
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / name
+    n = 1
+    while True:
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            folder = root / f"{name}-{n}"
+    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    try:
+        draw_chart(report, feed, calendar, folder / "chart.png")
+    except Exception as exc:  # noqa: BLE001 - the numbers matter more than the picture
+        log.exception("chart failed")
+        print(f"note: chart.png could not be drawn ({type(exc).__name__}: {exc})", file=sys.stderr)
+    return folder
+
+
+def _money(value: float | None, cur: str = "", sign: bool = True) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:+,.2f}" if sign else f"{value:,.2f}"
+    return f"{cur} {text}".strip()
+
+
+def _pct(value: float | None, sign: bool = True) -> str:
+    return "-" if value is None else (f"{value:+.2f}%" if sign else f"{value:.2f}%")
+
+
+def _hm(iso: str | None) -> str:
+    return "-" if not iso else datetime.fromisoformat(iso).strftime("%m-%d %H:%M")
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    cur = r["currency"]
+    run = r["run"]
+    win_rate = "-" if r["win_rate"] is None else f"{r['win_rate'] * 100:.1f}%"
+    per_trade = "-" if r["haiku_calls_per_trade"] is None else f"{r['haiku_calls_per_trade']:.2f}"
+    p95 = "-" if r["stop_reaction_s_p95"] is None else f"{r['stop_reaction_s_p95']:.1f} s"
+    lines = [
+        f"# Catalyst replay: {r['market']} {r['first_session']} to {r['last_session']} ({r['sessions']} sessions)",
+        "",
+        f"- Data: `{run.get('data_path')}`; real symbols: {', '.join(r['symbols']) or 'none'}; "
+        f"{r['bars_replayed']:,} minute bars replayed.",
+        f"- Synthetic symbols: {', '.join(r['synthetic_symbols']) if r['synthetic_symbols'] else 'none (every symbol traded is real data)'}.",
+        f"- Profile: `{run.get('profile_file')}`; brain: {run['brain']}; universe seed {run['universe_seed']}; "
+        f"cycles at {', '.join(run['cycle_times'])}; starting cash {_money(run['starting_cash'], cur, sign=False)}.",
+        f"- Database rows under agent id `{run['agent_id']}` (kept apart from the live agent).",
+        "",
+        "## Key figures",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| trades | {r['n_trades']} ({r['wins']} won, {r['losses']} lost; win rate {win_rate}) |",
+        f"| net P&L (after fees) | {_money(r['net_pnl'], cur)} |",
+        f"| gross P&L / fees | {_money(r['gross_pnl'], cur)} / {_money(r['fees'], cur, sign=False)} |",
+        f"| average win / loss | {_pct(r['avg_win_pct'])} / {_pct(r['avg_loss_pct'])} (net, of entry value) |",
+        f"| equity | {_money(r['starting_equity'], cur, sign=False)} to {_money(r['final_equity'], cur, sign=False)} "
+        f"({_pct(r['return_pct'])}) |",
+        f"| max drawdown | {_pct(r['max_drawdown_pct'], sign=False)} (equity at session closes) |",
+        f"| Haiku calls per trade | {per_trade} ({r['haiku_calls']} in all) |",
+        f"| LLM cost | USD {r['llm_cost_usd']:.4f} |",
+        f"| monitor errors | {r['monitor_errors']} |",
+        f"| stop reaction p95 | {p95} over {r['stop_reactions']} price-guard exit(s) |",
+        f"| cycles | {r['cycles']} ({', '.join(f'{k} {v}' for k, v in r['cycles_by_status'].items()) or 'none'}) |",
+        "",
+        "## Exits by reason",
+        "",
+        "| reason | trades | net P&L |",
+        "|---|---|---|",
+    ]
+    for reason, n in r["exits_by_reason"].items():
+        lines.append(f"| {reason} | {n} | {_money(r['net_pnl_by_reason'].get(reason), cur)} |")
+    if not r["exits_by_reason"]:
+        lines.append("| - | 0 | - |")
+    lines += ["", "## Trades", "",
+              "| # | symbol | tier | qty | entry | exit | reason | fees | net P&L | % | Haiku |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, t in enumerate(r["trades"], 1):
+        label = t["symbol"] + (" (synthetic)" if t["synthetic"] else "")
+        lines.append(
+            f"| {i} | {label} | {t['tier'] or '-'} | {t['quantity']} | {_hm(t['entry_time'])} @ {t['entry_price']:g} | "
+            f"{_hm(t['exit_time'])} @ {t['exit_price']:g} | {t['exit_reason']} | {t['fees']:,.2f} | "
+            f"{_money(t['net_pnl'])} | {_pct(t['net_pnl_pct'])} | {t['haiku_calls']} |")
+    if not r["trades"]:
+        lines.append("| - | no trades | | | | | | | | | |")
+    if r["open_positions"] or r["not_booked"]:
+        lines += ["", "## Not closed at the end", ""]
+        for t in r["open_positions"]:
+            lines.append(f"- {t['symbol']} {t['quantity']} from {t['entry_price']:g} ({_hm(t['entry_time'])}), "
+                         f"last {t['last_price']}: still open")
+        for t in r["not_booked"]:
+            lines.append(f"- {t['symbol']} {t['quantity']} from {t['entry_price']:g}: {t['status']}")
+    lines += ["", "## Sessions", "", "| session | equity at the close | change |", "|---|---|---|"]
+    previous = None
+    for pt in r["equity_curve"]:
+        change = "" if previous is None else _money(pt["equity"] - previous)
+        lines.append(f"| {pt['label']} | {_money(pt['equity'], sign=False)} | {change} |")
+        previous = pt["equity"]
+    lines += ["", "Chart: `chart.png` (price with entries ▲ and exits ▼ per traded symbol; equity at each close). "
+              "Numbers: `report.json`.", ""]
+    return "\n".join(lines)
+
+
+def print_report(r: dict[str, Any], folder: Path) -> None:
+    cur = r["currency"]
+    win_rate = "-" if r["win_rate"] is None else f"{r['win_rate'] * 100:.1f}%"
+    reasons = ", ".join(f"{k} {v}" for k, v in r["exits_by_reason"].items()) or "none"
+    print()
+    print(f"Replay {r['market']}: {r['sessions']} session(s) {r['first_session']} to {r['last_session']}, "
+          f"{r['run']['brain']} brain, {r['cycles']} cycle(s)")
+    print(f"Trades: {r['n_trades']}, win rate {win_rate}, avg win {_pct(r['avg_win_pct'])}, "
+          f"avg loss {_pct(r['avg_loss_pct'])}")
+    print(f"P&L: net {_money(r['net_pnl'], cur)} (gross {_money(r['gross_pnl'], cur)}, fees {_money(r['fees'], cur, sign=False)}); "
+          f"equity {_money(r['final_equity'], cur, sign=False)} ({_pct(r['return_pct'])}), "
+          f"max drawdown {_pct(r['max_drawdown_pct'], sign=False)}")
+    print(f"Exits: {reasons}")
+    p95 = "-" if r["stop_reaction_s_p95"] is None else f"{r['stop_reaction_s_p95']:.1f} s"
+    per_trade = "-" if r["haiku_calls_per_trade"] is None else f"{r['haiku_calls_per_trade']:.2f}"
+    print(f"Haiku calls per trade {per_trade}, LLM cost USD {r['llm_cost_usd']:.4f}, monitor errors {r['monitor_errors']}, "
+          f"stop reaction p95 {p95}")
+    if r["open_positions"]:
+        print(f"Still open at the end: {', '.join(t['symbol'] for t in r['open_positions'])}")
+    if r["synthetic_symbols"]:
+        print(f"Synthetic symbols: {', '.join(r['synthetic_symbols'])}")
+    print(f"Report: {folder}")
+
+
+def draw_chart(r: dict[str, Any], feed: PaperFeed, calendar: MarketCalendar, path: Path) -> None:
+    """One panel per traded symbol (minute closes, entries ▲ and exits ▼), then the equity curve.
+
+    The x axis counts bars, so nights, weekends and the lunch break take no room.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import numpy as np
+    import pandas as pd
+
+    sessions = [calendar.session(date.fromisoformat(d)) for d in r["session_days"]]
+    sessions = [s for s in sessions if s is not None]
+    by_symbol = {str(s): s for s in feed.series}
+    traded = sorted({t["symbol"] for t in r["trades"]} | {t["symbol"] for t in r["open_positions"]})
+    shown = traded or [str(s) for s in feed.real_symbols[:1]]
+    fig, axes = plt.subplots(len(shown) + 1, 1, figsize=(13, 3.2 * (len(shown) + 1)), squeeze=False)
+    for ax, name in zip(axes[:-1, 0], shown):
+        minute = feed.series[by_symbol[name]].minute
+        mask = np.zeros(len(minute), dtype=bool)
+        for s in sessions:
+            mask |= (minute.index >= s.open) & (minute.index < s.close)
+        bars = minute.loc[mask, "close"]
+        times = bars.index
+        ax.plot(np.arange(len(bars)), bars.to_numpy(dtype=float), lw=0.8, color="#444444")
+
+        def x_of(iso: str) -> int:
+            return int(min(max(times.searchsorted(pd.Timestamp(iso).tz_convert("UTC"), "right") - 1, 0), len(times) - 1))
+
+        rows = [t for t in r["trades"] + r["open_positions"] if t["symbol"] == name]
+        ax.scatter([x_of(t["entry_time"]) for t in rows], [t["entry_price"] for t in rows], marker="^", s=60,
+                   color="#1f77b4", zorder=3, label="entry")
+        closed = [t for t in rows if t.get("exit_time")]
+        ax.scatter([x_of(t["exit_time"]) for t in closed], [t["exit_price"] for t in closed], marker="v", s=60,
+                   color=["#2ca02c" if t["net_pnl"] > 0 else "#d62728" for t in closed], zorder=3,
+                   label="exit (green win, red loss)")
+        starts = [int(times.searchsorted(s.open)) for s in sessions]
+        step = max(1, len(starts) // 10)
+        ax.set_xticks(starts[::step])
+        ax.set_xticklabels([s.day.strftime("%m-%d") for s in sessions][::step], fontsize=8)
+        for x in starts[1:]:
+            ax.axvline(x, color="#dddddd", lw=0.5, zorder=0)
+        label = name + (" (synthetic)" if by_symbol[name] in feed.synthetic_symbols else "")
+        ax.set_title(f"{label}: {len(rows)} trade(s)", fontsize=10, loc="left")
+        ax.set_ylabel(r["currency"])
+        ax.legend(loc="upper left", fontsize=8)
+    ax = axes[-1, 0]
+    curve = r["equity_curve"]
+    ax.step(range(len(curve)), [pt["equity"] for pt in curve], where="post", color="#1f77b4")
+    ax.plot(range(len(curve)), [pt["equity"] for pt in curve], "o", ms=3, color="#1f77b4")
+    step = max(1, len(curve) // 10)
+    ax.set_xticks(range(0, len(curve), step))
+    ax.set_xticklabels([pt["label"][5:] if pt["label"] != "start" else "start" for pt in curve][::step], fontsize=8)
+    ax.set_title(f"equity at each session close (max drawdown {r['max_drawdown_pct']:.2f}%)", fontsize=10, loc="left")
+    ax.set_ylabel(r["currency"])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    fig.suptitle(f"Catalyst replay {r['market']} {r['first_session']} to {r['last_session']}: "
+                 f"{r['n_trades']} trades, net {r['net_pnl']:+,.2f} {r['currency']}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,540 @@
+"""Big Bro's side of the agent, as Big Bro and the trader see it in the consciousness tables.
+
+* The outbox: a research database that is down for the first part of a whole sample run, or that
+  loses the acknowledgement of a commit, still ends with every event in ``claude_messages`` once,
+  in order, each announced by ``pg_notify`` (watched by a real LISTEN connection).
+* Control: ``halt``, ``resume`` and ``close_all`` task messages written by "Big Bro" while a whole
+  sample session runs on the paper exchange and the simulated clock.
+* The inbox order, ``claude_state`` (modes, spend reset by the agent itself, errors) and trade
+  results as observations.
+
+The research database sits behind ``PgProxy``, a TCP front for the embedded PostgreSQL that can be
+down (connection refused), up, or cut one connection right after forwarding a COMMIT.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import threading
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+
+import agent
+from brokers.paper import PaperExchange
+from clock import SimClock, external_io
+from consciousness_notify import Consciousness, Event, EventType, Notifier
+from data.calendar import MarketCalendar
+from run import EXIT_FAILED, EXIT_REFUSED, _run
+from sessions import sample_feed
+from store.db import Database, DatabaseError, open_databases
+
+AGENT = "intl_claude"
+EVENT_LINE = re.compile(r"consciousness_notify: event (\w+): (.*)$")
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+async def aquery(url: str, sql: str, *args) -> list[dict]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+def query(url: str, sql: str, *args) -> list[dict]:
+    return asyncio.run(aquery(url, sql, *args))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgProxy:
+    """127.0.0.1:<port> in front of the embedded server's unix socket: ``up()``, ``down()``, and
+    ``lose_next_commit_ack`` (forward the next COMMIT, drop the server's answer, cut the line)."""
+
+    def __init__(self, unix_url: str) -> None:
+        host_dir = parse_qs(urlsplit(unix_url).query)["host"][0]
+        self.socket_path = next(Path(host_dir).glob(".s.PGSQL.*"))
+        self.database = urlsplit(unix_url).path.lstrip("/")
+        self.port = free_port()
+        self.lose_next_commit_ack = False
+        self.acks_lost = 0
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def url(self, password: str = "pw") -> str:
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{self.database}"
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for s in self._open:
+                _close(s)
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(str(self.socket_path))
+            with self._lock:
+                self._open += [client, server]
+            cut = threading.Event()
+            threading.Thread(target=self._pump, args=(client, server, cut, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, cut, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, cut: threading.Event, upstream: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not upstream and cut.is_set():
+                    continue  # the server's answer to the COMMIT never reaches the client
+                dst.sendall(data)
+                if upstream and self.lose_next_commit_ack and b"COMMIT" in data:
+                    self.lose_next_commit_ack = False
+                    self.acks_lost += 1
+                    cut.set()
+                    threading.Event().wait(0.3)  # the server commits meanwhile
+                    break
+        except OSError:
+            pass
+        finally:
+            _close(src)
+            _close(dst)
+
+
+def _close(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
+
+
+class Listen:
+    """A real LISTEN claude_messages connection in its own thread; ``payloads`` in arrival order."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.payloads: list[str] = []
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        conn = await asyncpg.connect(self.url)
+        await conn.add_listener("claude_messages", lambda *args: self.payloads.append(args[-1]))
+        self._ready.set()
+        await asyncio.to_thread(self._stop.wait)
+        await asyncio.sleep(0)  # deliver what arrived with the last packet
+        await conn.close()
+
+    def __enter__(self) -> "Listen":
+        self._thread.start()
+        assert self._ready.wait(10), "the LISTEN connection did not come up"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def ids(self) -> list[int]:
+        return [int(p) for p in self.payloads]
+
+    def wait_for(self, n: int) -> None:
+        for _ in range(200):
+            if len(self.payloads) >= n:
+                return
+            threading.Event().wait(0.01)
+
+
+@pytest.fixture
+def restore_logging():
+    """agent.main points the root logger at the run's log file; give the suite its handlers back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)
+
+
+def logged_events(log_dir: Path) -> list[tuple[str, str]]:
+    out = []
+    for line in (log_dir / "agent.log").read_text().splitlines():
+        m = EVENT_LINE.search(line)
+        if m:
+            out.append((m.group(1), m.group(2)))
+    return out
+
+
+AGENT_MESSAGES = """SELECT id, msg_type, priority, subject, data, created_at, idempotency_key, reply_to_id, status
+                    FROM claude_messages WHERE from_agent=$1 ORDER BY id"""
+
+
+def _decoded(rows: list[dict]) -> list[dict]:
+    for r in rows:
+        r["data"] = json.loads(r["data"])
+    return rows
+
+
+def agent_messages(url: str) -> list[dict]:
+    return _decoded(query(url, AGENT_MESSAGES, AGENT))
+
+
+async def agent_messages_async(url: str) -> list[dict]:
+    return _decoded(await aquery(url, AGENT_MESSAGES, AGENT))
+
+
+# --- 1. the outbox ---------------------------------------------------------------------------------------
+def test_research_db_down_for_the_first_part_of_a_run_loses_nothing_duplicates_nothing(
+        database_url, make_database_url, tmp_path, capsys, restore_logging):
+    research_url = make_database_url("research")
+    proxy = PgProxy(research_url)  # down: connection refused, from the very start of the run
+    outbox = tmp_path / "var" / f"outbox-{AGENT}.jsonl"
+    seen = {"max_lines": 0}
+    stop = threading.Event()
+
+    def bring_it_back() -> None:
+        while not stop.wait(0.002):
+            lines = len(outbox.read_text().splitlines()) if outbox.exists() else 0
+            seen["max_lines"] = max(seen["max_lines"], lines)
+            if lines >= 10:
+                proxy.up()
+                return
+
+    watcher = threading.Thread(target=bring_it_back, daemon=True)
+    watcher.start()
+    with Listen(research_url) as listen:
+        try:
+            code = agent.main(["--force"], env={
+                "DATABASE_URL": database_url, "RESEARCH_DATABASE_URL": proxy.url(),
+                "CATALYST_VAR_DIR": str(tmp_path / "var"), "CATALYST_LOG_DIR": str(tmp_path / "logs")})
+        finally:
+            stop.set()
+            watcher.join(5)
+        out = capsys.readouterr().out
+        rows = agent_messages(research_url)
+        listen.wait_for(len(rows))
+    proxy.down()
+
+    assert code == 0, out
+    assert seen["max_lines"] >= 10, "the first events must have waited in the outbox"
+    assert not outbox.exists(), "the outbox must be empty after the run"
+    sent = logged_events(tmp_path / "logs")
+    assert len(sent) == int(re.search(r"claude_messages \((\d+) event", out).group(1)) > 20
+    # every event once, in the order it was sent: by id and by created_at alike
+    assert [(r["data"]["event"], r["subject"]) for r in rows] == sent
+    assert len({r["idempotency_key"] for r in rows}) == len(rows)
+    assert [r["id"] for r in sorted(rows, key=lambda r: (r["created_at"], r["id"]))] == [r["id"] for r in rows]
+    assert [r["created_at"] for r in rows] == sorted(r["created_at"] for r in rows)
+    # each insert announced once by pg_notify with its id
+    assert listen.ids() == [r["id"] for r in rows]
+    # trade results reached claude_observations through the same outbox
+    exits = [r for r in rows if r["data"]["event"] == "EXIT"]
+    observations = query(research_url, "SELECT * FROM claude_observations WHERE agent_id=$1 ORDER BY id", AGENT)
+    assert len(observations) == len(exits) == 2
+    assert {o["observation_type"] for o in observations} == {"market"}
+    assert [json.loads(o["tags"])["reason"] for o in observations] == [e["data"]["reason"] for e in exits]
+
+
+async def test_a_retry_after_a_lost_commit_acknowledgement_does_not_duplicate(make_database_url, tmp_path):
+    research_url = make_database_url("research")
+    db0 = await Database(research_url, "research").connect()
+    await db0.migrate("research")
+    await db0.close()
+    proxy = PgProxy(research_url)
+    proxy.up()
+    clock = SimClock(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc))
+    db = await Database(proxy.url(), "research").connect(min_size=1, max_size=1)
+    notifier = Notifier(db, AGENT, clock, tmp_path / "outbox.jsonl", "run1")
+    try:
+        with Listen(research_url) as listen:
+            proxy.lose_next_commit_ack = True
+            await notifier.send(Event(EventType.ENTRY, "ENTRY 00700 100 @ 380", "bought"))
+            assert proxy.acks_lost == 1
+            assert notifier._outbox_pending(), "an unacknowledged insert must be kept for a retry"
+            clock.advance(Notifier.RETRY_SECONDS + 1)
+            await notifier.send(Event(EventType.EXIT, "EXIT 00700 stop_loss", "sold",
+                                      {"symbol": "HK.00700", "reason": "stop_loss"}))
+            rows = await agent_messages_async(research_url)
+            listen.wait_for(2)
+            assert [r["subject"] for r in rows] == ["ENTRY 00700 100 @ 380", "EXIT 00700 stop_loss"]
+            assert listen.ids() == [r["id"] for r in rows], "one notification per message, none for the retry"
+            assert not notifier._outbox_pending()
+            assert len(await aquery(research_url, "SELECT id FROM claude_observations")) == 1
+    finally:
+        await db.close()
+        proxy.down()
+
+
+async def test_research_db_unreachable_at_start_the_run_goes_on_and_delivers_later(
+        database_url, make_database_url, tmp_path, monkeypatch):
+    research_url = make_database_url("research")
+    proxy = PgProxy(research_url)
+    monkeypatch.setattr(Database, "RECONNECT_SECONDS", 0.0)  # (a run on the simulated clock waits 30 s)
+    dbs = await open_databases(database_url, proxy.url(), tmp_path)  # must not raise
+    clock = SimClock(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc))
+    notifier = Notifier(dbs.research, AGENT, clock, tmp_path / "outbox.jsonl", "run2")
+    try:
+        assert not dbs.research.connected
+        assert await dbs.trading.fetchval("SELECT count(*) FROM positions") == 0
+        await notifier.send(Event(EventType.RISK_WARNING, "first", "while down"))
+        assert notifier._outbox_pending()
+        proxy.up()
+        clock.advance(Notifier.RETRY_SECONDS + 1)
+        await notifier.send(Event(EventType.RISK_WARNING, "second", "after it came back"))
+        assert [r["subject"] for r in await agent_messages_async(research_url)] == ["first", "second"]
+        assert not notifier._outbox_pending()
+    finally:
+        await dbs.close()
+        proxy.down()
+
+
+async def test_the_trading_database_stays_mandatory(tmp_path):
+    with pytest.raises(DatabaseError, match="trading database"):
+        await open_databases(f"postgresql://postgres:pw@127.0.0.1:{free_port()}/nothing", None, tmp_path)
+
+
+async def test_a_record_the_database_refuses_does_not_block_the_outbox(trading_db, tmp_path):
+    clock = SimClock(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc))
+    notifier = Notifier(trading_db, AGENT, clock, tmp_path / "outbox.jsonl", "run3")
+    bad = {"table": "claude_messages", "idempotency_key": "k-bad", "from_agent": AGENT, "to_agent": "big_bro",
+           "msg_type": "notification", "priority": "normal", "subject": "bad", "body": "", "data": {},
+           "reply_to_id": 999999, "created_at": clock.now().isoformat()}  # no such message: FK refused
+    notifier._append_outbox(bad)
+    await notifier.send(Event(EventType.RISK_WARNING, "good", "after the bad one"))
+    assert [r["subject"] for r in await agent_messages_async(trading_db.url)] == ["good"]
+    assert not notifier._outbox_pending()
+    assert "k-bad" in notifier.rejected_path.read_text()
+
+
+# --- 2. inbox and control --------------------------------------------------------------------------------
+class BigBro:
+    """Writes to the agent's inbox as Big Bro does: rows in claude_messages (to_agent=intl_claude)."""
+
+    def __init__(self, url: str, clock) -> None:
+        self.url = url
+        self.clock = clock
+        self.conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> "BigBro":
+        with external_io():
+            self.conn = await asyncpg.connect(self.url)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        with external_io():
+            await self.conn.close()
+
+    async def send(self, msg_type: str, subject: str, priority: str = "normal", body: str = "",
+                   data: dict | None = None, at: datetime | None = None) -> int:
+        with external_io():
+            return await self.conn.fetchval(
+                """INSERT INTO claude_messages (from_agent, to_agent, msg_type, priority, subject, body, data, created_at)
+                   VALUES ('big_bro', $1, $2, $3, $4, $5, $6::jsonb, $7) RETURNING id""",
+                AGENT, msg_type, priority, subject, body, json.dumps(data or {}), at or self.clock.now())
+
+    async def fetch(self, sql: str, *args) -> list[dict]:
+        with external_io():
+            return [dict(r) for r in await self.conn.fetch(sql, *args)]
+
+
+def hk_settings(database_url: str, var_dir: Path, argv: list[str]):
+    args = agent.parse_args(argv)
+    env = agent.read_environment({"DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(var_dir)})
+    return args, agent.load_settings(args, env)
+
+
+def test_halt_then_resume_then_close_all_during_a_sample_session(database_url, tmp_path, capsys):
+    args, settings = hk_settings(database_url, tmp_path / "var", ["--force"])
+    profile = settings.profile
+    calendar = MarketCalendar(profile.market)
+    feed = sample_feed(profile, calendar)
+    session = feed.sessions[-1]
+    clock = SimClock(session.open)
+    interval = timedelta(seconds=profile.monitor.check_interval_seconds)
+
+    async def scenario():
+        await (await Database(database_url, "research").connect()).migrate("research")
+        async with BigBro(database_url, clock) as big_bro:
+            halt_id = await big_bro.send("task", "halt", "urgent", "stand down: news pending", {"command": "halt"})
+            broker = PaperExchange(feed.series, clock, calendar, profile)
+            run = asyncio.get_running_loop().create_task(
+                _run(args, settings, calendar, clock, broker, feed.universe, False, session=session))
+            await clock.sleep_until(calendar.at_local(session.day, time(12, 30)))  # the lunch break
+            resume_id = await big_bro.send("task", "Resume", "high")  # the command in the subject only
+            open_rows: list[dict] = []
+            while not open_rows and not run.done():
+                await clock.sleep(15)
+                open_rows = await big_bro.fetch("SELECT * FROM positions WHERE status='open'")
+            sent_at = clock.now()
+            close_id = await big_bro.send("task", "close everything", "urgent", "", {"command": "close_all"})
+            code = await run
+            return code, halt_id, resume_id, close_id, sent_at, open_rows
+
+    code, halt_id, resume_id, close_id, sent_at, open_rows = clock.run(scenario())
+    out = capsys.readouterr().out
+
+    cycles = query(database_url, "SELECT cycle_id, status FROM cycles ORDER BY started_at")
+    assert len(cycles) == 2
+    halted_cycle, resumed_cycle = cycles[0]["cycle_id"], cycles[1]["cycle_id"]
+    # halt: the morning cycle made no entry and said why, in a decision row and a printed line
+    skip = query(database_url, "SELECT decision, reasoning FROM decisions WHERE cycle_id=$1", halted_cycle)
+    assert [d["decision"] for d in skip] == ["skip"]
+    assert "halted by big_bro: stand down: news pending" in skip[0]["reasoning"]
+    assert f"cycle {halted_cycle}: no new entries (halted by big_bro: stand down: news pending)" in out
+    assert query(database_url, "SELECT * FROM orders WHERE cycle_id=$1", halted_cycle) == []
+    assert code == EXIT_REFUSED  # a halted cycle is a refusal for safety (exit 3), the run went on
+    # resume: the afternoon cycle traded
+    assert len(open_rows) == 1 and open_rows[0]["cycle_id"] == resumed_cycle
+    # close_all: flat within one check interval of the message
+    position = query(database_url, "SELECT * FROM positions WHERE position_id=$1", open_rows[0]["position_id"])[0]
+    assert position["status"] == "closed" and position["exit_reason"] == "close_all"
+    assert sent_at <= position["exit_time"] <= sent_at + interval + timedelta(seconds=60)
+    # every control answered with a response message in reply, and marked processed
+    responses = [r for r in agent_messages(database_url) if r["msg_type"] == "response"]
+    assert [(r["reply_to_id"], r["data"]["command"], r["data"]["ok"]) for r in responses] == [
+        (halt_id, "halt", True), (resume_id, "resume", True), (close_id, "close_all", True)]
+    assert "close_all: 1 of 1 position(s) closed" in out
+    tasks = query(database_url, "SELECT id, status, read_at FROM claude_messages WHERE from_agent='big_bro' ORDER BY id")
+    assert [(t["id"], t["status"]) for t in tasks] == [(halt_id, "processed"), (resume_id, "processed"),
+                                                       (close_id, "processed")]
+    # claude_state shows the run's modes and the result
+    state = query(database_url, "SELECT * FROM claude_state WHERE agent_id=$1", AGENT)[0]
+    assert state["current_mode"] == "sleeping" and state["last_wake_at"] == session.open
+    assert state["spend_day"] == session.day and state["status_message"].startswith("run finished: 2 cycle(s), 1 entry")
+    assert state["last_action_at"] > state["last_wake_at"]
+
+
+def test_resume_does_not_lift_the_daily_loss_halt(database_url, tmp_path, capsys):
+    args, settings = hk_settings(database_url, tmp_path / "var", ["--force"])
+    profile = settings.profile
+    calendar = MarketCalendar(profile.market)
+    feed = sample_feed(profile, calendar)
+    session = feed.sessions[-1]
+    clock = SimClock(session.open)
+
+    async def scenario():
+        db = await Database(database_url, "t").connect()
+        await db.migrate("trading")
+        await db.migrate("research")
+        await db.execute("""INSERT INTO risk_day (agent_id, trading_day, start_equity, halted, halt_reason, halted_at)
+                            VALUES ($1, $2, 1000000, true, 'daily loss -2.10% reached the -2% limit', $3)""",
+                         AGENT, session.day, session.open)
+        await db.close()
+        async with BigBro(database_url, clock) as big_bro:
+            resume_id = await big_bro.send("task", "resume", "urgent")
+            broker = PaperExchange(feed.series, clock, calendar, profile)
+            code = await _run(args, settings, calendar, clock, broker, feed.universe, False, session=session)
+            return code, resume_id
+
+    code, resume_id = clock.run(scenario())
+    out = capsys.readouterr().out
+    response = [r for r in agent_messages(database_url) if r["reply_to_id"] == resume_id]
+    assert len(response) == 1 and response[0]["data"]["ok"] is False
+    assert "not resumed" in response[0]["subject"] + out
+    assert query(database_url, "SELECT * FROM orders") == [], "no entry while the daily-loss halt stands"
+    assert code == EXIT_REFUSED
+
+
+async def test_inbox_is_read_most_urgent_first_then_oldest_and_marked_read(trading_db):
+    t0 = datetime(2026, 11, 23, 1, 0, tzinfo=timezone.utc)
+    big_bro = BigBro(trading_db.url, None)
+    async with big_bro:
+        order = [("low", 0), ("normal", 1), ("urgent", 2), ("high", 3), ("low", -1), ("urgent", 5), ("normal", -2)]
+        ids = {}
+        for priority, minute in order:
+            ids[(priority, minute)] = await big_bro.send("message", f"{priority} {minute}", priority,
+                                                         at=t0 + timedelta(minutes=minute))
+        await big_bro.send("message", "for the US agent", "urgent", at=t0)
+        await big_bro.conn.execute("UPDATE claude_messages SET to_agent='public_claude' WHERE subject='for the US agent'")
+    consciousness = Consciousness(trading_db, AGENT)
+    now = t0 + timedelta(hours=1)
+    inbox = await consciousness.read_inbox(now)
+    assert [m.subject for m in inbox] == ["urgent 2", "urgent 5", "high 3", "normal -2", "normal 1", "low -1", "low 0"]
+    rows = await trading_db.fetch("SELECT subject, status, read_at FROM claude_messages WHERE to_agent=$1", AGENT)
+    assert {(r["status"], r["read_at"]) for r in rows} == {("read", now)}
+    assert await consciousness.read_inbox(now) == [], "a message is read once"
+    assert await trading_db.fetchval("SELECT status FROM claude_messages WHERE to_agent='public_claude'") == "pending"
+
+
+def test_control_commands_are_recognised_from_subject_or_data_only_in_tasks():
+    from consciousness_notify import InboxMessage
+
+    def msg(msg_type, subject, data=None):
+        return InboxMessage(1, "big_bro", msg_type, "normal", subject, None, data, datetime(2026, 11, 23, tzinfo=timezone.utc))
+
+    assert msg("task", "HALT").control == "halt"
+    assert msg("task", "Close All").control == "close_all"
+    assert msg("task", "please", {"command": "close-all"}).control == "close_all"
+    assert msg("message", "halt").control is None
+    assert msg("task", "halt the music?").control is None
+
+
+# --- 3. claude_state ---------------------------------------------------------------------------------------
+async def test_spend_of_one_trading_day_is_zero_on_the_next_without_any_external_reset(trading_db):
+    c = Consciousness(trading_db, AGENT)
+    monday, tuesday = date(2026, 11, 23), date(2026, 11, 24)
+    at = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+    await c.wake(at, monday, Decimal("5"))
+    await c.add_spend(Decimal("0.0420"), monday, at)
+    await c.add_spend(Decimal("0.0080"), monday, at + timedelta(minutes=5))
+    await c.record_error("Broker unreachable: OpenD at 127.0.0.1:11111 refused the connection", at)
+    state = await c.state()
+    assert state["api_spend_today"] == Decimal("0.0500") and state["error_count_today"] == 1
+    # Tuesday: the first thing the agent does is wake (a heartbeat or a trade run): reset by itself
+    await c.wake(at + timedelta(days=1), tuesday, Decimal("5"))
+    state = await c.state()
+    assert state["api_spend_today"] == 0 and state["spend_day"] == tuesday and state["error_count_today"] == 0
+    assert state["api_spend_month"] == Decimal("0.0500")
+    assert state["last_error"].startswith("Broker unreachable")
+    # a cost recorded on a new day without a wake (the run spans midnight) also starts from zero
+    await c.add_spend(Decimal("0.0100"), date(2026, 11, 25), at + timedelta(days=2))
+    assert (await c.state())["api_spend_today"] == Decimal("0.0100")
+
+
+def test_a_run_failure_is_counted_in_claude_state_and_sent_urgently(database_url, tmp_path, capsys, restore_logging):
+    closed_port = free_port()
+    code = agent.main(["--market", "us", "--force"], env={
+        "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(tmp_path / "var"), "CATALYST_LOG_DIR": str(tmp_path / "logs"),
+        "ALPACA_API_KEY": "PKTESTKEY123", "ALPACA_SECRET_KEY": "secret-alpaca-value-42",
+        "ALPACA_BASE_URL": f"http://127.0.0.1:{closed_port}", "ALPACA_DATA_URL": f"http://127.0.0.1:{closed_port}"})
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED
+    assert "run failed" in err and "secret-alpaca-value-42" not in err
+    state = query(database_url, "SELECT * FROM claude_state WHERE agent_id='public_claude'")[0]
+    assert state["error_count_today"] == 1 and state["last_error"].startswith("Broker unreachable")
+    assert state["current_mode"] == "sleeping"
+    failed = query(database_url, "SELECT priority, subject FROM claude_messages WHERE from_agent='public_claude'")
+    assert [(m["priority"], m["subject"]) for m in failed] == [("urgent", "Broker unreachable")]
