@@ -162,6 +162,13 @@ class SimClock:
             return self._manual
         return self._origin + timedelta(seconds=loop.time())
 
+    def peek(self) -> datetime:
+        """Simulated now, readable from another thread (e.g. a fake server serving the same market)."""
+        loop, origin = self._loop, self._origin
+        if loop is None or origin is None:
+            return self._manual
+        return origin + timedelta(seconds=loop.time())
+
     def set(self, when: datetime) -> None:
         """Move the clock (only between runs, or when no loop is running)."""
         if self._running_virtual_loop() is not None:

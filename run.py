@@ -124,6 +124,11 @@ def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, cloc
         return sim.run(_paper_run(args, settings, calendar, sim, feed, session, live))
     now = clock.now()
     if args.mode == "trade" and not args.force and not is_cycle_time(profile, calendar, now):
+        if calendar.state(now) is SessionState.OPEN:  # e.g. the other of the two DST cron times
+            times = ", ".join(f"{t:%H:%M}" for t in profile.schedule.cycle_times)
+            print(f"{profile.market.value}: {calendar.local(now):%Y-%m-%d %H:%M %Z} is not a cycle time "
+                  f"(cycles at {times} local). Nothing to do.")
+            return EXIT_OK
         print(f"{profile.market.value}: no session open now ({calendar.local(now):%Y-%m-%d %H:%M %Z}); "
               f"next open {calendar.local(calendar.next_open(now)):%a %Y-%m-%d %H:%M %Z}. Nothing to do.")
         return EXIT_OK

@@ -19,7 +19,8 @@ Decisions, with their sources:
 * ``accinfo_query`` has no "today's P&L" fields; ``account`` reports cash, total assets and power
   only (daily P&L comes from our own fills and marks).
 * ``import moomoo`` installs a SIGINT handler calling ``os._exit(0)`` and logs INFO to the
-  console; both are undone when the SDK is first loaded.
+  console; both are undone when the SDK is first loaded, and its callback threads are made
+  daemon threads so a context the SDK failed to close cannot keep the process alive.
 * Every blocking SDK call runs in a worker thread inside ``external_io()``, so a simulated clock
   never moves while OpenD is working for us. The SDK's own connect wait is bounded by
   ``set_sync_query_connect_timeout``, so an absent OpenD fails fast instead of hanging.
@@ -234,6 +235,9 @@ def _sdk() -> SimpleNamespace:
     _restore_sigint(previous)
     sdk_logger.console_level = logging.ERROR
     logging.getLogger("FTFileLog").propagate = False   # the SDK keeps its own log files under $HOME
+    # Its push-callback threads are non-daemon by default: one left by a context OpenD refused
+    # would keep the agent's process alive after it is done.
+    moomoo.SysConfig.set_all_thread_daemon(True)
 
     class _ReconnectAware:
         """Reconnect after ``reconnect_seconds`` (the SDK waits 6 s) and report reconnects."""
@@ -431,12 +435,14 @@ class MoomooBroker:
         self.reconnects = 0
 
     @classmethod
-    def from_settings(cls, secrets: Any, clock: Clock, *, market: Market, live: bool = False, **options: Any):
-        """Build from ``config.settings.Secrets`` (MOOMOO_HOST, MOOMOO_PORT, MOOMOO_TRADE_PWD)."""
+    def from_settings(cls, profile: Any, secrets: Any, clock: Clock, *, live: bool = False, **options: Any):
+        """Build from the profile (market, tick table) and ``Secrets`` (MOOMOO_HOST, MOOMOO_PORT,
+        MOOMOO_TRADE_PWD). ``live`` is the caller's decision (profile ``live: true`` AND ``--live``)."""
+        options.setdefault("hk_phase2_date", profile.ticks.hk_phase2_date)
         return cls(
             secrets.moomoo_host or "127.0.0.1", secrets.moomoo_port or DEFAULT_PORT, clock=clock,
             trd_env=TradingEnvironment.REAL if live else TradingEnvironment.SIMULATE, live=live,
-            trade_password=secrets.moomoo_trade_pwd, market=market, **options,
+            trade_password=secrets.moomoo_trade_pwd, market=profile.market, **options,
         )
 
     def __repr__(self) -> str:
@@ -520,13 +526,14 @@ class MoomooBroker:
             raise BrokerError("Moomoo REAL trading needs the trade password to unlock trading; set MOOMOO_TRADE_PWD")
         secret = self._password.get_secret_value()
         ret, data = await self._in_thread(self._trade_ctx.unlock_trade, password=secret)
-        if ret != self._sdk.RET_OK:
+        if ret != self._moomoo.RET_OK:
             # Never retried: repeated wrong passwords lock the account.
             raise BrokerError(f"Moomoo refused to unlock REAL trading: {self._scrub(data)}; check MOOMOO_TRADE_PWD")
 
     # ------------------------------------------------------------------------------ plumbing
     @property
-    def _sdk(self) -> Any:
+    def _moomoo(self) -> Any:
+        """The moomoo module (loaded by ``connect``)."""
         return _sdk().mod
 
     def _trade_args(self) -> dict[str, Any]:
@@ -554,7 +561,7 @@ class MoomooBroker:
     async def _call_once(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         result = await self._in_thread(fn, *args, **kwargs)
         ret, data = result[0], result[1]
-        if ret != self._sdk.RET_OK:
+        if ret != self._moomoo.RET_OK:
             raise _SdkFailure(self._scrub(data))
         return data if len(result) == 2 else result[1:]
 
@@ -720,7 +727,7 @@ class MoomooBroker:
         missing = sorted(set(codes) - self._subscribed)
         if not missing or self._quote_ctx is None:
             return
-        sdk = self._sdk
+        sdk = self._moomoo
         await self._call(f"quote subscription for {', '.join(missing)}", self._quote_ctx.subscribe, missing,
                          [sdk.SubType.QUOTE], subscribe_push=True)
         self._subscribed.update(missing)
@@ -777,12 +784,12 @@ class MoomooBroker:
             raise OrderRejected(f"{request.symbol} order {request.client_order_id} not sent to Moomoo: {reason}")
         lock = self._placement_locks.setdefault(request.client_order_id, asyncio.Lock())
         async with lock:
-            existing = await self._find_today(request.client_order_id)
-            if existing is not None:
+            order = await self._find_today(request.client_order_id)
+            if order is not None:
                 log.info("order %s already at Moomoo as %s; not placing it again", request.client_order_id,
-                         existing.broker_order_id)
-                return existing
-            order = await self._submit(request)
+                         order.broker_order_id)
+            else:
+                order = await self._submit(request)
         self._purposes[order.broker_order_id] = request.purpose
         return order.with_(purpose=request.purpose)
 
@@ -849,7 +856,7 @@ class MoomooBroker:
         raise AssertionError("unreachable")
 
     def _placement_args(self, request: OrderRequest) -> dict[str, Any]:
-        sdk = self._sdk
+        sdk = self._moomoo
         args: dict[str, Any] = {"qty": request.quantity, "code": str(request.symbol), "remark": request.client_order_id,
                                 "trd_side": sdk.TrdSide.BUY if request.side is OrderSide.BUY else sdk.TrdSide.SELL,
                                 **self._trade_args()}
@@ -881,7 +888,7 @@ class MoomooBroker:
     async def cancel_order(self, broker_order_id: str) -> Order:
         self._require_connected()
         await self._modify_limiter.acquire()
-        sdk = self._sdk
+        sdk = self._moomoo
         try:
             await self._call(f"cancel order {broker_order_id}", self._trade_ctx.modify_order,
                              sdk.ModifyOrderOp.CANCEL, str(broker_order_id), 0, 0, **self._trade_args())

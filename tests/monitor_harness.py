@@ -170,8 +170,10 @@ class Harness:
         technicals: TechnicalsSource | None = None,
         research_url: str | None = None,
         owner: str = OWNER,
+        exchange: PaperExchange | None = None,
     ) -> "Harness":
-        """Connect and migrate a fresh database; call inside the SimClock's run."""
+        """Connect and migrate a fresh database; call inside the SimClock's run. ``exchange``: a
+        ready paper exchange over ``series`` (e.g. an instrumented subclass) instead of a new one."""
         profile = profile or hk_profile()
         db = await Database(database_url, "trading").connect()
         await db.migrate("trading")
@@ -179,7 +181,7 @@ class Harness:
         if research_url is not None:
             research = await Database(research_url, "research").connect()
         await research.migrate("research")
-        exchange = PaperExchange(dict(series), clock, CALENDAR, profile)
+        exchange = exchange or PaperExchange(dict(series), clock, CALENDAR, profile)
         store = TradingStore(db, profile.agent_id, HK)
         notifier = Notifier(research, profile.agent_id, clock, outbox, run_id="test")
         market = MarketData(exchange, clock, CALENDAR, profile, list(series))

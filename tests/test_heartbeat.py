@@ -143,3 +143,71 @@ def test_heartbeat_with_no_broker_configured_is_one_quiet_line(tmp_path, capsys,
     assert code == 0
     assert out.splitlines() == ["heartbeat: no HK broker configured (see .env.example); nothing to watch"]
     assert not (tmp_path / "var" / "pg").exists(), "nothing to do: no database was started"
+
+
+# --- crontab.example ------------------------------------------------------------------------------
+def _cron_field(text: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/")
+            step = int(step_text)
+        if part == "*":
+            start, end = low, high
+        elif "-" in part:
+            start, end = map(int, part.split("-"))
+        else:
+            start = end = int(part)
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def crontab_runs(path: Path) -> list[tuple[set[int], set[int], set[int], str, str]]:
+    """(minutes, hours, weekdays 0=Mon, market, mode) of every active agent.py line."""
+    runs = []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#") or "=" in line.split()[0]:
+            continue
+        minute, hour, dom, month, dow, command = line.split(None, 5)
+        assert (dom, month) == ("*", "*")
+        market = command.split("--market ")[1].split()[0]
+        mode = command.split("--mode ")[1].split()[0] if "--mode " in command else "trade"
+        assert 'cd "$CATALYST_HOME"' in command and ">> logs/" in command and "2>&1" in command
+        runs.append((_cron_field(minute, 0, 59), _cron_field(hour, 0, 23),
+                     {d - 1 for d in _cron_field(dow, 0, 7)}, market, mode))
+    return runs
+
+
+@pytest.mark.parametrize("market", ["hk", "us"])
+def test_crontab_example_runs_each_cycle_once_a_day_across_daylight_saving_and_heartbeats_in_between(market):
+    from datetime import timezone
+
+    from config.settings import load_profile, profile_path
+    from data.calendar import SessionState
+    from run import is_cycle_time
+
+    profile = load_profile(profile_path(market), {})
+    calendar = MarketCalendar(profile.market)
+    runs = [r for r in crontab_runs(Path(__file__).resolve().parent.parent / "crontab.example") if r[3] == market]
+    # a summer week and a winter week (US daylight saving), with a holiday in each market's calendar
+    days = [date(2026, 7, 1) + timedelta(days=i) for i in range(7)] + [date(2026, 12, 21) + timedelta(days=i) for i in range(7)]
+    for day in days:
+        fires = {mode: [] for mode in ("trade", "heartbeat")}
+        for minutes, hours, weekdays, _, mode in runs:
+            if day.weekday() in weekdays:
+                fires[mode] += [datetime(day.year, day.month, day.day, h, m, tzinfo=timezone.utc)
+                                for h in sorted(hours) for m in sorted(minutes)]
+        cycles = [t for t in fires["trade"] if is_cycle_time(profile, calendar, t)]
+        session = calendar.session(day)
+        if session is None:
+            assert cycles == [], f"{day}: no session, no cycle"
+            continue
+        expected = [calendar.at_local(day, t) for t in profile.schedule.cycle_times
+                    if calendar.state(calendar.at_local(day, t)) is SessionState.OPEN]
+        assert cycles == expected, f"{day}: each cycle time exactly once"
+        assert not set(fires["heartbeat"]) & set(fires["trade"]), "a heartbeat never races a trade run for the lock"
+        for start, end in session.parts:
+            beats = sorted(t for t in fires["heartbeat"] if start <= t < end)
+            gaps = [b - a for a, b in zip([start, *beats], [*beats, end])]
+            assert max(gaps) <= timedelta(minutes=30), f"{day}: a heartbeat at least every 30 minutes in the session"

@@ -26,7 +26,15 @@ from brokers.base import (
     Timeframe,
     UnknownSymbol,
 )
-from brokers.moomoo import MoomooBroker, RateLimit, TradingEnvironment, _sdk, map_order_status
+from brokers.moomoo import (
+    MoomooBroker,
+    RateLimit,
+    SlidingWindowLimiter,
+    TradingEnvironment,
+    _restore_sigint,
+    _sdk,
+    map_order_status,
+)
 from clock import SimClock, WallClock
 from instruments import Market, OrderSide, PositionSide, parse_symbol, tick_size
 from tests.fakes.fake_opend import (
@@ -138,6 +146,33 @@ def test_bars_never_include_a_bar_that_has_not_closed(opend):
     bars = clock.run(main())
     assert bars.index[-1] == datetime(2026, 1, 5, 1, 59, tzinfo=timezone.utc)   # 09:59 bar closed at 10:00
     assert len(bars) == 30
+
+
+def test_todays_daily_bar_is_withheld_until_the_session_is_over(opend):
+    now = datetime(2026, 1, 5, 10, 0, tzinfo=HKT)                 # a Monday morning
+    opend.now_local = lambda: now.replace(tzinfo=None)
+    clock = SimClock(now)
+
+    async def main():
+        async with connected(opend, clock=clock) as broker:
+            return await broker.bars(TENCENT, Timeframe.D1, datetime(2026, 1, 1, tzinfo=HKT), now + timedelta(days=1))
+
+    bars = clock.run(main())
+    assert bars.index[-1] == datetime(2026, 1, 1, 16, tzinfo=timezone.utc)   # Friday 2 January, HKT midnight
+
+
+def test_snapshots_stay_within_60_calls_per_30_seconds(opend):
+    clock = SimClock(datetime(2026, 1, 5, 10, 0, tzinfo=HKT))
+
+    async def main():
+        async with connected(opend, clock=clock) as broker:
+            started = clock.now()
+            for _ in range(61):
+                await broker.snapshots([TENCENT])
+            return (clock.now() - started).total_seconds()
+
+    assert clock.run(main()) >= 30.0
+    assert len(opend.calls_of(QOT_GET_SNAPSHOT)) == 61
 
 
 async def test_daily_bars_index_local_midnight_in_utc(opend):
@@ -255,6 +290,23 @@ async def test_wrong_trade_password_never_appears_in_errors_or_logs(opend, caplo
     assert len(opend.calls_of(TRD_UNLOCK)) == 1                    # never retried: it would lock the account
 
 
+async def test_built_from_profile_and_secrets_as_the_agent_does(opend):
+    from config.settings import Profile, Secrets
+
+    profile = Profile(market="HK", agent_id="intl_claude")
+    secrets = Secrets(moomoo_host="127.0.0.1", moomoo_port=opend.port, moomoo_trade_pwd=SecretStr("123456"))
+    paper = MoomooBroker.from_settings(profile, secrets, WallClock(), live=False)
+    live = MoomooBroker.from_settings(profile, secrets, WallClock(), live=True)
+    assert (paper.trd_env, paper.market, paper.capabilities.is_paper) == (TradingEnvironment.SIMULATE, Market.HK, True)
+    assert (live.trd_env, live.capabilities.supports_stop_orders) == (TradingEnvironment.REAL, True)
+    await live.connect()
+    try:
+        assert opend.unlocked                                      # the password from the secrets unlocked it
+    finally:
+        await live.close()
+    assert "123456" not in repr(live)
+
+
 def test_real_environment_needs_live(opend):
     with pytest.raises(ValueError, match="live=True"):
         MoomooBroker("127.0.0.1", opend.port, clock=WallClock(), trd_env="REAL")
@@ -303,8 +355,6 @@ def test_burst_of_orders_never_exceeds_15_per_30_seconds_at_opend(opend):
 
 
 def test_order_limiter_spaces_calls_on_a_simulated_clock():
-    from brokers.moomoo import SlidingWindowLimiter
-
     clock = SimClock(datetime(2026, 1, 5, tzinfo=timezone.utc))
 
     async def main():
@@ -352,6 +402,10 @@ async def test_trade_connection_never_blocks_past_the_connect_timeout(opend):
     with pytest.raises(Disconnected, match=f"cannot reach Moomoo OpenD at 127.0.0.1:{opend.port} within 1 s"):
         await asyncio.wait_for(broker.connect(), 15)
     assert time.monotonic() - started < 3.0
+    # The SDK cannot close such a context fully; its callback thread must not keep the process alive.
+    leftovers = [t for t in threading.enumerate() if not t.daemon
+                 and getattr(getattr(t, "_target", None), "__qualname__", "") == "CallbackExecutor.run"]
+    assert leftovers == []
 
 
 async def test_quotes_resume_after_opend_drops_the_connection(opend):
@@ -446,10 +500,30 @@ def test_order_status_mapping(sdk_status, filled, expected):
     assert map_order_status(sdk_status, filled) is expected
 
 
-def test_sdk_loading_leaves_ctrl_c_alone():
+def test_moomoos_ctrl_c_handler_is_undone():
+    """``import moomoo`` installs a SIGINT handler calling os._exit(0): Ctrl-C would exit with status 0."""
+    def quit_handler(sig, frame):   # what moomoo installs, by name and module
+        raise AssertionError("not to be called")
+    quit_handler.__module__ = "moomoo"
+
+    def previous(sig, frame):
+        pass
+
+    original = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, quit_handler)
+        _restore_sigint(previous)
+        assert signal.getsignal(signal.SIGINT) is previous
+        signal.signal(signal.SIGINT, quit_handler)
+        _restore_sigint(None)                                     # no Python handler before: the default
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, original)
+
+
+def test_loaded_sdk_is_quiet_and_leaves_ctrl_c_alone():
     _sdk()
-    handler = signal.getsignal(signal.SIGINT)
-    assert getattr(handler, "__name__", "") != "quit_handler"
+    assert getattr(signal.getsignal(signal.SIGINT), "__name__", "") != "quit_handler"
     from moomoo.common.ft_logger import logger
 
     assert logger.console_level == logging.ERROR

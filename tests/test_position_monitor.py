@@ -12,6 +12,7 @@ entry price is 80.05.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -141,7 +142,7 @@ def test_a_position_still_open_near_the_break_or_the_close_is_sold_in_time(
         h = await Harness.start(database_url, clock, {series.symbol: series}, tmp_path / "outbox.jsonl")
         try:
             position = await h.open_position(series.symbol, ONE_HUNDRED, stop=Decimal("76.00"))
-            outcome = await h.run_monitor(position, until=hkt(day, "16:30") if CALENDAR.session(day).break_start else hkt(day, "13:30"))
+            outcome = await h.run_monitor(position, until=CALENDAR.session(day).close + timedelta(minutes=30))
             return outcome, await h.sells(series.symbol), await h.store.position(position.position_id), await h.held(series.symbol)
         finally:
             await h.close()
@@ -519,7 +520,8 @@ def test_with_the_research_database_gone_the_monitor_still_exits_on_time_and_eve
 
 
 def test_every_check_updates_the_monitor_status_row(database_url, tmp_path):
-    series = hk_series("08031", DAY, levels=[("09:30", 80.0), ("10:03", 81.0), ("10:04", 80.5)])
+    # Up to 81.00 at 10:03 (the high watermark), 79.05 from 10:04: P&L -1.25%, a WEAK stop_loss.
+    series = hk_series("08031", DAY, levels=[("09:30", 80.0), ("10:03", 81.0), ("10:04", 79.05)])
     rows: dict[str, dict] = {}
 
     async def scenario(clock):
@@ -541,13 +543,15 @@ def test_every_check_updates_the_monitor_status_row(database_url, tmp_path):
     first, second = rows["10:06"], rows["10:11"]
     assert first["owner"] == OWNER and first["status"] == "running"
     assert first["last_check_at"] == hkt(DAY, "10:05") and first["checks_completed"] == 1
-    assert first["lease_expires_at"] > hkt(DAY, "10:06"), "a live monitor holds an unexpired lease"
-    assert first["last_price"] == Decimal("80.5") and first["high_watermark"] == Decimal("81.0")
-    assert first["pnl_pct"] == ((Decimal("80.5") - ENTRY) / ENTRY * 100).quantize(Decimal("0.0001"))
+    assert first["lease_expires_at"] == first["updated_at"] + timedelta(seconds=120) > hkt(DAY, "10:06"), (
+        "a live monitor holds an unexpired lease, renewed as it goes")
+    assert first["last_price"] == Decimal("79.05") and first["high_watermark"] == Decimal("81.0")
+    assert first["pnl_pct"] == ((Decimal("79.05") - ENTRY) / ENTRY * 100).quantize(Decimal("0.0001")) == Decimal("-1.2492")
+    signals = json.loads(first["signals"]) if isinstance(first["signals"], str) else first["signals"]
+    assert {"name": "stop_loss", "strength": "weak"}.items() <= signals[0].items()
     assert first["decision"] == "HOLD" and first["haiku_calls"] == 0 and first["haiku_cost_usd"] == 0
-    assert isinstance(first["signals"], (str, list))
     assert second["last_check_at"] == hkt(DAY, "10:10") and second["checks_completed"] == 2
-    assert second["error_count"] == 0
+    assert second["error_count"] == 0 and second["last_price"] == Decimal("79.05")
     # When the run ends the monitor gives its lease back.
     assert rows["after"]["status"] == "stopped" and rows["after"]["lease_expires_at"] is None
 

@@ -308,3 +308,87 @@ def test_phases_never_go_backwards_and_time_each_phase():
     assert [timings[p]["seconds"] for p in timings] == [1, 1, 1, 1, 0, 4, 2, 0]
     assert timings["SCAN"]["started_at"] == (start + timedelta(seconds=2)).isoformat()
     assert tracker.tools == [name for name, _ in steps]
+
+
+# --- partial fills, missing backstops, symbols, the prompt -----------------------------------------------------
+def test_a_partial_fill_is_recorded_as_partial_with_the_filled_quantity(database_url, tmp_path):
+    """Only one board lot of liquidity: the rest is cancelled at the fill timeout; the position is what filled."""
+    from datetime import timedelta
+
+    from tests.tool_harness import _feed
+
+    base = hk_profile()
+    at = first_cycle(base)
+    feed, _ = _feed(base)
+
+    symbol = run_tools(database_url, tmp_path, lambda t: fitting_symbol(t, Decimal(2000), Decimal(3300)), at=at,
+                       profile=base, cycle_id="hk_20220615_094500_pick00")
+    series = next(s for k, s in feed.series.items() if str(k) == symbol)
+    minute = series.minute
+    bar_volume = float(minute.loc[minute.index == at, "volume"].iloc[0])
+    step_volume = bar_volume / 4
+    participation = min(1.0, 1.5 * series.lot_size / step_volume)       # one lot of liquidity at the step
+    profile = hk_profile({"CATALYST__PAPER__MAX_VOLUME_PARTICIPATION": repr(participation)})
+
+    async def scenario(t: Tools):
+        lv = await levels(t, symbol)
+        result = await t.ok("execute_trade", trade(symbol, 3 * lv["lot"], lv))
+        [entry] = await t.rows("SELECT * FROM orders WHERE purpose='entry'")
+        [position] = await t.rows("SELECT * FROM positions")
+        entry_msg = next(m for m in await t.messages() if m["data"]["event"] == "ENTRY")
+        return lv, result, entry, position, entry_msg, t.clock.now()
+
+    lv, result, entry, position, entry_msg, done_at = run_tools(database_url, tmp_path, scenario, at=at, profile=profile)
+    assert result["status"] == "partial" and result["requested_quantity"] == 3 * lv["lot"]
+    assert 0 < result["filled_quantity"] < 3 * lv["lot"]
+    assert (entry["status"], entry["quantity"], entry["filled_quantity"]) == ("cancelled", 3 * lv["lot"], result["filled_quantity"])
+    assert position["quantity"] == result["filled_quantity"]          # the original recorded the requested quantity
+    assert f"Bought {result['filled_quantity']} of {3 * lv['lot']}" in entry_msg["body"]
+    assert done_at - at >= timedelta(seconds=30)                       # waited the paper fill timeout before cancelling
+
+
+def test_without_a_broker_backstop_the_position_says_so(database_url, tmp_path, monkeypatch):
+    """Moomoo paper accepts no stop orders: the entry goes on, and Big Bro hears "no broker backstop"."""
+    from brokers.base import Capabilities
+
+    monkeypatch.setattr(PaperExchange, "capabilities", property(lambda self: Capabilities(
+        supports_stop_orders=False, supports_bracket=False, supports_quote_push=True, supports_order_push=True,
+        is_paper=True, name="Moomoo paper (simulated)")))
+
+    async def scenario(t: Tools):
+        symbol = await fitting_symbol(t, Decimal(2000), Decimal(5000))
+        lv = await levels(t, symbol)
+        result = await t.ok("execute_trade", trade(symbol, lv["lot"], lv))
+        assert result["backstop"] == "none"
+        assert [o.purpose for o in await t.broker_orders()] == [OrderPurpose.ENTRY]
+        [position] = await t.rows("SELECT * FROM positions")
+        assert position["backstop_status"] == "none"
+        [warning] = [m for m in await t.messages() if m["data"]["event"] == "NO_BACKSTOP"]
+        assert warning["priority"] == "high" and "no broker-side protective order" in warning["body"]
+        assert t.ctx.entries[0]["backstop"] == "none"                   # the cycle summary lists it
+
+    run_tools(database_url, tmp_path, scenario)
+
+
+def test_every_spelling_of_a_symbol_is_the_same_canonical_symbol(database_url, tmp_path):
+    async def scenario(t: Tools):
+        for spelling in ("9988", "09988", "9988.HK", "hk.9988", " HK.09988 "):
+            assert (await t.ok("get_quote", {"symbol": spelling}))["symbol"] == ALIBABA, spelling
+        logged = await t.ok("log_decision", {"decision": "observation", "symbol": "9988.hk", "reasoning": "watch"})
+        [row] = await t.rows("SELECT symbol FROM decisions WHERE decision_id=$1", logged["decision_id"])
+        assert row["symbol"] == ALIBABA
+
+    run_tools(database_url, tmp_path, scenario)
+
+
+def test_the_system_prompt_states_the_profiles_limits_not_fixed_text():
+    from brains import render_system_prompt
+
+    default = render_system_prompt(hk_profile())
+    assert "at most 5 open positions" in default and "HKD 10,000" in default and "tier 3: HKD 5,000" in default
+    assert "reward:risk >= 2.0" in default and "reward:risk >= 1.5" in default
+    assert "A daily loss of 2% halts new entries" in default
+    tuned = render_system_prompt(hk_profile({"CATALYST__RISK__MAX_POSITIONS": "3", "CATALYST__RISK__DAILY_LOSS_HALT_PCT": "3",
+                                             "CATALYST__RISK__MAX_POSITION_VALUE": "8000"}))
+    assert "at most 3 open positions" in tuned and "3 positions are already open" in tuned
+    assert "A daily loss of 3% halts" in tuned and "HKD 8,000" in tuned and "HKD 10,000" not in tuned

@@ -11,7 +11,7 @@ What it models, beyond the reference fake:
   which tests can pin (``fake.now_local = lambda: datetime(...)``).
 * K-lines: any minute ktype and daily, only inside trading sessions, stamped like Futu does
   (a minute bar's ``time_key`` is the END of the bar: the first HK bar is ``09:31:00``), with
-  ``nextReqKey`` paging.
+  ``nextReqKey`` paging; the bar still forming at ``now_local()`` is served too, as OpenD does.
 * Orders: market / limit / stop / stop-limit, board lots enforced, partial fills planned per
   order (``fill_plans[remark] = [300]``), manual fills (``fill(order_id, qty)``), price moves
   that trigger resting limit and stop orders (``push_quote``), cancels that keep the filled part
@@ -618,7 +618,9 @@ class FakeOpenD:
         if inst is None:
             return self._err(Qot_RequestHistoryKL_pb2.Response, f"Unknown stock {c.security.code}")
         begin, end = self._parse_time(c.beginTime), self._parse_time(c.endTime, end_of_day=True)
-        bars = self._bars(inst, c.klType, begin, min(end, self.now_local()))
+        # Like OpenD, include the bar still forming now (its time key is in the future).
+        forming = timedelta(minutes=KL_MINUTES.get(c.klType, 0))
+        bars = self._bars(inst, c.klType, begin, min(end, self.now_local() + forming))
         if bars is None:
             return self._err(Qot_RequestHistoryKL_pb2.Response, f"fake OpenD does not serve kl type {c.klType}")
         offset = int(c.nextReqKey.decode()) if c.HasField("nextReqKey") else 0
