@@ -5,11 +5,16 @@
   signals. A STRONG one exits at once, on that quote.
 * Full check every ``check_interval_seconds``: technicals and every signal, then the decision;
   ASK_HAIKU goes to the exit advisor within the consult gate's limits.
-* Exit: cancel the position's protective orders first (a backstop that already fired is booked
-  as the exit), sell what the broker really holds (never more: never short), wait for the fill,
-  book the exit with the real fill price, fees and realized P&L, tell Big Bro.
-* A failing check is logged, recorded and retried; only an exit or the end of the session ends
-  a monitor. The lease in ``monitor_status`` says which process watches the position.
+* Exit: cancel the position's protective orders first (what a backstop already sold, wholly or
+  in part, is part of the exit), sell what the broker really holds (never more: never short),
+  wait for the fill, book the exit with the real fill price, fees and realized P&L, tell Big Bro.
+  An exit that fails (refused order, no fill) is tried again after ``retry_delay_seconds``,
+  backing off to a minute, until it succeeds or the session ends.
+* A failing check is logged, recorded and retried after ``retry_delay_seconds`` (backing off to
+  the check interval); nothing that goes wrong in one pass of the loop ends the monitor. Only an
+  exit, the end of the session or the loss of the lease ends a monitor. The lease in
+  ``monitor_status`` says which process watches the position; it is renewed while the monitor
+  sleeps through lunch, and a monitor whose lease another process took over stops at once.
 """
 from __future__ import annotations
 
@@ -194,8 +199,9 @@ class PositionMonitor:
                 now = ctx.clock.now()
                 if now >= next_full:
                     next_full = now + timedelta(seconds=self._next_check_after(await self._full_check()))
-                elif now >= next_lease:
-                    await self._renew_lease(now)
+                elif now >= next_lease and not await self._renew_lease(now):
+                    await self._step_down()
+                    return
                 if now >= next_lease:
                     next_lease = now + timedelta(seconds=ctx.profile.monitor.lease_seconds / 3)
             except Exception as exc:  # noqa: BLE001 - nothing may kill the watch; record, wait, go on
@@ -221,7 +227,9 @@ class PositionMonitor:
             # and two processes would watch (and sell) it.
             renew_every = ctx.profile.monitor.lease_seconds / 3
             while ctx.clock.now() < resume:
-                await self._renew_lease(ctx.clock.now())
+                if not await self._renew_lease(ctx.clock.now()):
+                    await self._step_down()
+                    return False
                 await ctx.clock.sleep(min(renew_every, (resume - ctx.clock.now()).total_seconds()))
             fresh = None
             while not self._quotes.empty():  # quotes from before the break are no price to act on
@@ -470,7 +478,10 @@ class PositionMonitor:
 
     async def _place_exit(self, quantity: int, trigger_time: datetime | None) -> Order:
         ctx, pos = self.ctx, self.position
-        prefix = f"{ctx.profile.agent_id[:4]}-p{pos.position_id}-x"
+        # Derived from the entry's own client id (unique at the broker), so a reset database can
+        # never pick up an old exit order as this one.
+        base = pos.entry_client_order_id or f"{ctx.profile.agent_id[:4]}-p{pos.position_id}-{pos.entry_time:%Y%m%d%H%M%S}"
+        prefix = f"{base}-x"
         attempt = await ctx.store.count_orders_with_prefix(prefix) + 1
         order_type, limit = OrderType.MARKET, None
         if ctx.profile.monitor.exit_order_type == "marketable_limit" and self.last_quote is not None:
@@ -561,12 +572,24 @@ class PositionMonitor:
             self.outcome.errors += 1
             log.warning("%s: could not record the check: %s", pos.symbol, exc)
 
-    async def _renew_lease(self, now: datetime) -> None:
+    async def _renew_lease(self, now: datetime) -> bool:
+        """Extend this monitor's lease; False when another live process holds it now."""
         try:
-            await self.ctx.store.claim_monitor(self.position.position_id, self.position.symbol, self.ctx.owner, now,
-                                               self.ctx.profile.monitor.lease_seconds)
-        except Exception as exc:  # noqa: BLE001
+            return await self.ctx.store.claim_monitor(self.position.position_id, self.position.symbol, self.ctx.owner,
+                                                      now, self.ctx.profile.monitor.lease_seconds)
+        except Exception as exc:  # noqa: BLE001 - the database hiccuped: keep watching, try again later
             log.warning("%s: lease renewal failed: %s", self.position.symbol, exc)
+            return True
+
+    async def _step_down(self) -> None:
+        """Another process took the position over (our lease had lapsed): stop, so that only one
+        monitor ever sells it."""
+        pos = self.position
+        self.outcome.note = "another process holds this position's monitor lease now; stopped watching"
+        log.warning("%s: %s", pos.symbol, self.outcome.note)
+        await self._notify(EventType.MONITOR_ENDED, f"Monitor handed over: {pos.symbol.short}",
+                           f"{pos.symbol} is watched by another process now; this one stopped.",
+                           {"lease_lost": True, "owner": self.ctx.owner}, Priority.HIGH)
 
     async def _record_error(self, message: str) -> None:
         ctx, pos = self.ctx, self.position

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from brokers.base import Broker, BrokerPosition
+from brokers.base import Broker, BrokerPosition, OrderPurpose
 from clock import Clock
 from config.settings import Profile
 from consciousness_notify import Event, EventType, Notifier
 from data.calendar import MarketCalendar
-from instruments import Rounding, round_to_tick
+from instruments import Rounding, Symbol, round_to_tick
 from store.trading import PositionRecord, TradingStore
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Reconciler:
 
     async def run(self) -> ReconcileReport:
         report = ReconcileReport()
-        await self._confirm_orders(report)
+        entries = await self._confirm_orders(report)
         held = {p.symbol: p for p in await self.broker.positions()}
         recorded = {p.symbol: p for p in await self.store.open_positions()}
         for symbol, position in recorded.items():
@@ -68,12 +68,14 @@ class Reconciler:
                 await self._fix_quantity(position, broker_position, report)
         for symbol, broker_position in held.items():
             if symbol not in recorded:
-                await self._adopt(broker_position, report)
+                await self._adopt(broker_position, report, entries.get(symbol))
         if report.changes:
             log.info("reconcile: %s", report.summary())
         return report
 
-    async def _confirm_orders(self, report: ReconcileReport) -> None:
+    async def _confirm_orders(self, report: ReconcileReport) -> dict[Symbol, dict]:
+        """Record unconfirmed orders as the broker has them; return the filled entries by symbol."""
+        entries: dict[Symbol, dict] = {}
         for row in await self.store.pending_intents():
             order = await self.broker.find_order(row["client_order_id"])
             now = self.clock.now()
@@ -85,6 +87,9 @@ class Reconciler:
             await self.store.record_order(order, trading_day=row["trading_day"], at=now, cycle_id=row["cycle_id"],
                                           position_id=row["position_id"])
             report.orders_confirmed.append(f"{row['client_order_id']} {order.status.value} {order.filled_quantity}")
+            if order.purpose is OrderPurpose.ENTRY and order.filled_quantity > 0 and row["purpose"] == "entry":
+                entries[order.symbol] = row
+        return entries
 
     async def _phantom(self, position: PositionRecord, report: ReconcileReport) -> None:
         fills = [f for f in await self.broker.fills(position.entry_time, position.symbol) if f.side is position.side.exit_side]
@@ -118,7 +123,8 @@ class Reconciler:
                          {"action": "quantity_corrected", "symbol": position.symbol, "from": position.quantity,
                           "to": held.quantity, "position_id": position.position_id})
 
-    async def _adopt(self, held: BrokerPosition, report: ReconcileReport) -> None:
+    async def _adopt(self, held: BrokerPosition, report: ReconcileReport, entry: dict | None = None) -> None:
+        """Adopt at the real average cost; a crashed run's own entry keeps its order, cycle and stop."""
         now = self.clock.now()
         day = self.calendar.trading_day(now)
         phase2 = self.profile.ticks.hk_phase2_date
@@ -128,9 +134,13 @@ class Reconciler:
                                Rounding.UP, phase2)
         position = await self.store.open_position(
             symbol=held.symbol, side=held.side, quantity=held.quantity, entry_price=held.avg_cost, entry_time=now,
-            trading_day=day, stop_price=stop, target_price=target, entry_reason="adopted from the broker",
-            origin="adopted",
+            trading_day=entry["trading_day"] if entry else day, stop_price=stop, target_price=target,
+            entry_reason="recovered from the broker after an interrupted run" if entry else "adopted from the broker",
+            origin="agent" if entry else "adopted", cycle_id=entry["cycle_id"] if entry else None,
+            entry_client_order_id=entry["client_order_id"] if entry else None,
         )
+        if entry:
+            await self.store.link_order(entry["client_order_id"], position.position_id)
         report.adopted.append(f"{held.symbol} {held.quantity}@{held.avg_cost}")
         await self._tell(f"Adopted {held.symbol.short} {held.quantity} @ {held.avg_cost}",
                          f"{held.symbol} is held at the broker but was not in the database; adopted at its real average "

@@ -172,13 +172,17 @@ async def _broker_run(args, settings, calendar, clock, broker_kind: str, live: b
 
 def build_broker(kind: str, settings, clock: Clock, calendar: MarketCalendar, live: bool) -> Broker:
     secrets = settings.secrets
+    # A broker's pushes arrive in real time, and a simulated clock jumps ahead whenever nothing is
+    # running: it cannot say when a push "happened". On a simulated clock the run polls instead
+    # (every price_poll_seconds of simulated time, each poll answered at that simulated moment).
+    push = not isinstance(clock, SimClock)
     if kind == "moomoo":
         from brokers.moomoo import MoomooBroker
 
-        return MoomooBroker.from_settings(settings.profile, secrets, clock, live=live)
+        return MoomooBroker.from_settings(settings.profile, secrets, clock, live=live, quote_push=push)
     from brokers.alpaca import AlpacaBroker
 
-    return AlpacaBroker(secrets, clock, live=live)
+    return AlpacaBroker(secrets, clock, live=live, streaming=push)
 
 
 async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe, live: bool,
@@ -505,7 +509,10 @@ async def trade_session(rt: Runtime, session: Session | None, inbox: list[InboxM
         if not first:  # a later cycle of the same run: Big Bro may have written meanwhile (e.g. resume)
             inbox = await read_inbox(rt)
         first = False
-        code = max(code, await run_cycle(rt, inbox))
+        outcome = await run_cycle(rt, inbox)
+        if outcome == EXIT_REFUSED and len(rt.cycles) > 1:
+            outcome = EXIT_OK  # "refused" is about the run's start; a later cycle stopping is a clean end
+        code = max(code, outcome)
         inbox = []
         if code == EXIT_FAILED:
             break

@@ -37,8 +37,11 @@ RSS_TARGET_MB = 400
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ANTHROPIC_", "CATALYST", "ALPACA_", "MOOMOO_")) and k not in ("DATABASE_URL", "RESEARCH_DATABASE_URL")}
+    """The environment without Catalyst settings; every variable .env could set is blanked (offline, paper)."""
+    from config.settings import ENV_VARS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CATALYST") and k not in ENV_VARS}
+    env.update({var: "" for var in ENV_VARS})
     env.update(extra)
     return env
 

@@ -393,6 +393,7 @@ class MoomooBroker:
         retry_base_seconds: float = 1.0,
         reconnect_seconds: float = 3.0,
         hk_phase2_date: date | None = None,
+        quote_push: bool = True,
     ) -> None:
         self.trd_env = TradingEnvironment(str(getattr(trd_env, "value", trd_env)).upper())
         if self.trd_env is TradingEnvironment.REAL and not live:
@@ -414,7 +415,7 @@ class MoomooBroker:
         self._hk_phase2_date = hk_phase2_date
         stop_ok = self.trd_env is TradingEnvironment.REAL if supports_stop_orders is None else supports_stop_orders
         self._capabilities = Capabilities(
-            supports_stop_orders=stop_ok, supports_bracket=False, supports_quote_push=True,
+            supports_stop_orders=stop_ok, supports_bracket=False, supports_quote_push=quote_push,
             supports_order_push=True, is_paper=self.trd_env is TradingEnvironment.SIMULATE, name="moomoo",
         )
         self._order_limiter = SlidingWindowLimiter(order_rate, clock, "order placement")

@@ -92,7 +92,7 @@ class Database:
     def connected(self) -> bool:
         return self._pool is not None
 
-    async def _ready(self) -> asyncpg.Pool:
+    async def ready(self) -> asyncpg.Pool:
         """The pool; an optional database that is not connected yet is connected (and migrated) here."""
         if self._pool is not None or self._optional_migrations is None:
             return self.pool
@@ -113,33 +113,34 @@ class Database:
                 if isinstance(exc, DatabaseError):
                     raise
                 raise DatabaseError(f"cannot use the {self.name} database at {self.where}: {type(exc).__name__}") from None
+            if self._next_attempt is not None:
+                log.info("the %s database at %s is reachable again", self.name, self.where)
             self._next_attempt = None
-            log.info("the %s database at %s is reachable again", self.name, self.where)
             return self.pool
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        pool = await self._ready()
+        pool = await self.ready()
         with external_io():
             return await pool.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        pool = await self._ready()
+        pool = await self.ready()
         with external_io():
             return await pool.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        pool = await self._ready()
+        pool = await self.ready()
         with external_io():
             return await pool.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        pool = await self._ready()
+        pool = await self.ready()
         with external_io():
             return await pool.execute(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        pool = await self._ready()
+        pool = await self.ready()
         with external_io():
             async with pool.acquire() as conn:
                 async with conn.transaction():
@@ -244,7 +245,7 @@ async def open_databases(database_url: str | None, research_url: str | None, var
     if research_url and research_url != database_url:
         research = Database(research_url, "research", optional_migrations="research")
         try:
-            await research._ready()
+            await research.ready()
         except DatabaseError as exc:
             log.warning("%s; Big Bro's events wait in the local outbox until it is reachable", exc)
     else:

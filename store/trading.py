@@ -59,7 +59,17 @@ class PositionRecord:
         values["symbol"] = parse_symbol(values["symbol"])
         values["side"] = PositionSide(values["side"])
         values["backstop_order_ids"] = tuple(values["backstop_order_ids"] or ())
+        for price in ("entry_price", "stop_price", "target_price", "high_watermark", "exit_price"):
+            values[price] = _trimmed(values[price])
         return cls(**values)
+
+
+def _trimmed(value: Decimal | None) -> Decimal | None:
+    """33.150000 (the column's scale) as 33.15, for people reading messages; the value is unchanged."""
+    if value is None:
+        return None
+    trimmed = value.normalize()
+    return trimmed.quantize(Decimal(1)) if trimmed == trimmed.to_integral_value() else trimmed
 
 
 def realized_pnl(side: PositionSide, quantity: int, entry: Decimal, exit_: Decimal, fees: Decimal) -> tuple[Decimal, Decimal]:

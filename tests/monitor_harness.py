@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,17 +33,17 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from brokers.base import (
-    BrokerError, Fill, Order, OrderPurpose, OrderRejected, OrderRequest, OrderStatus, OrderType, Timeframe,
+    Fill, Order, OrderPurpose, OrderRejected, OrderRequest, OrderStatus, OrderType, Timeframe,
 )
 from brokers.paper import PaperExchange
 from clock import SimClock
-from config.settings import MonitorSettings, PaperExchange as PaperSettings, Profile, SignalThresholds
+from config.settings import MonitorSettings, PaperExchange as PaperSettings, Profile
 from consciousness_notify import Notifier
 from data.bars import BarSeries, empty_bars
 from data.calendar import MarketCalendar
 from data.market import MarketData
 from exit_advisor import ExitAdvisor
-from instruments import Market, OrderSide, PositionSide, Rounding, Symbol, round_to_tick
+from instruments import Market, OrderSide, PositionSide, Symbol
 from position_monitor import MonitorContext, MonitorOutcome, PositionMonitor, TechnicalsSource
 from store.db import Database
 from store.trading import PositionRecord, TradingStore
@@ -113,16 +113,10 @@ def hk_profile(**monitor: Any) -> Profile:
     return base
 
 
-
-
-
-def with_signals(profile: Profile, **thresholds: Any) -> Profile:
-    return profile.model_copy(update={"signals": SignalThresholds(**{**profile.signals.model_dump(), **thresholds})})
-
-
 # --- Fakes at the edges that the real parts cannot produce on demand -------------------------------
 class FlakyTechnicals:
-    """MarketData's exit technicals, failing on the calls numbered in ``fail_on`` (1-based)."""
+    """MarketData's exit technicals, raising on the calls numbered in ``fail_on`` (1-based) and
+    answering nonsense (a dict, as a buggy source would) on those in ``garbage_on``."""
 
     def __init__(self, inner: TechnicalsSource, fail_on: Iterable[int] = (), garbage_on: Iterable[int] = ()) -> None:
         self.inner = inner
@@ -336,11 +330,7 @@ def refuse_orders(exchange: PaperExchange, times: int, purpose: OrderPurpose = O
     return refused
 
 
-def tick_down(price: Decimal, day: date) -> Decimal:
-    return round_to_tick(HK, price, day, Rounding.DOWN)
-
-
 __all__ = [
     "AGENT", "CALENDAR", "FlakyTechnicals", "HK", "Harness", "LOT", "OWNER", "hk_series", "hkt", "refuse_orders",
-    "hk_profile", "outbox_events", "with_signals",
+    "hk_profile", "outbox_events",
 ]

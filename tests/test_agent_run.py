@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 import agent
-from config.settings import load_profile, profile_path
+from config.settings import ENV_VARS, load_profile, profile_path
 from costs import Usage, cost_usd
 from tests.fakes.fake_anthropic import AUTH_ERROR, CREDIT_TOO_LOW, reply, text
 from tests.fakes.scripted_trader import ScriptedTrader, call, calls, pick_entry
@@ -42,9 +42,13 @@ def query(url: str, sql: str, *args) -> list[dict]:
     return asyncio.run(go())
 
 
+# A developer's .env must not point a test at a real broker, key or database: blank every variable.
+NO_SECRETS = {var: "" for var in ENV_VARS}
+
+
 def run_agent(url: str, var_dir: Path, *argv: str, **env: str) -> int:
     """``agent.main`` in this process with an explicit environment (never the repo's var/ or .env keys)."""
-    base = {"DATABASE_URL": url, "CATALYST_VAR_DIR": str(var_dir), "ANTHROPIC_API_KEY": "", "ANTHROPIC_BASE_URL": ""}
+    base = {**NO_SECRETS, "DATABASE_URL": url, "CATALYST_VAR_DIR": str(var_dir)}
     return agent.main(["--force", *argv], env={**base, **env})
 
 
@@ -211,10 +215,13 @@ def test_claude_cycle_trades_records_and_prices_every_call(database_url, var_dir
 
     # Cost: every response's usage x the profile's prices, stored per call and on the cycle.
     spec = hk_profile.models.decision
-    decision_responses = fake_anthropic.responses[:6]
+    assert len(fake_anthropic.responses) == len(fake_anthropic.requests)       # every request was answered 200
+    answer_to = {id(body): r for body, r in zip(fake_anthropic.requests, fake_anthropic.responses)}
+    decision_responses = [answer_to[id(body)] for body in first]              # not the monitor's Haiku consults
     assert all(r["model"] == spec.name for r in decision_responses)
     expected = sum((cost_usd(Usage.from_anthropic(r["usage"]), spec) for r in decision_responses), Decimal(0))
-    usage_rows = query(database_url, "SELECT * FROM api_usage WHERE cycle_id=$1 ORDER BY usage_id", claude_cycle["cycle_id"])
+    usage_rows = query(database_url, "SELECT * FROM api_usage WHERE cycle_id=$1 AND purpose='decision' ORDER BY usage_id",
+                       claude_cycle["cycle_id"])
     assert len(usage_rows) == 6
     assert sum(r["cost_usd"] for r in usage_rows) == expected
     assert claude_cycle["cost_usd"] == expected
@@ -346,7 +353,7 @@ def test_two_runs_started_together_only_one_trades(database_url, tmp_path):
         procs.append(subprocess.Popen(
             [sys.executable, str(PROJECT / "agent.py"), "--force"], cwd=PROJECT, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**env, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(var), "ANTHROPIC_API_KEY": ""},
+            env={**env, **NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(var)},
         ))
     results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
 
@@ -419,7 +426,10 @@ def test_crash_after_placing_an_order_is_reconciled_by_the_next_run(database_url
     assert (row["status"], row["filled_quantity"], row["avg_fill_price"], row["broker_order_id"]) == (
         "filled", placed.filled_quantity, placed.avg_fill_price, placed.broker_order_id)
     [position] = query(database_url, "SELECT * FROM positions")
-    assert position["origin"] == "adopted" and position["symbol"] == str(placed.symbol)
+    # Recovered as the crashed run's own entry: linked to its order and cycle, counted in today's entries.
+    assert position["origin"] == "agent" and position["symbol"] == str(placed.symbol)
+    assert position["entry_client_order_id"] == placed.client_order_id and position["cycle_id"] == intent["cycle_id"]
+    assert row["position_id"] == position["position_id"]
     assert (position["quantity"], position["entry_price"]) == (placed.filled_quantity, placed.avg_fill_price)
     assert position["status"] == "closed"                                  # the adopted position was monitored out
     reconcile = [m for m in messages(database_url) if m["event"] == "RECONCILE"]

@@ -23,6 +23,7 @@ from clock import SimClock
 from config.settings import load_secrets
 from consciousness_notify import Event, EventType, Notifier, Priority
 from logsetup import RedactSecrets
+from tests.test_bigbro import restore_logging  # noqa: F401 - fixture
 
 PASSWORD = "smtp-pw-Zq81!x"
 TOKEN = "hook-token-7c1e55aa"
@@ -241,3 +242,23 @@ def test_which_events_go_out_of_band(webhook_server, tmp_path):
 def test_nothing_configured_means_no_alerters():
     assert build_alerters(load_secrets({}), SimClock(T0)) == []
     assert build_alerters(load_secrets({"SMTP_HOST": "mail.example.test"}), SimClock(T0)) == []  # no recipient
+
+
+def test_a_trading_database_that_cannot_be_reached_is_still_alerted_and_kept_for_big_bro(
+        webhook_server, tmp_path, capsys, restore_logging):
+    import agent
+
+    url, received = webhook_server
+    code = agent.main(["--market", "us", "--force"], env={
+        "DATABASE_URL": f"postgresql://catalyst:{PASSWORD}@127.0.0.1:{free_port()}/trading",
+        "ALPACA_API_KEY": "PKTESTKEY123", "ALPACA_SECRET_KEY": "not-used-here-123",
+        "ALERT_WEBHOOK_URL": f"{url}/hook?token={TOKEN}",
+        "CATALYST_VAR_DIR": str(tmp_path / "var"), "CATALYST_LOG_DIR": str(tmp_path / "logs")})
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot connect to the trading database at 127.0.0.1" in err
+    assert [(p["event"]["type"], p["event"]["subject"]) for _, p in received] == [
+        ("RUN_FAILED", "Trading database unreachable")]
+    outbox = (tmp_path / "var" / "outbox-public_claude.jsonl").read_text()
+    assert "Trading database unreachable" in outbox
+    for text in (err, outbox, json.dumps([payload for _path, payload in received])):
+        assert PASSWORD not in text and TOKEN not in text

@@ -87,6 +87,10 @@ class PgProxy:
 
     def down(self) -> None:
         if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:

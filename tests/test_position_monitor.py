@@ -15,13 +15,12 @@ import asyncio
 import json
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from anthropic import AsyncAnthropic
 
-from brokers.base import OrderPurpose, OrderStatus
+from brokers.base import OrderStatus
 from clock import SimClock
 from data.calendar import SessionState
 from exit_advisor import HaikuAdvisor
@@ -642,3 +641,31 @@ def test_close_position_whose_sell_is_refused_is_finished_by_the_running_monitor
     assert len(sells) == 1 and sells[0].time - refused[0] <= timedelta(seconds=15)
     assert booked.status == "closed" and booked.exit_reason == ExitReason.MANUAL.value
     assert still_watching == [], "the monitor ends once the position is closed"
+
+
+def test_a_monitor_whose_lease_was_taken_over_stops_watching_so_only_one_process_sells(database_url, tmp_path):
+    series = hk_series("08035", DAY, levels=[("09:30", 80.0), ("10:30", 77.0)])
+
+    async def scenario(clock):
+        h = await Harness.start(database_url, clock, {series.symbol: series}, tmp_path / "outbox.jsonl")
+        try:
+            position = await h.open_position(series.symbol, ONE_HUNDRED, stop=Decimal("78.00"))
+
+            async def another_run_adopts_it():
+                # As if this process had stalled past its lease and the next run adopted the position.
+                await h.db.execute("UPDATE monitor_status SET owner='intl_claude@other-run', lease_expires_at=$2 "
+                                   "WHERE position_id=$1", position.position_id, hkt(DAY, "11:00"))
+            h.at(hkt(DAY, "10:10"), another_run_adopts_it)
+            outcome = await h.run_monitor(position, until=hkt(DAY, "10:45"))
+            return outcome, clock.now(), await h.sells(series.symbol), await h.messages(), await h.status_row(position.position_id)
+        finally:
+            await h.close()
+
+    outcome, ended, sells, messages, row = simulate(hkt(DAY, "10:00"), scenario)
+
+    assert sells == [], "the monitor that lost its lease must leave the position to its new owner"
+    assert not outcome.closed and "another process" in outcome.note
+    assert ended < hkt(DAY, "10:10") + timedelta(seconds=60), "it stops at its next lease renewal"
+    assert row["owner"] == "intl_claude@other-run" and row["status"] == "running"
+    handed = [m for m in messages if m["event"] == "MONITOR_ENDED"]
+    assert len(handed) == 1 and handed[0]["data"]["lease_lost"] is True

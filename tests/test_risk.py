@@ -8,7 +8,7 @@ counted trades in memory and then blocked all afternoon trading under a long-run
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, time, timedelta
+from datetime import time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,7 +18,7 @@ from instruments import Market, OrderSide, PositionSide, Symbol
 from risk import (
     DailyLossAction, EntryProposal, RiskState, check_risk, daily_loss_action, position_cap, suggested_quantity,
 )
-from tests.tool_harness import Tools, first_cycle, hk_profile, run_tools, sample_session
+from tests.tool_harness import Tools, hk_profile, run_tools, sample_session
 
 HK = Market.HK
 TENCENT = Symbol(HK, "00700")
@@ -267,7 +267,6 @@ def test_daily_loss_halt_stops_entries_and_closes_everything(database_url, tmp_p
         entry = await t.ok("execute_trade", {"symbol": symbol, "quantity": quote["lot_size"], "stop_loss": str(stop),
                                              "take_profit": str(target), "tier": 2, "reason": "test entry"})
         assert entry["status"] == "filled"
-        equity = (await t.ok("get_portfolio"))["equity"]
 
         await _closed_position(t, "HK.01020", D("-15500"))                     # -1.55%: warn once
         assert await t.executor.check_daily_loss() is DailyLossAction.WARN
@@ -278,9 +277,9 @@ def test_daily_loss_halt_stops_entries_and_closes_everything(database_url, tmp_p
         halted = await t.ok("get_portfolio")
         again = await t.ok("check_risk", {"symbol": symbol, "quantity": quote["lot_size"], "entry": str(ask),
                                           "stop": str(stop), "target": str(target), "tier": 2})
-        return equity, halted, again, await t.messages(), await t.rows("SELECT * FROM positions WHERE status='open'")
+        return halted, again, await t.messages(), await t.rows("SELECT * FROM positions WHERE status='open'")
 
-    equity, halted, again, msgs, still_open = run_tools(database_url, tmp_path, scenario)
+    halted, again, msgs, still_open = run_tools(database_url, tmp_path, scenario)
     assert halted["halted"] is True and "reached the -2% limit" in halted["halt_reason"]
     assert halted["positions"] == [] and still_open == []
     assert again["approved"] is False and any("trading is halted for today" in r for r in again["reasons"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from decimal import ROUND_FLOOR, Decimal
 
-import pytest
 
 from brokers.base import Disconnected, OrderPurpose, OrderStatus
 from brokers.paper import PaperExchange

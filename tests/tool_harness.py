@@ -15,7 +15,6 @@ tables and Big Bro's, the real monitor manager (no exit advisor). Everything liv
 """
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -145,7 +144,3 @@ def run_tools(database_url: str, tmp_path: Path, scenario: Callable[[Tools], Awa
             await stop_tools(tools)
 
     return clock.run(main())
-
-
-async def settle(seconds: float = 0) -> None:
-    await asyncio.sleep(seconds)

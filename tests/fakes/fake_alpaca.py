@@ -23,8 +23,15 @@ How it behaves (chosen deliberately, change per test):
 * Account activities ``FILL`` record every execution (fills and partial fills).
 * Websocket pushes: trade_updates (new, fill, partial_fill, canceled); data frames t/q/b/d
   for subscribed symbols on every price move.
+* Market-data mode (``serve_market(series, now=sim_clock.peek)``): the tradable symbols become the
+  given ``BarSeries`` (US tickers), and snapshots, latest quotes/trades, 1-minute and daily bars,
+  order times and fills follow the bars at ``now()`` (``tests/fakes/bar_market.py``): last price,
+  a one-cent bid/ask, the day's open/high/low/volume so far, the previous close. Market orders buy
+  at the ask and sell at the bid; working orders (bracket legs, limits, stops) are worked whenever
+  a request shows that the price moved, so a leg fills at the fake when the market gets there.
+  Time passing alone sends nothing over the websockets: clients poll.
 
-This is test code: it uses the host clock for timestamps.
+Timestamps come from ``self.now`` (the host clock unless ``serve_market`` gave another).
 """
 from __future__ import annotations
 
@@ -41,6 +48,8 @@ from urllib.parse import parse_qs, urlparse
 import msgpack
 import websockets
 from websockets.asyncio.server import serve as ws_serve
+
+from tests.fakes.bar_market import BarTape, MarketState, bid_ask
 
 OPEN_STATUSES = {"new", "accepted", "held", "partially_filled", "pending_new"}
 WORKING_STATUSES = {"new", "accepted", "partially_filled", "pending_new"}   # may execute now
@@ -115,6 +124,11 @@ class FakeAlpaca:
         self.errors: list[InjectedError] = []
         self.lock = threading.RLock()
         self.account_id = str(uuid.uuid4())
+        self.now = now                             # the venue's clock (serve_market replaces it)
+        self.names = dict(ASSET_NAMES)
+        self._tapes: dict[str, BarTape] = {}        # market-data mode: ticker -> bars
+        self._states: dict[str, MarketState] = {}
+        self._synced_at: datetime | None = None
         self._ws_trade_clients: set = set()
         self._ws_data_clients: dict = {}           # ws -> {"trades": set, "quotes": set, "bars": set, "dailyBars": set}
         self._ws_loop: asyncio.AbstractEventLoop | None = None
@@ -168,7 +182,7 @@ class FakeAlpaca:
             self._move_price(sym, px)
             for o in list(self.orders.values()):
                 if o["symbol"] == sym and o["status"] in WORKING_STATUSES and self._marketable(o, px):
-                    self._execute(o, self._auto_fill_qty(o), px, events)
+                    self._execute(o, self._auto_fill_qty(o), self._exec_px(o, px), events)
         self._emit(events)
         self._emit_market_data(sym)
 
@@ -196,10 +210,55 @@ class FakeAlpaca:
             time.sleep(0.02)
         return False
 
+    # ------------------------------------------------------------------ market-data mode
+    def serve_market(self, series: dict, now) -> None:
+        """Trade exactly ``series`` (``{Symbol: BarSeries}``, US) with prices from their bars at ``now()``
+        (timezone-aware, e.g. ``SimClock.peek``)."""
+        with self.lock:
+            self.now = now
+            self._tapes = {symbol.code: BarTape(s, "America/New_York") for symbol, s in series.items()}
+            self.names.update({symbol.code: s.name for symbol, s in series.items()})
+            self.prices, self._states, self._synced_at = {}, {}, None
+            self._sync_market()
+
+    def _sync_market(self) -> None:
+        """Bring every symbol to its bars at now; working orders that became marketable execute."""
+        if not self._tapes:
+            return
+        t = self.now()
+        if t == self._synced_at:
+            return
+        self._synced_at = t
+        events: list = []
+        for sym, tape in self._tapes.items():
+            state = tape.state(t)
+            if state is None:
+                continue
+            moved = sym not in self._states or self._states[sym].price != state.price
+            self._states[sym] = state
+            self.prices[sym] = state.price
+            self.day_open[sym], self.day_high[sym], self.day_low[sym] = state.open, state.high, state.low
+            self.day_volume[sym] = state.volume
+            self.prev_close[sym] = state.prev_close or state.price
+            if moved:
+                for o in list(self.orders.values()):
+                    if o["symbol"] == sym and o["status"] in WORKING_STATUSES and self._marketable(o, state.price):
+                        self._execute(o, self._auto_fill_qty(o), self._exec_px(o, state.price), events)
+        self._emit(events)
+
+    def _exec_px(self, o: dict, last: float) -> float:
+        """What an order trades at now: the ask for a buy, the bid for a sell in market mode (the
+        last price otherwise)."""
+        state = self._states.get(o["symbol"])
+        if state is None:
+            return last
+        bid, ask = bid_ask(last, "US", state.day)
+        return ask if o["side"] == "buy" else bid
+
     # ------------------------------------------------------------------ order model
     def _new_order(self, sym, qty, side, typ, tif, order_class="simple", limit=None, stop=None, client_id=None,
                    status="accepted", parent=None) -> dict:
-        t = iso(now())
+        t = iso(self.now())
         o = {
             "id": str(uuid.uuid4()), "client_order_id": client_id or str(uuid.uuid4()),
             "created_at": t, "updated_at": t, "submitted_at": t,
@@ -229,6 +288,7 @@ class FakeAlpaca:
             return True
         if typ == "limit":
             lp = float(o["limit_price"])
+            px = self._exec_px(o, px)
             return px <= lp if side == "buy" else px >= lp
         if typ in ("stop", "stop_limit"):
             sp = float(o["stop_price"])
@@ -250,7 +310,7 @@ class FakeAlpaca:
         self._book_position(o["symbol"], o["side"], qty, px)
         filled = filled_before + qty
         avg_before = float(o["filled_avg_price"] or 0)
-        t = iso(now())
+        t = iso(self.now())
         complete = filled >= float(o["qty"])
         o.update(status="filled" if complete else "partially_filled", filled_qty=num(filled),
                  filled_avg_price=num(round((avg_before * filled_before + px * qty) / filled, 6)), updated_at=t,
@@ -286,7 +346,7 @@ class FakeAlpaca:
         self.cash -= signed * px
 
     def _record_activity(self, o: dict, qty: float, px: float, t: str) -> None:
-        stamp = now().strftime("%Y%m%d%H%M%S%f")[:17]
+        stamp = self.now().strftime("%Y%m%d%H%M%S%f")[:17]
         self.activities.append({
             "id": f"{stamp}::{uuid.uuid4()}", "activity_type": "FILL", "transaction_time": t,
             "type": "fill" if o["status"] == "filled" else "partial_fill", "price": num(px), "qty": num(qty),
@@ -295,7 +355,7 @@ class FakeAlpaca:
         })
 
     def _cancel(self, o: dict, events: list) -> None:
-        t = iso(now())
+        t = iso(self.now())
         o.update(status="canceled", canceled_at=t, updated_at=t)
         events.append(("canceled", self.public(o), None, None))
         for leg in o["_legs"]:
@@ -318,6 +378,7 @@ class FakeAlpaca:
             self.requests.append(RecordedRequest(method, path, q, body))
             if path.startswith("/_fake/"):
                 return self._control(path, body)
+            self._sync_market()
             injected = self._take_injected(method, path)
             if injected:
                 return injected.status, {"code": injected.code, "message": injected.message}
@@ -344,7 +405,7 @@ class FakeAlpaca:
         if path == "/v2/account" and method == "GET":
             return 200, self._account()
         if path == "/v2/clock":
-            n = now()
+            n = self.now()
             return 200, {"timestamp": iso(n), "is_open": True, "next_open": iso(n + timedelta(days=1)),
                          "next_close": iso(n + timedelta(hours=3))}
         if path == "/v2/positions" and method == "GET":
@@ -377,8 +438,7 @@ class FakeAlpaca:
             syms = [s for s in q["symbols"].split(",") if s in self.prices]
             kind = path.split("/")[3]
             make = {"quotes": self._quote_dict, "trades": self._trade_dict,
-                    "bars": lambda s: self._bar_dict(s, now().replace(second=0, microsecond=0),
-                                                     timedelta(minutes=1))}[kind]
+                    "bars": self._minute_bar_now}[kind]
             return 200, {kind: {s: make(s) for s in syms}}
         return None
 
@@ -459,7 +519,7 @@ class FakeAlpaca:
         parent["status"] = "new"
         events = [("new", self.public(parent), None, None)]
         if self.fill_market_orders and self._marketable(parent, px):
-            self._execute(parent, self._auto_fill_qty(parent), px, events)
+            self._execute(parent, self._auto_fill_qty(parent), self._exec_px(parent, px), events)
         self._emit(events)
         return 200, self.public(parent)
 
@@ -521,31 +581,59 @@ class FakeAlpaca:
         if sym not in self.prices:
             return 404, {"code": 40410000, "message": "asset not found"}
         return 200, {"id": asset_id(sym), "class": "us_equity", "exchange": "NASDAQ", "symbol": sym,
-                     "name": ASSET_NAMES.get(sym, sym), "status": "active", "tradable": True, "marginable": True,
+                     "name": self.names.get(sym, sym), "status": "active", "tradable": True, "marginable": True,
                      "shortable": True, "easy_to_borrow": True, "fractionable": True}
 
     # ------------------------------------------------------------------ market data
     def _quote_dict(self, s: str) -> dict:
         px = self.prices[s]
-        tick = 0.01 if px >= 1 else 0.0001
-        return {"t": iso(now()), "ax": "V", "ap": round(px + tick, 4), "as": 3, "bx": "V",
-                "bp": round(px - tick, 4), "bs": 5, "c": ["R"], "z": "C"}
+        state = self._states.get(s)
+        if state is not None:
+            bp, ap = bid_ask(px, "US", state.day)
+        else:
+            tick = 0.01 if px >= 1 else 0.0001
+            bp, ap = round(px - tick, 4), round(px + tick, 4)
+        return {"t": iso(self._print_time(s)), "ax": "V", "ap": ap, "as": 3, "bx": "V", "bp": bp, "bs": 5,
+                "c": ["R"], "z": "C"}
+
+    def _print_time(self, s: str) -> datetime:
+        """When the current price printed: its bar step in market mode, else now."""
+        state = self._states.get(s)
+        return state.time if state is not None else self.now()
 
     def _trade_dict(self, s: str) -> dict:
-        return {"t": iso(now()), "x": "V", "p": self.prices[s], "s": 100, "i": 52983525029461, "c": ["@"], "z": "C"}
+        return {"t": iso(self._print_time(s)), "x": "V", "p": self.prices[s], "s": 100, "i": 52983525029461,
+                "c": ["@"], "z": "C"}
+
+    def _day_start(self, s: str) -> datetime:
+        tape = self._tapes.get(s)
+        if tape is not None:
+            return tape.midnight(self.now().astimezone(tape.tz).date())
+        return self.now().replace(hour=4, minute=0, second=0, microsecond=0)
 
     def _daily_dict(self, s: str) -> dict:
-        day = now().replace(hour=4, minute=0, second=0, microsecond=0)
-        return {"t": iso(day), "o": self.day_open[s], "h": self.day_high[s], "l": self.day_low[s],
+        return {"t": iso(self._day_start(s)), "o": self.day_open[s], "h": self.day_high[s], "l": self.day_low[s],
                 "c": self.prices[s], "v": self.day_volume[s], "n": 1000, "vw": self.prices[s]}
 
+    def _minute_bar_now(self, s: str) -> dict:
+        tape = self._tapes.get(s)
+        if tape is not None:
+            bars = tape.minute_bars(self.now() - timedelta(minutes=1), self.now(), self.now())
+            if bars:
+                return self._tape_bar_dict(bars[-1])
+        return self._bar_dict(s, self.now().replace(second=0, microsecond=0), timedelta(minutes=1))
+
+    @staticmethod
+    def _tape_bar_dict(b) -> dict:
+        return {"t": iso(b.open_time), "o": b.open, "h": b.high, "l": b.low, "c": b.close, "v": b.volume, "n": 1,
+                "vw": round((b.open + b.close) / 2, 4)}
+
     def _snapshot(self, s: str) -> dict:
-        day = now().replace(hour=4, minute=0, second=0, microsecond=0)
+        day = self._day_start(s)
         prev = {"t": iso(day - timedelta(days=1)), "o": self.prev_close[s], "h": self.prev_close[s],
                 "l": self.prev_close[s], "c": self.prev_close[s], "v": 900_000, "n": 900, "vw": self.prev_close[s]}
         return {"latestTrade": self._trade_dict(s), "latestQuote": self._quote_dict(s),
-                "minuteBar": self._bar_dict(s, now().replace(second=0, microsecond=0), timedelta(minutes=1)),
-                "dailyBar": self._daily_dict(s), "prevDailyBar": prev}
+                "minuteBar": self._minute_bar_now(s), "dailyBar": self._daily_dict(s), "prevDailyBar": prev}
 
     def _bar_dict(self, sym: str, t: datetime, span: timedelta) -> dict:
         k = int(t.timestamp() // 60)
@@ -578,10 +666,12 @@ class FakeAlpaca:
         if span is None:
             return 422, {"code": 42210000, "message": f"fake alpaca does not serve timeframe={q.get('timeframe')}"}
         syms = [s for s in q["symbols"].split(",") if s in self.prices]
-        start = parse_time(q["start"]) if q.get("start") else now() - timedelta(hours=1)
-        end = parse_time(q["end"]) if q.get("end") else now() - timedelta(minutes=15)
+        start = parse_time(q["start"]) if q.get("start") else self.now() - timedelta(hours=1)
+        end = parse_time(q["end"]) if q.get("end") else self.now() - timedelta(minutes=15)
         limit = min(int(q.get("limit") or 10000), self.bars_page_size)
         offset = int(q["page_token"]) if q.get("page_token") else 0
+        if self._tapes:
+            return self._tape_bars(syms, span, start, end, limit, offset)
         seq = []                                # (symbol, time) across symbols, paginated like the real API
         for s in syms:
             for t in self._bar_times(start, end, span):
@@ -594,13 +684,35 @@ class FakeAlpaca:
         nxt = str(offset + limit) if offset + limit < len(seq) else None
         return 200, {"bars": out, "next_page_token": nxt}
 
+    def _tape_bars(self, syms: list, span: timedelta, start: datetime, end: datetime, limit: int, offset: int):
+        """Market mode: the bars themselves (1Min, 1Day), up to now; the forming one partly formed."""
+        at = self.now()
+        seq = []
+        for s in syms:
+            tape = self._tapes.get(s)
+            if tape is None:
+                continue
+            if span == timedelta(minutes=1):
+                bars = tape.minute_bars(start, end, at)
+            elif span == timedelta(days=1):
+                bars = [b for b in tape.daily_bars(start.astimezone(tape.tz).date(), end.astimezone(tape.tz).date(), at)
+                        if start <= b.open_time <= end]
+            else:
+                return 422, {"code": 42210000, "message": "fake alpaca market mode serves 1Min and 1Day bars only"}
+            seq.extend((s, b) for b in bars)
+        out: dict = {}
+        for s, b in seq[offset: offset + limit]:
+            out.setdefault(s, []).append(self._tape_bar_dict(b))
+        nxt = str(offset + limit) if offset + limit < len(seq) else None
+        return 200, {"bars": out, "next_page_token": nxt}
+
     # ------------------------------------------------------------------ websockets
     def _emit(self, events: list) -> None:
         if not events or self._ws_loop is None:
             return
         msgs = []
         for ev, o, px, qty in events:
-            d = {"event": ev, "timestamp": iso(now()), "order": o}   # o: public snapshot taken at event time
+            d = {"event": ev, "timestamp": iso(self.now()), "order": o}   # o: public snapshot taken at event time
             if ev in ("fill", "partial_fill"):
                 d.update(price=num(px), qty=num(qty), execution_id=str(uuid.uuid4()),
                          position_qty=num(self.positions.get(o["symbol"], {}).get("qty", 0)))
@@ -611,8 +723,8 @@ class FakeAlpaca:
     def _emit_market_data(self, sym: str) -> None:
         if self._ws_loop is None:
             return
-        stamp = msgpack.Timestamp.from_datetime(now())
-        minute = now().replace(second=0, microsecond=0)
+        stamp = msgpack.Timestamp.from_datetime(self.now())
+        minute = self.now().replace(second=0, microsecond=0)
         with self.lock:
             trade = {"T": "t", "S": sym, **self._trade_dict(sym), "t": stamp}
             quote = {"T": "q", "S": sym, **self._quote_dict(sym), "t": stamp}
