@@ -115,6 +115,7 @@ class PositionMonitor:
         self._haiku_cost = Decimal(0)
         self._haiku_limit_told = False
         self._exit_lock = asyncio.Lock()
+        self._exit_fills: list[Order] = []
         self._retry_exit: ExitRequest | None = None  # an exit that failed: tried again after the retry delay
         self._failed_checks = 0                       # full checks failed in a row (retry backoff)
         self._failed_exits = 0                        # exits failed in a row (retry backoff)
@@ -413,17 +414,22 @@ class PositionMonitor:
             ctx, pos = self.ctx, self.position
             fired = await self._cancel_protective_orders()
             fired_quantity = sum(o.filled_quantity for o in fired)
+            earlier = list(self._exit_fills)  # exit sells of earlier attempts that filled in part
+            earlier_quantity = sum(o.filled_quantity for o in earlier)
             held = await self._broker_quantity()
-            if fired and (fired_quantity >= pos.quantity or held <= 0):
+            if fired and not earlier and (fired_quantity >= pos.quantity or held <= 0):
                 await self._book_fills(fired, ExitReason.BACKSTOP.value, "backstop",
                                        "the broker-side protective order filled")
                 return
             if held <= 0:
-                await self._book_vanished(request)
+                if earlier:
+                    await self._book_fills(fired + earlier, request.reason.value, request.exit_type, request.detail)
+                else:
+                    await self._book_vanished(request)
                 return
-            # A backstop that filled only in part is part of this exit: sell the rest, book all.
-            quantity = min(pos.quantity - fired_quantity, held)
-            fills: list[Order] = list(fired)
+            # What the backstop or earlier attempts sold is part of this exit: sell the rest, book all.
+            quantity = min(pos.quantity - fired_quantity - earlier_quantity, held)
+            fills: list[Order] = list(fired) + earlier
             remaining = quantity
             attempts = 0
             while remaining > 0 and attempts < MAX_EXIT_ATTEMPTS:
@@ -432,15 +438,16 @@ class PositionMonitor:
                 order = await self._wait_for_fill(order)
                 if order.filled_quantity:
                     fills.append(order)
+                    self._exit_fills.append(order)
                     remaining -= order.filled_quantity
                 elif order.status is OrderStatus.REJECTED:
                     raise ExitFailed(order.reject_reason or "exit order rejected")
-            if len(fills) == len(fired):
+            if remaining == quantity:
                 raise ExitFailed(f"no fill for the exit of {quantity} {pos.symbol} after {attempts} attempt(s)")
-            sold = sum(o.filled_quantity for o in fills)
             if remaining > 0:
-                # Only part sold: keep the rest open and watched; the next check sells it.
-                await ctx.store.correct_quantity(pos.position_id, pos.quantity - sold, ctx.clock.now())
+                # Only part sold: the rest stays open and watched; the next attempt sells it and the
+                # exit is booked once, over every fill.
+                sold = pos.quantity - remaining
                 raise ExitFailed(f"sold {sold} of {pos.quantity}; {remaining} remain open")
             detail = request.detail
             if fired:

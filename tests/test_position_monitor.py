@@ -669,3 +669,32 @@ def test_a_monitor_whose_lease_was_taken_over_stops_watching_so_only_one_process
     assert row["owner"] == "intl_claude@other-run" and row["status"] == "running"
     handed = [m for m in messages if m["event"] == "MONITOR_ENDED"]
     assert len(handed) == 1 and handed[0]["data"]["lease_lost"] is True
+
+
+def test_an_exit_that_fills_in_parts_over_several_attempts_books_every_share_once(database_url, tmp_path):
+    # After 10:29 the market is thin: 1,600 shares a minute, so a step offers 100 (a quarter of 400)
+    # and an exit of 2,000 needs more than one round of attempts. The stop breaks at 10:30.
+    thin = {f"{h}:{m:02d}": 1600.0 for h, m in [(10, m) for m in range(29, 60)] + [(11, m) for m in range(0, 60)]}
+    series = hk_series("08009", DAY, levels=[("09:30", 80.0), ("10:30", 77.0)], volume=thin)
+
+    async def scenario(clock):
+        h = await Harness.start(database_url, clock, {series.symbol: series}, tmp_path / "outbox.jsonl")
+        try:
+            position = await h.open_position(series.symbol, 2000, stop=Decimal("78.00"))
+            await h.run_monitor(position, until=hkt(DAY, "11:30"))
+            return (await h.sells(series.symbol), await h.store.position(position.position_id),
+                    await h.held(series.symbol), position)
+        finally:
+            await h.close()
+
+    sells, booked, held, position = simulate(hkt(DAY, "10:00"), scenario)
+
+    sold = sum(f.quantity for f in sells)
+    assert sold == 2000 and held == 0, "every share sold once, none twice, never short"
+    assert len({f.broker_order_id for f in sells}) > 5, "the exit needed more than one round of attempts"
+    average = sum(f.price * f.quantity for f in sells) / sold
+    assert booked.status == "closed" and booked.quantity == 2000
+    assert booked.exit_price == average.normalize() or abs(booked.exit_price - average) < Decimal("0.000001")
+    fees = sum((f.fees for f in sells), Decimal(0))
+    expected = sum((f.price - position.entry_price) * f.quantity for f in sells) - position.entry_fees - fees
+    assert abs(booked.realized_pnl - expected) < Decimal("0.01"), "P&L covers the shares of every attempt"

@@ -277,6 +277,7 @@ class FakeOpenD:
         self.fail_next: dict[int, str | list[str]] = {}  # proto_id -> error message(s), one per request
         self.unlocked = False
         self.calls: list[tuple[int, object]] = []   # (proto_id, request pb) log for assertions
+        self.call_times: list[datetime | None] = []  # the market clock at each call (market mode)
         self.init_connects = 0
         self.conn_ids = itertools.count(7_000_000_000_000_000_001)
         self.order_ids = itertools.count(5_000_001)
@@ -343,6 +344,10 @@ class FakeOpenD:
 
     def calls_of(self, proto_id: int) -> list:
         return [req for pid, req in list(self.calls) if pid == proto_id]
+
+    def call_times_of(self, proto_id: int) -> list[datetime]:
+        """When (market clock) each ``proto_id`` request arrived, in market-data mode."""
+        return [t for (pid, _), t in zip(list(self.calls), list(self.call_times)) if pid == proto_id]
 
     def order_by_remark(self, remark: str, acc_id: int = SIMULATE_ACC) -> Order | None:
         return next((o for o in list(self.accounts[acc_id].orders.values()) if o.remark == remark), None)
@@ -491,6 +496,7 @@ class FakeOpenD:
         req.ParseFromString(body)
         self.calls.append((proto_id, req))
         self._sync_market()
+        self.call_times.append(self._synced_at)
         if proto_id == TRD_PLACE_ORDER:
             self._record_placement(req.c2s.header.accID)
         failure = self._take_failure(proto_id)
