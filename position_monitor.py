@@ -532,7 +532,9 @@ class PositionMonitor:
         if fills:
             qty = sum(f.quantity for f in fills)
             avg = sum(f.price * f.quantity for f in fills) / qty
-            await self._book_exit(avg, sum((f.fees for f in fills), Decimal(0)), ExitReason.BACKSTOP.value,
+            fired = any(f.broker_order_id in pos.backstop_order_ids for f in fills)
+            reason = ExitReason.BACKSTOP if fired else ExitReason.CLOSED_AT_BROKER
+            await self._book_exit(avg, sum((f.fees for f in fills), Decimal(0)), reason.value,
                                   "broker", "closed at the broker; booked with the broker's fills")
             return
         await ctx.store.mark_reconciled_missing(pos.position_id, ctx.clock.now(),

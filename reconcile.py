@@ -22,6 +22,7 @@ from config.settings import Profile
 from consciousness_notify import Event, EventType, Notifier
 from data.calendar import MarketCalendar
 from instruments import Rounding, Symbol, round_to_tick
+from signals import ExitReason
 from store.trading import PositionRecord, TradingStore
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,12 @@ class Reconciler:
         if fills:
             qty = sum(f.quantity for f in fills)
             price = sum(f.price * f.quantity for f in fills) / qty
+            # "backstop" only when the position's own protective order sold it; otherwise it was sold
+            # outside the agent (by hand, say), which is what a trader reading the row must see.
+            fired = any(f.broker_order_id in position.backstop_order_ids for f in fills)
+            reason = ExitReason.BACKSTOP if fired else ExitReason.CLOSED_AT_BROKER
             closed = await self.store.close_position(
-                position.position_id, exit_price=price, exit_time=max(f.time for f in fills), exit_reason="backstop",
+                position.position_id, exit_price=price, exit_time=max(f.time for f in fills), exit_reason=reason.value,
                 exit_type="broker", exit_fees=sum((f.fees for f in fills), Decimal(0)),
             )
             report.phantoms_closed.append(str(position.symbol))

@@ -113,6 +113,7 @@ class ExitReason(str, enum.Enum):
     LUNCH_BREAK = "lunch_break"
     TIME_STOP = "time_stop"
     BACKSTOP = "backstop"
+    CLOSED_AT_BROKER = "closed_at_broker"    # sold outside the agent (by hand in the broker's app, ...)
     CLOSE_ALL = "close_all"
     RISK_HALT = "risk_halt"
     MANUAL = "manual"

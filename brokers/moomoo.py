@@ -369,6 +369,8 @@ class MoomooBroker:
     """The ``Broker`` contract on a Moomoo OpenD gateway.
 
     ``live=True`` is required for the REAL environment (real money); the default is SIMULATE.
+    ``quote_push=False`` makes the monitor poll snapshots instead of waiting for quote pushes (a run
+    on a simulated clock: pushes arrive in real time, which simulated time cannot follow).
     """
 
     def __init__(

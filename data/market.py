@@ -98,25 +98,29 @@ class MarketData:
     # --- quotes ---------------------------------------------------------------------------------
     async def quotes(self, symbols: Sequence[Symbol]) -> dict[Symbol, QuoteView]:
         snaps = await self.broker.snapshots(list(symbols))
-        return {sym: await self._view(snap) for sym, snap in snaps.items()}
+        # The moment the volumes were read: fetching the baselines below can take a while on a
+        # rate-limited broker, and each volume must be compared with the baseline at this minute.
+        read_at = self.clock.now()
+        return {sym: await self._view(snap, read_at) for sym, snap in snaps.items()}
 
     async def quote(self, symbol: Symbol) -> QuoteView:
         return (await self.quotes([symbol]))[symbol]
 
-    async def _view(self, snap: Snapshot) -> QuoteView:
+    async def _view(self, snap: Snapshot, read_at: datetime) -> QuoteView:
         q = snap.quote
         change = None
         if q.prev_close:
             change = float((q.price - q.prev_close) / q.prev_close * 100)
         return QuoteView(
             symbol=q.symbol, name=snap.name, synthetic=snap.synthetic, price=q.price, bid=q.bid, ask=q.ask,
-            volume=q.volume, volume_ratio=await self.volume_ratio(q.symbol, q.volume), change_pct=change,
+            volume=q.volume, volume_ratio=await self.volume_ratio(q.symbol, q.volume, read_at), change_pct=change,
             high=q.high, low=q.low, open=q.open, prev_close=q.prev_close, lot_size=snap.lot_size, tick=snap.tick,
             time=q.time,
         )
 
-    async def volume_ratio(self, symbol: Symbol, volume_so_far: int) -> float | None:
-        now = self.clock.now()
+    async def volume_ratio(self, symbol: Symbol, volume_so_far: int, at: datetime | None = None) -> float | None:
+        """``volume_so_far`` (the session's volume at ``at``, default now) over the usual volume by then."""
+        now = at or self.clock.now()
         session = self.calendar.session_at(now)
         if session is None:
             return None

@@ -29,7 +29,7 @@ from clock import Clock
 from config.settings import Profile, load_profile, profile_path
 from data.bars import BarSeries
 from data.calendar import MarketCalendar, Session
-from instruments import Market, Symbol
+from instruments import Symbol
 from sessions import PaperFeed, sample_feed
 
 # The US sample universe's default seed gives the rules brain no entry on the US sample session

@@ -9,7 +9,9 @@ fake's orders and positions), the trading tables and Big Bro's messages, and tha
 
 Pushes are off in these runs: a push arrives in real time and a simulated clock cannot place it
 in simulated time, so ``run.build_broker`` makes a simulated run poll (``test_quotes_resume...``
-below proves the pushes and their restoration on a clock that runs in real time).
+below proves the pushes and their restoration on a clock that runs in real time). Real-time parts
+that do run here: the SDKs' own threads and sockets, OpenD's reconnects, the database; each call
+to them holds simulated time still (``clock.external_io``).
 """
 from __future__ import annotations
 
@@ -18,10 +20,8 @@ import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-import pandas as pd
 import pytest
 
-from brokers.base import OrderPurpose
 from brokers.moomoo import MoomooBroker
 from clock import SimClock, WallClock
 from consciousness_notify import Notifier
@@ -34,7 +34,7 @@ from store.trading import TradingStore
 from tests.broker_harness import (
     alpaca_env, events_for, feed, local, messages, moomoo_env, price, profile, query, run_agent, series_of,
 )
-from tests.fakes.fake_opend import HK, QOT_GET_SNAPSHOT, STOP_TYPES, TRD_PLACE_ORDER, Instrument
+from tests.fakes.fake_opend import HK, QOT_GET_SNAPSHOT, STOP_TYPES, TRD_PLACE_ORDER
 
 # Prices in the sample bars change every 15 s (four prices per minute bar): polling more often
 # than that finds nothing new, and these runs poll (see the module docstring).
@@ -155,7 +155,7 @@ def test_us_sample_session_trades_through_alpaca_with_a_bracket_backstop(alpaca_
         assert_orders_match_the_broker(database_url, p, book)
         # The entry went out as ONE bracket order: take-profit limit 10% above, stop 5% below.
         [parent] = [o for o in alpaca_fake.orders.values()
-                    if o["symbol"] == p["symbol"].split(".")[1] and o["order_class"] == "bracket"]
+                    if o["symbol"] == p["symbol"].split(".")[1] and o["order_class"] == "bracket" and not o["_parent"]]
         legs = {leg["type"]: leg for leg in parent["_legs"]}
         entry = p["entry_price"]
         assert Decimal(legs["limit"]["limit_price"]) == (entry * Decimal("1.10")).quantize(Decimal("0.01"), "ROUND_UP")
@@ -176,3 +176,187 @@ def test_us_sample_session_trades_through_alpaca_with_a_bracket_backstop(alpaca_
         assert {"ENTRY", "MONITOR_STARTED", "EXIT", "MONITOR_ENDED"} <= set(seen) and "NO_BACKSTOP" not in seen
     summaries = [m for m in messages(database_url) if m["event"] == "CYCLE_SUMMARY"]
     assert len(summaries) == 1 and summaries[0]["data"]["no_backstop"] == []
+
+
+# --- 7. Alpaca: the bracket's take-profit leg fills at the broker ------------------------------------
+def gapped(series, at: datetime, factor: float):
+    """The same bars, every price from ``at`` on multiplied by ``factor`` (on the cent grid)."""
+    import dataclasses
+
+    minute = series.minute.copy()
+    later = minute.index >= at
+    for column in ("open", "high", "low", "close"):
+        minute.loc[later, column] = (minute.loc[later, column] * factor).round(2)
+    return dataclasses.replace(series, minute=minute)
+
+
+def test_us_take_profit_leg_fills_at_the_broker_and_the_exit_is_booked_as_backstop(alpaca_fake, database_url, tmp_path):
+    """The market gaps through the bracket's take-profit right after the entry: Alpaca fills the
+    limit leg and cancels the stop leg (one cancels the other); the monitor sees the position gone
+    and books the leg's fill as the exit, reason "backstop", without selling anything itself."""
+    f, _, session = feed("us")
+    # The symbol `--market us --force` enters (seed 1) goes 12% up from 09:47, past its +10% take-profit.
+    symbol = parse_symbol("ZQX29")
+    series = dict(f.series)
+    series[symbol] = gapped(series[symbol], local("us", "09:47"), 1.12)
+    clock = SimClock(session.open)
+    alpaca_fake.serve_market(series, now=clock.peek)
+
+    run = run_agent(["--force", "--market", "us"], alpaca_env(alpaca_fake, database_url, tmp_path, [symbol]), clock)
+
+    assert run.code == 0, run.out + run.err
+    assert entries_and_exits(run.out) == (["US.ZQX29"], ["US.ZQX29"]), run.out
+    assert "EXIT  US.ZQX29 [synthetic] backstop" in run.out
+    [position] = query(database_url, "SELECT * FROM positions")
+    [parent] = [o for o in alpaca_fake.orders.values() if o["order_class"] == "bracket" and not o["_parent"]]
+    take_profit, stop_loss = sorted(parent["_legs"], key=lambda leg: leg["type"] != "limit")
+    assert (take_profit["status"], stop_loss["status"]) == ("filled", "canceled")
+    assert take_profit["filled_at"] >= "2026-08-05T13:47"                       # filled when the market got there
+    fill = Decimal(take_profit["filled_avg_price"])
+    assert fill >= Decimal(take_profit["limit_price"])
+    assert (position["status"], position["exit_reason"], position["exit_type"]) == ("closed", "backstop", "backstop")
+    assert position["exit_price"] == fill and position["quantity"] == int(take_profit["filled_qty"])
+    assert position["realized_pnl"] == ((fill - position["entry_price"]) * position["quantity"]).quantize(Decimal("0.0001"))
+    # Nothing else was sold: the leg did the exit, and the account is flat, not short.
+    sells = [o for o in alpaca_fake.orders.values() if o["side"] == "sell" and not o["_parent"]]
+    assert sells == [] and alpaca_fake.positions == {}
+    orders = {r["broker_order_id"]: r for r in query(database_url, "SELECT * FROM orders")}
+    assert (orders[take_profit["id"]]["purpose"], orders[take_profit["id"]]["status"]) == ("take_profit", "filled")
+    assert orders[take_profit["id"]]["avg_fill_price"] == fill
+    assert (orders[stop_loss["id"]]["purpose"], orders[stop_loss["id"]]["status"]) == ("stop_loss", "cancelled")
+    assert not [r for r in orders.values() if r["purpose"] == "exit"]
+    [told] = [m for m in messages(database_url) if m["event"] == "EXIT"]
+    assert told["data"]["reason"] == "backstop" and told["priority"] == "high"
+
+
+# --- 4. OpenD drops every connection while a position is being watched --------------------------------
+def test_hk_opend_restart_mid_monitor_quotes_resume_and_the_exit_still_happens(opend, database_url, tmp_path):
+    f, _, session = feed("hk")
+    clock = SimClock(session.open)
+    opend.serve_market(f.series, now=clock.peek)
+    symbol = parse_symbol("99915")          # the symbol `make run` enters at its first cycle
+    drop = local("hk", "10:30")
+    opend.drop_connections_at(drop)
+
+    run = run_agent(["--force"], moomoo_env(opend, database_url, tmp_path, [symbol], **POLL_15S), clock)
+
+    assert run.code == 0, run.out + run.err
+    assert opend.dropped_at and opend.dropped_at[0] >= drop
+    assert opend.init_connects >= 4, "both connections (quotes, trading) came back"
+    [position] = query(database_url, "SELECT * FROM positions")
+    assert position["status"] == "closed" and position["exit_time"] > opend.dropped_at[0], position
+    polls_after = [t for t in opend.call_times_of(QOT_GET_SNAPSHOT) if t > opend.dropped_at[0]]
+    assert len(polls_after) >= 10 and min(polls_after) - opend.dropped_at[0] < timedelta(minutes=1), \
+        "quotes must resume within a minute of the reconnect"
+    book = moomoo_book(opend)
+    assert_orders_match_the_broker(database_url, position, book)
+    assert all(p.qty == 0 for p in opend.accounts[9001].positions.values())
+
+
+class SessionWallClock(WallClock):
+    """Real time, read as if it were a moment inside an HK session: sleeps and pushes run at the
+    real pace (a simulated clock cannot follow pushes), and the calendar says "open"."""
+
+    def __init__(self, start: datetime) -> None:
+        self._offset = start - super().now()
+
+    def now(self) -> datetime:
+        return super().now() + self._offset
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def test_quote_pushes_are_restored_after_a_reconnect_and_a_pushed_price_still_triggers_the_exit(
+        opend, database_url, tmp_path):
+    """The monitor on pushes (a live run): OpenD restarts mid-monitor; the adapter subscribes again on
+    the new connection by itself, the next pushed price breaks the stop and the position is sold."""
+    tencent = parse_symbol("700")
+    hk_profile = profile("hk")
+    calendar = MarketCalendar(Market.HK)
+    clock = SessionWallClock(calendar.at_local(datetime(2026, 1, 6).date(), datetime.min.time().replace(hour=10)))
+    opend.now_local = lambda: clock.now().astimezone(opend.tz).replace(tzinfo=None)
+    opend.seed_position("00700", 100, 380.0)
+
+    async def scenario():
+        db = await Database(database_url, "trading").connect()
+        await db.migrate("trading")
+        await db.migrate("research")
+        broker = MoomooBroker("127.0.0.1", opend.port, clock=clock, connect_timeout_seconds=3.0,
+                              reconnect_seconds=0.3, retry_base_seconds=0.05)
+        await broker.connect()
+        try:
+            assert broker.capabilities.supports_quote_push
+            store = TradingStore(db, hk_profile.agent_id, Market.HK)
+            position = await store.open_position(
+                symbol=tencent, side=PositionSide.LONG, quantity=100, entry_price=Decimal("380"),
+                entry_time=clock.now(), trading_day=calendar.trading_day(clock.now()), stop_price=Decimal("370"),
+                target_price=Decimal("400"))
+            ctx = MonitorContext(broker=broker, technicals=MarketData(broker, clock, calendar, hk_profile), store=store,
+                                 notifier=Notifier(db, hk_profile.agent_id, clock, tmp_path / "outbox.jsonl", "push-test"),
+                                 clock=clock, calendar=calendar, profile=hk_profile, owner="push-test@1")
+            monitor = PositionMonitor(ctx, position)
+            task = asyncio.get_running_loop().create_task(monitor.run())
+            await wait_until(lambda: opend.subscribed("00700"))
+            opend.push_quote_sync(HK, "00700", 381.0)
+            await wait_until(lambda: monitor.last_quote is not None and monitor.last_quote.price == Decimal("381.0"))
+
+            connects = opend.init_connects
+            opend.drop_connections_sync()
+            await wait_until(lambda: opend.init_connects >= connects + 2 and broker.reconnects >= 1
+                             and opend.subscribed("00700"))
+            assert not task.done()
+            opend.push_quote_sync(HK, "00700", 365.0)        # below the stop at 370
+            outcome = await asyncio.wait_for(task, 15)
+            return outcome, await store.position(position.position_id)
+        finally:
+            await broker.close()
+            await db.close()
+
+    outcome, closed = asyncio.run(scenario())
+
+    assert outcome.closed and outcome.exit_reason == "stop_loss", outcome
+    assert (closed.status, closed.exit_reason, closed.exit_price) == ("closed", "stop_loss", Decimal("365.0"))
+    [sale] = [o for o in opend.accounts[9001].orders.values() if not o.is_buy]
+    assert (sale.fill_qty, sale.fill_price) == (100, 365.0)
+    assert opend.accounts[9001].positions["00700"].qty == 0
+
+
+# --- The scan over a rate-limited broker ------------------------------------------------------------
+def test_scan_volume_ratios_are_those_of_the_snapshot_moment_however_long_the_history_fetch_takes(opend):
+    """OpenD allows 60 history requests per 30 s, so a scan's volume baselines take simulated (and
+    real) time to fetch. Each ratio must still compare the snapshot's volume with the baseline at the
+    snapshot's own minute: the same numbers the paper exchange gives at that moment."""
+    from brokers.moomoo import RateLimit
+    from brokers.paper import PaperExchange
+
+    f, calendar, session = feed("hk")
+    hk = profile("hk")
+    symbols = [parse_symbol("9988"), parse_symbol("99900"), parse_symbol("99915")]
+    series = series_of("hk", *symbols)
+    at = local("hk", "09:45")
+
+    async def ratios(broker_for, clock):
+        broker = broker_for(clock)
+        await broker.connect()
+        try:
+            views = await MarketData(broker, clock, calendar, hk).quotes(symbols)
+            return {s: v.volume_ratio for s, v in views.items()}, clock.now() - at
+        finally:
+            await broker.close()
+
+    moomoo_clock = SimClock(at)
+    opend.serve_market(series, now=moomoo_clock.peek)
+    through_moomoo, took = moomoo_clock.run(ratios(
+        lambda clock: MoomooBroker("127.0.0.1", opend.port, clock=clock, quote_push=False,
+                                   history_rate=RateLimit(2, 30.0)), moomoo_clock))
+    paper_clock = SimClock(at)
+    on_paper, _ = paper_clock.run(ratios(lambda clock: PaperExchange(series, clock, calendar, hk), paper_clock))
+
+    assert took >= timedelta(minutes=4), "the throttled history fetch takes time"
+    assert all(r is not None for r in on_paper.values())
+    assert through_moomoo == pytest.approx(on_paper, rel=1e-9)
