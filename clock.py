@@ -93,6 +93,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         self._virtual = _VirtualSelector()
         super().__init__(selector=self._virtual)
+        # asyncio runs a timer when it is due before time() + _clock_resolution. The monotonic
+        # clock's resolution (1 ns) vanishes in float rounding once virtual time is past about
+        # 100 days (a replay over months or years): the loop then spins forever on a due timer.
+        # One microsecond stays representable for centuries of virtual time.
+        self._clock_resolution = 1e-6
 
     def time(self) -> float:
         return self._virtual.virtual_now

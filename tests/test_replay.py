@@ -75,3 +75,218 @@ def test_unparseable_dates_exit_2(database_url, tmp_path, capsys):
     code = agent.main(["--replay", str(HK_SAMPLES), "--from", "June 6"], env=_env(database_url, tmp_path))
     captured = capsys.readouterr()
     assert code == 2 and "--from" in captured.err + captured.out
+
+
+# --- More trades, isolation from the live agent, the equity curve ------------------------------------
+# A looser profile (six cycles a day, one relaxed tier) so that a short window holds wins and losses.
+LOOSE = {
+    "CATALYST__SCHEDULE__CYCLE_TIMES": '["09:30", "10:30", "11:00", "13:00", "14:00", "15:00"]',
+    "CATALYST__ENTRY__TIERS": "[{tier: 2, min_volume_ratio: 1.0, rsi_min: 20, rsi_max: 85, setup: pattern_or_catalyst, "
+                              "min_reward_risk: 1.0, size_fraction: 1, near_breakout_pct: 3.0}]",
+}
+
+
+def _query(url: str, sql: str, *args) -> list[dict]:
+    import asyncio
+
+    import asyncpg
+
+    async def go():
+        conn = await asyncpg.connect(url)
+        try:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
+def _seed_live_position(url: str) -> int:
+    """An open 09988 position of the live HK agent, as a running agent would have it."""
+    import asyncio
+    from datetime import date, datetime, timezone
+    from decimal import Decimal
+
+    from instruments import Market, PositionSide, Symbol
+    from store.db import Database
+    from store.trading import TradingStore
+
+    async def go():
+        db = await Database(url, "trading").connect()
+        try:
+            await db.migrate("trading")
+            await db.migrate("research")
+            p = await TradingStore(db, "intl_claude", Market.HK).open_position(
+                symbol=Symbol(Market.HK, "09988"), side=PositionSide.LONG, quantity=200, entry_price=Decimal("90.5"),
+                entry_time=datetime(2022, 5, 27, 2, 0, tzinfo=timezone.utc), trading_day=date(2022, 5, 27),
+                stop_price=Decimal("88"), target_price=Decimal("95"), tier=2, entry_reason="live")
+            return p.position_id
+        finally:
+            await db.close()
+    return asyncio.run(go())
+
+
+def test_replay_rows_stay_apart_from_the_live_agent_and_the_figures_agree_with_the_trades(database_url, tmp_path, capsys):
+    import numpy as np
+
+    live_id = _seed_live_position(database_url)
+    code = agent.main(["--replay", str(HK_SAMPLES), "--from", "2022-05-30", "--to", "2022-06-07", "--brain", "rules"],
+                      env={**_env(database_url, tmp_path), **LOOSE, "ANTHROPIC_API_KEY": ""})
+    out = capsys.readouterr().out
+    assert code == 0, out
+    folder, r = _report(tmp_path)
+    trades = r["trades"]
+    wins = [t for t in trades if t["net_pnl"] > 0]
+    losses = [t for t in trades if t["net_pnl"] < 0]
+    assert wins and losses, "premise: this window and profile give wins and losses (pick another if the rules changed)"
+    assert r["sessions"] == 6 and r["session_days"][0] == "2022-05-30" and r["session_days"][-1] == "2022-06-07"
+    assert r["run"]["brain"] == "rules" and r["llm_cost_usd"] == 0
+
+    # The live agent's position is untouched: a replay under the live id would have reconciled it away.
+    [live] = _query(database_url, "SELECT * FROM positions WHERE position_id=$1", live_id)
+    assert live["status"] == "open" and live["agent_id"] == "intl_claude" and live["quantity"] == 200
+    replay_id = r["run"]["agent_id"]
+    assert replay_id.startswith("intl_claude-replay-")
+    rows = _query(database_url, "SELECT agent_id, status, realized_pnl FROM positions WHERE agent_id <> 'intl_claude'")
+    assert {row["agent_id"] for row in rows} == {replay_id}
+    assert len(rows) == len(trades) + len(r["open_positions"])
+    assert float(sum(row["realized_pnl"] for row in rows if row["status"] == "closed")) == pytest.approx(r["net_pnl"], abs=1e-4)
+    assert _query(database_url, "SELECT count(*) AS n FROM cycles WHERE agent_id='intl_claude'")[0]["n"] == 0
+    assert _query(database_url, "SELECT count(*) AS n FROM cycles WHERE agent_id=$1", replay_id)[0]["n"] == 6 * 6
+
+    # Every figure from the trade list.
+    assert r["n_trades"] == len(trades) and (r["wins"], r["losses"]) == (len(wins), len(losses))
+    assert r["win_rate"] == pytest.approx(len(wins) / len(trades), abs=1e-4)
+    assert r["avg_win_pct"] == pytest.approx(np.mean([t["net_pnl_pct"] for t in wins]), abs=1e-3)
+    assert r["avg_loss_pct"] == pytest.approx(np.mean([t["net_pnl_pct"] for t in losses]), abs=1e-3)
+    assert r["avg_loss_pct"] < 0 < r["avg_win_pct"]
+    assert r["net_pnl"] == pytest.approx(sum(t["net_pnl"] for t in trades), abs=0.01)
+    assert r["gross_pnl"] == pytest.approx(r["net_pnl"] + r["fees"], abs=0.01)
+    assert r["exits_by_reason"] == dict(Counter(t["exit_reason"] for t in trades))
+    assert r["haiku_calls_per_trade"] == pytest.approx(sum(t["haiku_calls"] for t in trades) / len(trades), abs=1e-4)
+    assert r["monitor_errors"] == sum(t["monitor_errors"] for t in trades + r["open_positions"])
+    reactions = [s for t in trades for s in t["stop_reaction_s"]]
+    assert reactions, "stops and targets are exited by the price guard, which times its reaction"
+    assert r["stop_reaction_s_p95"] == pytest.approx(float(np.percentile(reactions, 95)), abs=1e-3)
+    assert r["stop_reaction_s_p95"] < 1, "a stop hit on a quote is sold on that quote"
+    for t in trades:
+        assert t["entry_time"] < t["exit_time"] or t["exit_reason"] == "stop_loss"
+        assert t["entry_time"][:10] == t["exit_time"][:10] == t["trading_day"], "day trading: out by the close"
+
+    # The account agrees with the bookkeeping: equity at each close = start + P&L of the trades closed by then.
+    assert not r["open_positions"]
+    curve = r["equity_curve"]
+    assert [pt["label"] for pt in curve] == ["start", *r["session_days"]]
+    for pt in curve[1:]:
+        booked = sum(t["net_pnl"] for t in trades if t["exit_time"] <= pt["time"])
+        assert pt["equity"] == pytest.approx(r["starting_equity"] + booked, abs=0.01), pt
+    equities = np.array([pt["equity"] for pt in curve])
+    drawdown = float(np.max((np.maximum.accumulate(equities) - equities) / np.maximum.accumulate(equities)) * 100)
+    assert r["max_drawdown_pct"] == pytest.approx(drawdown, abs=1e-4)
+
+    md = (folder / "report.md").read_text()
+    assert f"| trades | {len(trades)} ({len(wins)} won, {len(losses)} lost" in md
+    assert "Synthetic symbols: none" in md and "brain: rules" in md
+    assert md.count("| HK.09988 |") == len(trades)
+    assert (folder / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_claude_brain_replay_counts_its_llm_cost_and_haiku_calls(database_url, tmp_path, fake_anthropic, capsys):
+    """One session with Claude (the fake Messages API): it buys 09988 at the first cycle; the report's LLM
+    cost is what the responses' usage costs, and its Haiku calls are the consults the fake answered."""
+    from decimal import Decimal
+
+    from config.settings import load_profile, profile_path
+    from costs import Usage, cost_usd
+    from instruments import Market, Rounding, round_to_tick
+    from tests.fakes.scripted_trader import ScriptedTrader, call
+
+    day = __import__("datetime").date(2022, 5, 30)
+
+    def buy(conversation):
+        ask = Decimal(conversation.result("get_quote").data["ask"])
+        stop = round_to_tick(Market.HK, ask * Decimal("0.98"), day, Rounding.DOWN)
+        target = round_to_tick(Market.HK, ask * Decimal("1.04"), day, Rounding.UP)
+        return call("execute_trade", symbol="HK.09988", side="buy", quantity=100, order_type="market",
+                    stop_loss=str(stop), take_profit=str(target), tier=2, reason="scripted tier 2 entry")
+
+    trader = ScriptedTrader([[call("get_quote", symbol="HK.09988"), buy]])
+    fake_anthropic.script([trader] * 60)
+    env = {**_env(database_url, tmp_path), "ANTHROPIC_API_KEY": fake_anthropic.api_key,
+           "ANTHROPIC_BASE_URL": fake_anthropic.base_url}
+    code = agent.main(["--replay", str(HK_SAMPLES), "--from", "2022-05-30", "--to", "2022-05-30"], env=env)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    _, r = _report(tmp_path)
+    assert r["run"]["brain"] == "claude" and r["sessions"] == 1 and r["cycles"] == 2
+    assert r["n_trades"] == 1, r["trades"]
+    [trade] = r["trades"]
+    assert trade["symbol"] == "HK.09988" and trade["quantity"] == 100 and trade["entry_time"].startswith("2022-05-30T09:45")
+
+    profile = load_profile(profile_path("hk"), {})
+    specs = {profile.models.decision.name: profile.models.decision, profile.models.consult.name: profile.models.consult}
+    expected = sum((cost_usd(Usage.from_anthropic(resp["usage"]), specs[resp["model"]]) for resp in fake_anthropic.responses),
+                   Decimal(0))
+    assert expected > 0
+    assert r["llm_cost_usd"] == pytest.approx(float(expected), abs=1e-6)
+    assert r["haiku_calls"] == trade["haiku_calls"] == len(trader.haiku_bodies)
+    assert r["haiku_calls_per_trade"] == pytest.approx(len(trader.haiku_bodies), abs=1e-4)
+    consults = r["llm_usage"].get("consult", {"calls": 0})["calls"]
+    assert consults == len(trader.haiku_bodies)
+    assert "claude brain" in out
+
+
+# --- Figures from a trade list, and replays across years ------------------------------------------------
+def test_summary_figures_follow_the_documented_rules():
+    from replay import max_drawdown_pct, summarize
+
+    def trade(net, pct, reason, haiku=0, errors=0, reactions=()):
+        return {"net_pnl": net, "net_pnl_pct": pct, "gross_pnl": net + 20, "fees": 20.0, "exit_reason": reason,
+                "haiku_calls": haiku, "monitor_errors": errors, "stop_reaction_s": list(reactions)}
+
+    trades = [trade(100.0, 1.0, "take_profit", haiku=2), trade(-50.0, -0.5, "stop_loss", reactions=[0.0, 2.0]),
+              trade(0.0, 0.0, "time_stop", errors=1), trade(-150.0, -1.5, "stop_loss", haiku=1, reactions=[4.0])]
+    s = summarize(trades, [{"monitor_errors": 2}])
+    assert (s["n_trades"], s["wins"], s["losses"]) == (4, 1, 2)
+    assert s["win_rate"] == 0.25, "a flat trade is not a win, and counts in the rate"
+    assert (s["avg_win_pct"], s["avg_loss_pct"]) == (1.0, -1.0)
+    assert (s["net_pnl"], s["gross_pnl"], s["fees"]) == (-100.0, -20.0, 80.0)
+    assert s["exits_by_reason"] == {"stop_loss": 2, "take_profit": 1, "time_stop": 1}
+    assert s["net_pnl_by_reason"]["stop_loss"] == -200.0
+    assert s["haiku_calls_per_trade"] == 0.75 and s["monitor_errors"] == 3
+    assert s["stop_reactions"] == 3 and s["stop_reaction_s_p95"] == pytest.approx(3.8)
+    empty = summarize([])
+    assert empty["n_trades"] == 0 and empty["win_rate"] is None and empty["stop_reaction_s_p95"] is None
+
+    assert max_drawdown_pct([100.0, 110.0, 99.0, 120.0, 108.0]) == 10.0
+    assert max_drawdown_pct([100.0, 101.0, 102.0]) == 0.0
+
+
+def test_a_replay_spanning_years_finishes(database_url, tmp_path, capsys):
+    """The US samples jump from MSFT's 2022 sessions to AAPL's 2026 ones: four years of simulated time
+    between two sessions once made the simulated clock spin forever."""
+    import threading
+
+    from data.bars import SAMPLES_DIR as samples
+
+    result = {}
+    env = {**_env(database_url, tmp_path), "ANTHROPIC_API_KEY": ""}
+    worker = threading.Thread(target=lambda: result.setdefault("code", agent.main(
+        ["--market", "us", "--replay", str(samples / "us"), "--from", "2022-06-14"], env=env)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the replay did not finish within a minute"
+    assert result["code"] == 0, capsys.readouterr().out
+    _, r = _report(tmp_path)
+    assert r["session_days"][0] == "2022-06-14" and r["session_days"][1].startswith("2026-")
+    assert r["sessions"] == 7 and r["equity_curve"][-1]["time"].startswith(r["session_days"][-1])
+
+
+def test_from_after_to_and_a_window_without_sessions_exit_2(database_url, tmp_path, capsys):
+    code = agent.main(["--replay", str(HK_SAMPLES), "--from", "2022-06-10", "--to", "2022-06-06"],
+                      env=_env(database_url, tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2 and "--from 2022-06-10 is after --to 2022-06-06" in err
+    code = agent.main(["--replay", str(HK_SAMPLES), "--from", "2023-01-01"], env=_env(database_url, tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2 and str(HK_SAMPLES) in err and "no full HK session" in err
+    assert not (tmp_path / "reports").exists(), "nothing is written for a replay that did not run"
