@@ -272,6 +272,57 @@ def test_research_db_down_for_the_first_part_of_a_run_loses_nothing_duplicates_n
     assert [json.loads(o["tags"])["reason"] for o in observations] == [e["data"]["reason"] for e in exits]
 
 
+def test_research_db_down_for_the_first_half_of_a_replay_every_event_arrives_once_in_order(
+        database_url, make_database_url, tmp_path, capsys, restore_logging):
+    """Six sessions of 09988 replayed with a looser profile; the research database comes up only once the
+    outbox holds the events of the first sessions."""
+    from data.bars import SAMPLES_DIR
+
+    research_url = make_database_url("research")
+    proxy = PgProxy(research_url)
+    outboxes = tmp_path / "var"
+    seen = {"max_lines": 0}
+    stop = threading.Event()
+
+    def bring_it_back() -> None:
+        while not stop.wait(0.002):
+            lines = sum(len(f.read_text().splitlines()) for f in outboxes.glob("outbox-*.jsonl"))
+            seen["max_lines"] = max(seen["max_lines"], lines)
+            if lines >= 30:
+                proxy.up()
+                return
+
+    watcher = threading.Thread(target=bring_it_back, daemon=True)
+    watcher.start()
+    try:
+        code = agent.main(
+            ["--replay", str(SAMPLES_DIR / "hk"), "--from", "2022-05-30", "--to", "2022-06-07", "--brain", "rules"],
+            env={"DATABASE_URL": database_url, "RESEARCH_DATABASE_URL": proxy.url(), "ANTHROPIC_API_KEY": "",
+                 "CATALYST_VAR_DIR": str(outboxes), "CATALYST_LOG_DIR": str(tmp_path / "logs"),
+                 "CATALYST_REPORTS_DIR": str(tmp_path / "reports"),
+                 "CATALYST__SCHEDULE__CYCLE_TIMES": '["09:30", "10:30", "11:00", "13:00", "14:00", "15:00"]'})
+    finally:
+        stop.set()
+        watcher.join(5)
+    out = capsys.readouterr().out
+    [report] = (tmp_path / "reports").glob("replay-*/report.json")
+    r = json.loads(report.read_text())
+    replay_agent = r["run"]["agent_id"]
+    rows = _decoded(query(research_url, AGENT_MESSAGES, replay_agent))
+    proxy.down()
+
+    assert code == 0, out
+    assert seen["max_lines"] >= 30, "the first sessions' events must have waited in the outbox"
+    assert not list(outboxes.glob("outbox-*.jsonl")), "the outbox must be empty after the replay"
+    sent = logged_events(tmp_path / "logs")
+    assert len(sent) >= 60, "premise: the database was down for about the first half of the replay's events"
+    assert [(row["data"]["event"], row["subject"]) for row in rows] == sent, "every event once, in order"
+    assert len({row["idempotency_key"] for row in rows}) == len(rows)
+    assert [row["created_at"] for row in rows] == sorted(row["created_at"] for row in rows)
+    exits = [row for row in rows if row["data"]["event"] == "EXIT"]
+    assert len(exits) == r["n_trades"] >= 2
+
+
 async def test_a_retry_after_a_lost_commit_acknowledgement_does_not_duplicate(make_database_url, tmp_path):
     research_url = make_database_url("research")
     db0 = await Database(research_url, "research").connect()
