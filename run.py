@@ -10,9 +10,10 @@ import argparse
 import asyncio
 import hashlib
 import logging
+import signal
 import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
@@ -158,7 +159,8 @@ async def _paper_run(args, settings, calendar, clock: SimClock, feed, session: S
     broker = PaperExchange(feed.series, clock, calendar, settings.profile)
     print(f"Catalyst {settings.profile.market.value} on the paper exchange: sample session {session.day} "
           f"({len(feed.real_symbols)} real symbol(s), {len(feed.synthetic_symbols)} synthetic), simulated clock")
-    return await _run(args, settings, calendar, clock, broker, feed.universe, live, session=session)
+    return await _run(args, settings, calendar, clock, broker, feed.universe, live, session=session,
+                      fresh_paper_day=args.mode == "trade")
 
 
 async def _broker_run(args, settings, calendar, clock, broker_kind: str, live: bool) -> int:
@@ -185,8 +187,60 @@ def build_broker(kind: str, settings, clock: Clock, calendar: MarketCalendar, li
     return AlpacaBroker(secrets, clock, live=live, streaming=push)
 
 
+class StopOnSigterm:
+    """SIGTERM (``kill``, a shutdown, a container stop) cancels the run's task instead of ending the
+    process on the spot, so that the run's cleanup happens: monitors release their leases (the next
+    heartbeat adopts the positions at once, not after the lease has lapsed), Big Bro is told what is
+    left open, the outbox is flushed, the broker and the databases are closed.
+
+    Signal handlers can only be set from the main thread; elsewhere (a run started from another
+    thread) SIGTERM keeps its default action."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self.finishing = False  # the run's own cleanup is under way: a SIGTERM now would only cut it short
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> "StopOnSigterm":
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        self._previous = signal.getsignal(signal.SIGTERM)
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._stop, task)
+        except (ValueError, RuntimeError, NotImplementedError):
+            return self
+        self._loop = loop
+        return self
+
+    def _stop(self, task: asyncio.Task) -> None:
+        if self.finishing:
+            log.warning("SIGTERM: the run is finishing already")
+        elif not self.received:  # a second SIGTERM changes nothing: the cleanup is under way
+            self.received = True
+            log.warning("SIGTERM: stopping the run (monitors release their positions)")
+            task.cancel()
+
+    def __exit__(self, *exc_info) -> None:
+        if self._loop is not None:
+            self._loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe, live: bool,
-               session: Session | None) -> int:
+               session: Session | None, fresh_paper_day: bool = False) -> int:
+    with StopOnSigterm() as stop:
+        try:
+            return await _run_until_stopped(args, settings, calendar, clock, broker, universe, live, session, stop,
+                                            fresh_paper_day)
+        except asyncio.CancelledError:
+            if not stop.received:
+                raise
+            asyncio.current_task().uncancel()  # stopped while starting: nothing was being watched yet
+            print("stopped by SIGTERM while starting; nothing was traded by this run", file=sys.stderr)
+            return EXIT_FAILED
+
+
+async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe,
+                             live: bool, session: Session | None, stop: StopOnSigterm, fresh_paper_day: bool) -> int:
     profile = settings.profile
     secrets = settings.secrets
     started = clock.now()
@@ -208,11 +262,21 @@ async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: B
         except LockHeld as exc:
             print(str(exc))
             return EXIT_OK
+        if fresh_paper_day and session is not None:
+            await set_aside_earlier_paper_runs(dbs.trading, profile, calendar, session, owner)
         rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
         rt.lock_conn = lock_conn
         try:
             return await _mode(args, rt, session)
+        except asyncio.CancelledError:
+            if not stop.received:
+                raise
+            asyncio.current_task().uncancel()
+            await rt.monitors.cancel()  # each monitor releases its lease as it ends
+            await stopped_by_signal(rt)
+            return EXIT_FAILED
         finally:
+            stop.finishing = True
             await rt.monitors.cancel()
             try:
                 await broker.close()
@@ -227,6 +291,21 @@ async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: B
             with external_io():
                 await lock_conn.close()
         await dbs.close()
+
+
+async def set_aside_earlier_paper_runs(db: Database, profile: Profile, calendar: MarketCalendar, session: Session,
+                                       owner: str) -> None:
+    """The paper exchange opens a fresh account on every run, and every `--force` run replays the same
+    sample day: the records of earlier runs of that day would contradict it (positions it does not
+    hold) and pile up against the day's limits (after a dozen runs, "25 entries today" would refuse
+    every entry). They are kept, under their own agent id, and this run starts the day afresh."""
+    to_agent = f"{profile.agent_id}-paper-before-{owner.rsplit('-', 1)[-1]}"
+    day_start = calendar.at_local(session.day, time(0))
+    positions, cycles = await TradingStore(db, profile.agent_id, profile.market).set_aside_day(
+        session.day, day_start, day_start + timedelta(days=1), to_agent)
+    if positions or cycles:
+        print(f"earlier paper runs of {session.day} ({cycles} cycle(s), {positions} position(s)) are kept under "
+              f"agent id {to_agent}; this run starts the day afresh")
 
 
 async def _tell_without_databases(settings, clock: Clock, owner: str, subject: str, error: str) -> None:
@@ -328,6 +407,30 @@ async def run_failed(rt: Runtime, subject: str, error: str) -> None:
     print(f"run failed: {error}", file=sys.stderr)
     await rt.notifier.send(Event(EventType.RUN_FAILED, subject, error, {"error": error}))
     await record_error(rt, f"{subject}: {error}")
+
+
+async def stopped_by_signal(rt: Runtime) -> None:
+    """After SIGTERM: say what is left open at the broker and who picks it up. Urgent (and alerted)
+    when a position is left without a broker-side backstop: nothing protects it until a heartbeat
+    or a run adopts it."""
+    try:
+        still_open = await rt.store.open_positions()
+    except Exception as exc:  # noqa: BLE001 - the message goes out even when the database does not answer
+        log.warning("could not list the open positions after SIGTERM: %s", type(exc).__name__)
+        still_open = []
+    unprotected = [p for p in still_open if p.backstop_status not in ("placed", "bracket")]
+    listed = "; ".join(f"{p.symbol} {p.quantity} (backstop: {p.backstop_status})" for p in still_open) or "none"
+    body = (f"Stopped by SIGTERM. Open positions left at the broker: {listed}. Their monitor leases are released: "
+            "the next heartbeat or trade run adopts them; `agent.py --mode close` flattens them.")
+    print(f"stopped by SIGTERM: {len(still_open)} open position(s) left at the broker ({listed}); "
+          "the next heartbeat or run adopts them", file=sys.stderr)
+    await rt.notifier.send(Event(
+        EventType.RUN_STOPPED, f"Run stopped by SIGTERM: {len(still_open)} position(s) left open", body,
+        {"signal": "SIGTERM", "open_positions": [p.position_id for p in still_open],
+         "without_backstop": [p.position_id for p in unprotected]},
+        Priority.URGENT if unprotected else Priority.HIGH))
+    await record_error(rt, "stopped by SIGTERM")
+    await sleep_state(rt, f"stopped by SIGTERM; {len(still_open)} position(s) left open")
 
 
 async def record_error(rt: Runtime, error: str) -> None:

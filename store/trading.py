@@ -322,6 +322,31 @@ class TradingStore:
             )
         return PositionRecord.from_row(row)
 
+    async def set_aside_day(self, trading_day: date, day_start: datetime, day_end: datetime,
+                            to_agent_id: str) -> tuple[int, int]:
+        """Move this agent's records of one trading day (positions and their monitors, orders, cycles
+        and their decisions, LLM usage, the risk day) to ``to_agent_id``; nothing is deleted.
+        Returns the numbers of positions and cycles moved."""
+        async with self.db.transaction() as conn:
+            moved = await conn.fetch(
+                "UPDATE positions SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3 RETURNING position_id",
+                self.agent_id, to_agent_id, trading_day)
+            ids = [r["position_id"] for r in moved]
+            await conn.execute("UPDATE monitor_status SET agent_id=$2 WHERE agent_id=$1 AND position_id = ANY($3::bigint[])",
+                               self.agent_id, to_agent_id, ids)
+            await conn.execute("UPDATE orders SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3",
+                               self.agent_id, to_agent_id, trading_day)
+            cycles = await conn.fetch(
+                "UPDATE cycles SET agent_id=$2 WHERE agent_id=$1 AND started_at >= $3 AND started_at < $4 RETURNING cycle_id",
+                self.agent_id, to_agent_id, day_start, day_end)
+            await conn.execute("UPDATE decisions SET agent_id=$2 WHERE agent_id=$1 AND cycle_id = ANY($3::text[])",
+                               self.agent_id, to_agent_id, [r["cycle_id"] for r in cycles])
+            await conn.execute("UPDATE api_usage SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3",
+                               self.agent_id, to_agent_id, trading_day)
+            await conn.execute("UPDATE risk_day SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3",
+                               self.agent_id, to_agent_id, trading_day)
+        return len(ids), len(cycles)
+
     async def mark_reconciled_missing(self, position_id: int, at: datetime, note: str) -> None:
         await self.db.execute(
             """UPDATE positions SET status='reconciled_missing', exit_time=$3, exit_reason='reconciled_missing',

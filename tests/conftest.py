@@ -6,6 +6,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 _HOME = Path(tempfile.mkdtemp(prefix="catalyst-test-home-"))
 os.environ["HOME"] = str(_HOME)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
@@ -26,3 +28,13 @@ pytest_plugins = [
     "tests.fakes.opend_fixtures",
     "tests.db_fixtures",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_checkout_env_or_logs(tmp_path_factory, monkeypatch):
+    """`agent.main` in a test never reads the checkout's `.env` (on a trader's server it holds real
+    keys) and never writes the checkout's `logs/agent.log` (the trader's log)."""
+    import agent
+
+    monkeypatch.setattr(agent, "PROJECT_DIR", tmp_path_factory.mktemp("checkout"))
+

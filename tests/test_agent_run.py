@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -159,6 +160,38 @@ def test_make_run_trades_the_sample_session_and_records_everything(database_url,
     exit_msgs = [m for m in by_event["EXIT"]]
     assert all(m["priority"] == "high" for m in exit_msgs)
     assert sorted(m["data"]["cycle_id"] for m in by_event["CYCLE_SUMMARY"]) == sorted(cycle_ids)
+
+
+def test_every_make_run_trades_the_sample_day_afresh_and_keeps_the_earlier_runs_records(database_url, var_dir, capsys):
+    """Every `make run` replays the same sample day on a fresh paper account. Counted as today's, the
+    earlier runs' entries would soon use up the day's limit (here 2 entries) and the demo would stop
+    trading; instead they are kept under an agent id of their own."""
+    limit = {"CATALYST__RISK__MAX_ENTRIES_PER_DAY": "2"}
+
+    def entries(out: str) -> list[str]:
+        return [line.split()[1] for line in out.splitlines() if line.strip().startswith("ENTRY ")]
+
+    assert run_agent(database_url, var_dir, **limit) == 0
+    first = capsys.readouterr().out
+    first_positions = query(database_url, "SELECT position_id, symbol, realized_pnl FROM positions ORDER BY position_id")
+    assert len(entries(first)) == 2 == len(first_positions), first
+
+    assert run_agent(database_url, var_dir, **limit) == 0
+    second = capsys.readouterr().out
+    assert entries(second) == entries(first), "the second run trades the day like the first"
+    [kept_as] = re.findall(r"kept under agent id (\S+);", second)
+    assert kept_as.startswith("intl_claude-paper-before-")
+    assert "(2 cycle(s), 2 position(s))" in second
+
+    by_agent = query(database_url, "SELECT agent_id, position_id, symbol, realized_pnl FROM positions ORDER BY position_id")
+    assert [(r["position_id"], r["symbol"], r["realized_pnl"]) for r in by_agent if r["agent_id"] == kept_as] == [
+        (p["position_id"], p["symbol"], p["realized_pnl"]) for p in first_positions], "nothing of the first run is lost"
+    assert len([r for r in by_agent if r["agent_id"] == "intl_claude"]) == 2
+    cycles = query(database_url, "SELECT agent_id, count(*) AS n FROM cycles GROUP BY agent_id ORDER BY agent_id")
+    assert [(c["agent_id"], c["n"]) for c in cycles] == [("intl_claude", 2), (kept_as, 2)]
+    orphans = query(database_url, """SELECT count(*) AS n FROM decisions d JOIN cycles c USING (cycle_id)
+                                     WHERE d.agent_id <> c.agent_id""")
+    assert orphans[0]["n"] == 0, "decisions moved with their cycles"
 
 
 # --- 2. a Claude cycle ---------------------------------------------------------------------------------
@@ -353,7 +386,8 @@ def test_two_runs_started_together_only_one_trades(database_url, tmp_path):
         procs.append(subprocess.Popen(
             [sys.executable, str(PROJECT / "agent.py"), "--force"], cwd=PROJECT, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**env, **NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(var)},
+            env={**env, **NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(var),
+                 "CATALYST_LOG_DIR": str(tmp_path / f"logs{n}")},
         ))
     results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
 

@@ -39,7 +39,8 @@ def test_environment_override():
 
 
 def _run_status(env_extra: dict[str, str], tmp_path: Path, config: Path | None = None) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CATALYST_VAR_DIR": str(tmp_path / "var"), **env_extra}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CATALYST_VAR_DIR": str(tmp_path / "var"),
+           "CATALYST_LOG_DIR": str(tmp_path / "logs"), **env_extra}
     cmd = [sys.executable, "agent.py", "--mode", "status"]
     if config:
         cmd += ["--config", str(config)]
