@@ -32,8 +32,8 @@ from data.calendar import MarketCalendar, Session
 from instruments import Symbol
 from sessions import PaperFeed, sample_feed
 
-# The US sample universe's default seed gives the rules brain no entry on the US sample session
-# (`agent.py --market us --force` trades nothing); seed 1 gives one, so the US runs use it.
+# The broker scenarios were written on US universe seed 1 (one entry on the US sample session, whose
+# take-profit and exit the Alpaca tests script); they pin it whatever the profile's demo seed is.
 US_UNIVERSE_SEED = "1"
 
 
