@@ -52,6 +52,7 @@ class EventType(str, enum.Enum):
     RECONCILE = "RECONCILE"
     NO_BACKSTOP = "NO_BACKSTOP"
     RUN_FAILED = "RUN_FAILED"
+    DATA_UNAVAILABLE = "DATA_UNAVAILABLE"
     RUN_STOPPED = "RUN_STOPPED"
     CONTROL_RESPONSE = "CONTROL_RESPONSE"
 
@@ -72,6 +73,7 @@ DEFAULT_PRIORITY: dict[EventType, Priority] = {
     EventType.RISK_HALT: Priority.URGENT,
     EventType.BUDGET: Priority.URGENT,
     EventType.RUN_FAILED: Priority.URGENT,
+    EventType.DATA_UNAVAILABLE: Priority.URGENT,
     EventType.RUN_STOPPED: Priority.HIGH,
     EventType.SIGNAL: Priority.LOW,
 }

@@ -192,6 +192,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
                 await clock.sleep_until(session.open)
             closed_before = len([o for o in rt.monitors.outcomes if o.closed])
             pnl_before = sum((o.realized_pnl or Decimal(0) for o in rt.monitors.outcomes if o.closed), Decimal(0))
+            rt.market.universe = feed.trading_in(session)
             driver = broker.start(until=session.close)
             try:
                 await wake(rt)
@@ -211,7 +212,10 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             day_pnl = sum((o.realized_pnl or Decimal(0) for o in outcomes), Decimal(0)) - pnl_before
             print(f"  {session.day:%Y-%m-%d %a}: {len(outcomes) - closed_before} trade(s) closed, "
                   f"P&L {profile.currency} {day_pnl:+,.2f}, equity {account.equity:,.2f}")
-            if code == CYCLE_FAILED:
+            if code == CYCLE_FAILED and _warming_up(rt, feed, session):
+                print(f"  {session.day:%Y-%m-%d %a}: no bars before this session, so no volume ratio: "
+                      "a warm-up session, no entries")
+            elif code == CYCLE_FAILED:
                 error = f"a cycle on {session.day} failed; the replay stopped there (see logs/agent.log)"
                 break
         positions = await _positions(rt)
@@ -236,6 +240,11 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             with external_io():
                 await lock_conn.close()
         await dbs.close()
+
+
+def _warming_up(rt, feed: PaperFeed, session: Session) -> bool:
+    """The session's cycle failed only because the data starts with it: nothing to compare volume with."""
+    return bool(rt.cycles) and rt.cycles[-1].data_outage() is not None and not feed.has_history_before(session)
 
 
 async def _trade_session(rt, session: Session, inbox, stuck: Counter[int]) -> int:

@@ -641,8 +641,7 @@ def cycle_times(rt: Runtime, session: Session | None) -> list[datetime]:
 
 
 async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
-    from brains import ClaudeBrain, CycleStatus, FatalBrainError, RulesBrain
-
+    """One trading cycle, recorded from start to finish: its row never stays 'running'."""
     now = rt.clock.now()
     cycle_id = make_cycle_id(rt.profile.market.value, rt.calendar.local(now), rt.owner, len(rt.cycles))
     tracker = WorkflowTracker(rt.clock, default_progress_stream())
@@ -650,12 +649,35 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
                        tracker, cycle_id, rt.brain_name, rt.live, halted_by_control=rt.halted_by_control)
     rt.cycles.append(ctx)
     await rt.store.start_cycle(cycle_id, "trade", rt.brain_name, now)
+    try:
+        return await _cycle_steps(rt, ctx, inbox)
+    except Exception as exc:
+        if not any(r["cycle_id"] == cycle_id for r in rt.cycle_results):
+            await _abandon_cycle(rt, ctx, exc)
+        raise
+
+
+async def _abandon_cycle(rt: Runtime, ctx: CycleContext, exc: Exception) -> None:
+    """An unexpected error ended the cycle: its row says so (the run then fails loudly)."""
+    error = rt.notifier.redact(f"{type(exc).__name__}: {exc}")
+    try:
+        await rt.store.finish_cycle(
+            ctx.cycle_id, status="failed", completed_at=rt.clock.now(), phases=ctx.tracker.timings(),
+            tools_called=ctx.tracker.tools, iterations=0, tokens={}, cost_usd=Decimal(0),
+            trades_executed=ctx.trades_executed, decisions_made=ctx.decisions_made, summary=None, error=error)
+    except Exception as again:  # noqa: BLE001 - the original error is the one to report
+        log.warning("could not mark cycle %s failed: %s", ctx.cycle_id, type(again).__name__)
+
+
+async def _cycle_steps(rt: Runtime, ctx: CycleContext, inbox: list[InboxMessage]) -> int:
+    from brains import ClaudeBrain, CycleStatus, FatalBrainError, RulesBrain
+
+    cycle_id = ctx.cycle_id
     executor = ToolExecutor(ctx)
     brain = (ClaudeBrain(rt.anthropic_client, rt.profile, rt.spend) if rt.brain_name == "claude"
              else RulesBrain(rt.profile))
     await set_mode(rt, "trading", f"cycle {cycle_id} ({rt.brain_name} brain)")
     code = EXIT_OK
-    error = None
     try:
         if rt.brain_name == "claude":
             try:
@@ -683,13 +705,29 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
         await record_error(rt, f"cycle {cycle_id}: {error}")
         print(f"run failed: {rt.notifier.redact(error)}", file=sys.stderr)
         return EXIT_FAILED
-    status = result.status.value
+    status, error = result.status.value, result.error
     if result.status is CycleStatus.FAILED:
         log.error("cycle %s failed: %s", cycle_id, result.error)
         await record_error(rt, f"cycle {cycle_id} failed: {result.error}")
-    await _finish_cycle(rt, ctx, status, result, result.error)
+    outage = ctx.data_outage()
+    if outage and result.status is CycleStatus.COMPLETED:
+        status, error, code = CycleStatus.FAILED.value, f"market data unavailable: {outage}", EXIT_FAILED
+        await market_data_unavailable(rt, ctx, error)
+    await _finish_cycle(rt, ctx, status, result, error)
     await executor.check_daily_loss()
     return code
+
+
+async def market_data_unavailable(rt: Runtime, ctx: CycleContext, error: str) -> None:
+    """A cycle that could not see the market: printed, counted, and an urgent event (alerted),
+    so that days of "no candidate" are never mistaken for quiet markets."""
+    error = rt.notifier.redact(error)
+    print(f"cycle {ctx.cycle_id} failed: {error}", file=sys.stderr)
+    await rt.notifier.send(Event(
+        EventType.DATA_UNAVAILABLE, "Market data unavailable: the cycle could not decide anything",
+        f"Cycle {ctx.cycle_id} ({rt.brain_name}): {error}. No entry was considered on real data; check the "
+        "broker's market data (quota, permissions, connection).", {"cycle_id": ctx.cycle_id, "error": error}))
+    await record_error(rt, f"cycle {ctx.cycle_id}: {error}")
 
 
 async def _portfolio(executor: ToolExecutor) -> dict[str, Any]:

@@ -25,6 +25,16 @@ class PaperFeed:
     def universe(self) -> list[Symbol]:
         return self.real_symbols + self.synthetic_symbols
 
+    def trading_in(self, session: Session) -> list[Symbol]:
+        """The symbols with bars in ``session``: a replay scans these (the others did not trade, as far
+        as the data knows, and have no price to quote)."""
+        return [s for s in self.universe
+                if ((self.series[s].minute.index >= session.open) & (self.series[s].minute.index < session.close)).any()]
+
+    def has_history_before(self, session: Session) -> bool:
+        """Whether any symbol has bars before ``session``: without them no volume ratio exists."""
+        return any(not s.minute.empty and s.minute.index.min() < session.open for s in self.series.values())
+
 
 def full_sessions(series: dict[Symbol, BarSeries], calendar: MarketCalendar) -> list[Session]:
     days: set[date] = set()

@@ -164,6 +164,9 @@ class CycleContext:
     trades_executed: int = 0
     decisions_made: int = 0
     entries: list[dict[str, Any]] = field(default_factory=list)
+    data_failures: list[str] = field(default_factory=list)
+    data_answers: int = 0
+    scans_seen: int = 0
 
     @property
     def market_id(self) -> Market:
@@ -171,6 +174,17 @@ class CycleContext:
 
     def today(self):
         return self.calendar.trading_day(self.clock.now())
+
+    def data_outage(self) -> str | None:
+        """Why this cycle could not see the market, or None: the scan failed or found no history,
+        or every market data call failed. A cycle that decided nothing for this reason must not
+        pass for a quiet day (the original's technicals were broken for three days unnoticed)."""
+        if not self.data_failures:
+            return None
+        scan_blind = any(f.startswith("scan_market") for f in self.data_failures) and self.scans_seen == 0
+        if scan_blind or self.data_answers == 0:
+            return "; ".join(dict.fromkeys(self.data_failures))
+        return None
 
 
 # --- The executor ---------------------------------------------------------------------------------
@@ -186,6 +200,7 @@ class ToolSpec:
 
 
 TOOL_SPECS: dict[str, ToolSpec] = {}
+MARKET_DATA_TOOLS = frozenset({"scan_market", "get_quote", "get_technicals", "detect_patterns"})
 
 
 def tool(name: str, description: str, model: type[ToolInput]):
@@ -226,7 +241,12 @@ class ToolExecutor:
         except (ToolError, SymbolError, UnknownSymbol) as exc:
             return ToolResult(_json({"error": str(exc)}), True)
         except BrokerError as exc:
+            if name in MARKET_DATA_TOOLS:
+                self.ctx.data_failures.append(f"{name}: {exc}")
             return ToolResult(_json({"error": f"broker: {exc}"}), True)
+        if name in MARKET_DATA_TOOLS and not result.get("no_history"):
+            self.ctx.data_answers += 1
+            self.ctx.scans_seen += name == "scan_market"
         return ToolResult(_json(result))
 
     # --- helpers ----------------------------------------------------------------------------
@@ -328,7 +348,15 @@ async def close_one(ctx: CycleContext, position: PositionRecord, reason: ExitRea
       "(today's volume vs the usual volume by this minute), momentum score. Synthetic sample symbols say so.",
       ScanMarketInput)
 async def _scan(ex: ToolExecutor, inp: ScanMarketInput) -> dict[str, Any]:
-    rows = await ex.ctx.market.scan(inp.index, inp.limit, inp.min_volume_ratio, inp.max_price)
+    market = ex.ctx.market
+    rows = await market.scan(inp.index, inp.limit, inp.min_volume_ratio, inp.max_price)
+    scanned = market.scan_list(inp.index)
+    blind = market.without_history(scanned)
+    if scanned and len(blind) == len(scanned):
+        problem = f"scan_market: the broker returned no price history for any of the {len(scanned)} symbols of {inp.index}"
+        ex.ctx.data_failures.append(problem)
+        return {"index": inp.index, "candidates": rows, "count": len(rows), "no_history": len(blind),
+                "warning": problem + "; volume ratios are unknown, so nothing can be ranked"}
     return {"index": inp.index, "candidates": rows, "count": len(rows)}
 
 

@@ -163,6 +163,13 @@ class MarketData:
         self._baselines[key] = baseline
         return baseline
 
+    def without_history(self, symbols: Sequence[Symbol]) -> list[Symbol]:
+        """Those of ``symbols`` whose volume baseline was looked up today and found no past bars."""
+        session = self.calendar.session_at(self.clock.now())
+        if session is None:
+            return []
+        return [s for s in symbols if (s, session.day) in self._baselines and self._baselines[(s, session.day)] is None]
+
     # --- bars and technicals ------------------------------------------------------------------------
     async def bars(self, symbol: Symbol, timeframe: Timeframe, count: int = BARS_WANTED) -> pd.DataFrame:
         now = self.clock.now()

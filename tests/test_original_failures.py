@@ -18,10 +18,11 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import asyncpg
+import pandas as pd
 import pytest
 
 import agent
-from brokers.base import Order, OrderPurpose, OrderRequest, OrderType
+from brokers.base import BAR_COLUMNS, Order, OrderPurpose, OrderRequest, OrderType, RateLimited
 from brokers.paper import PaperExchange
 from clock import SimClock
 from config.settings import ENV_VARS, Levels, Profile, SignalThresholds, load_profile, profile_path
@@ -433,6 +434,44 @@ def test_bars_in_a_shape_the_agent_cannot_read_fail_the_run_loudly_and_out_of_ba
     [state] = query(database_url, "SELECT error_count_today, last_error FROM claude_state WHERE agent_id='intl_claude'")
     assert state["error_count_today"] == 1 and "KeyError" in state["last_error"]
     assert query(database_url, "SELECT * FROM orders") == [] and query(database_url, "SELECT * FROM positions") == []
+    [cycle] = query(database_url, "SELECT status, error, completed_at FROM cycles")
+    assert cycle["status"] == "failed" and "KeyError: 'time_key'" in cycle["error"], "never left 'running'"
+    assert cycle["completed_at"] is not None
+
+
+async def _history_refused(self, symbol, timeframe, start, end):
+    raise RateLimited("history K-line quota used up for this month; wait or raise the quota")
+
+
+async def _history_empty(self, symbol, timeframe, start, end):
+    return pd.DataFrame(columns=BAR_COLUMNS, index=pd.DatetimeIndex([], tz="UTC"), dtype=float)
+
+
+@pytest.mark.parametrize("history, said", [
+    (_history_refused, "scan_market: history K-line quota used up for this month"),
+    (_history_empty, "the broker returned no price history for any of the"),
+], ids=["broker-refuses-history", "broker-returns-no-history"])
+def test_a_broker_that_gives_no_history_fails_the_cycle_loudly_instead_of_a_quiet_no_candidate_day(
+        database_url, tmp_path, monkeypatch, capsys, webhook, history, said):
+    """Item 15 (the quiet half): the broker answers, but with an error or with no bars. The scan
+    sees no volume, so nothing is a candidate: the original would have logged "no candidate", called
+    the cycle completed and exited 0, day after day."""
+    url, received = webhook
+    monkeypatch.setattr(PaperExchange, "bars", history)
+    code = agent.main(["--force"], env={**NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(tmp_path),
+                                        "CATALYST_LOG_DIR": str(tmp_path / "logs"), "ALERT_WEBHOOK_URL": url})
+    captured = capsys.readouterr()
+
+    assert code == 1, captured.out + captured.err
+    assert "market data unavailable: " in captured.err and said in captured.err
+    [cycle] = query(database_url, "SELECT status, error FROM cycles")
+    assert cycle["status"] == "failed" and said in cycle["error"]
+    [event] = events(database_url, "DATA_UNAVAILABLE")
+    assert event["priority"] == "urgent" and said in event["body"]
+    assert ("DATA_UNAVAILABLE", "urgent") in [(p["event"]["type"], p["event"]["priority"]) for p in received]
+    [state] = query(database_url, "SELECT error_count_today FROM claude_state WHERE agent_id='intl_claude'")
+    assert state["error_count_today"] >= 1
+    assert query(database_url, "SELECT * FROM orders") == [], "nothing traded on data it could not see"
 
 
 # --- 16. The volume ratio is today's volume against the usual volume by this minute --------------------------

@@ -278,6 +278,9 @@ def test_a_replay_spanning_years_finishes(database_url, tmp_path, capsys):
     assert result["code"] == 0, capsys.readouterr().out
     _, r = _report(tmp_path)
     assert r["session_days"][0] == "2022-06-14" and r["session_days"][1].startswith("2026-")
+    # MSFT traded in 2022, AAPL's bars start in 2026: each session scans what traded that day (a scan
+    # of both once failed on AAPL's missing 2022 price, so the 2022 session went unseen).
+    assert r["cycles_by_status"] == {"completed": 7}, r["cycles_by_status"]
     assert r["sessions"] == 7 and r["equity_curve"][-1]["time"].startswith(r["session_days"][-1])
 
 
@@ -290,3 +293,26 @@ def test_from_after_to_and_a_window_without_sessions_exit_2(database_url, tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and str(HK_SAMPLES) in err and "no full HK session" in err
     assert not (tmp_path / "reports").exists(), "nothing is written for a replay that did not run"
+
+
+def test_a_replay_whose_data_starts_that_day_calls_it_a_warm_up_and_goes_on(database_url, tmp_path, capsys):
+    """Two days of minute bars and nothing before: the first session has no volume to compare with
+    (a warm-up, said so, no entries) and the replay goes on to the second, which has."""
+    import pandas as pd
+
+    bars = pd.read_csv(HK_SAMPLES / "09988_1m_2022-05-19_2022-06-15.csv")
+    days = sorted({d[:10] for d in bars["date"]})[:2]
+    folder = tmp_path / "two-days"
+    folder.mkdir()
+    bars[bars["date"].str[:10].isin(days)].to_csv(folder / "09988.csv", index=False)
+
+    code = agent.main(["--replay", str(folder)], env=_env(database_url, tmp_path))
+    out = capsys.readouterr().out
+
+    assert code == 0, out
+    assert f"{days[0]} Thu: no bars before this session, so no volume ratio: a warm-up session, no entries" in out
+    [second] = [line for line in out.splitlines() if line.startswith(f"  {days[1]}")]
+    assert "warm-up" not in second and "trade(s) closed" in second, "the second session has the first to compare with"
+    assert out.count("warm-up") == 1
+    _, report = _report(tmp_path)
+    assert report["session_days"] == days
