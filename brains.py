@@ -6,7 +6,6 @@ and records are identical whoever decides. The cycle does not care which one run
 from __future__ import annotations
 
 import enum
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,7 +17,7 @@ import anthropic
 from config.settings import EntryTier, Profile
 from consciousness_notify import Event, EventType
 from costs import Usage
-from instruments import Rounding, parse_symbol, round_to_tick
+from instruments import Rounding, round_to_tick
 from spend import BudgetExhausted, SpendLedger
 from tool_executor import ToolExecutor, tool_schemas
 

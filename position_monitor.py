@@ -411,7 +411,7 @@ class PositionMonitor:
         async with self._exit_lock:
             if self.outcome.closed:
                 return
-            ctx, pos = self.ctx, self.position
+            pos = self.position
             fired = await self._cancel_protective_orders()
             fired_quantity = sum(o.filled_quantity for o in fired)
             earlier = list(self._exit_fills)  # exit sells of earlier attempts that filled in part

@@ -9,7 +9,7 @@ Entries are long only (buy to open); ``check_risk`` refuses a short entry and sa
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
 from config.settings import EntryTier, Profile

@@ -15,12 +15,11 @@ import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Mapping
 
-from brokers.base import Broker, BrokerError, Disconnected
+from brokers.base import Broker, BrokerError
 from clock import Clock, SimClock, external_io
-from config.settings import PROJECT_DIR, Profile
+from config.settings import Profile
 from consciousness_notify import Consciousness, Event, EventType, InboxMessage, Notifier, Priority
 from data.calendar import MarketCalendar, Session, SessionState
 from data.market import MarketData

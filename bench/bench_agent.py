@@ -70,7 +70,7 @@ def claude_cycle() -> dict:
     import agent
     from config.settings import load_profile, profile_path
     from costs import Usage, cost_usd
-    from tests.fakes.fake_anthropic import FakeAnthropic, reply, text
+    from tests.fakes.fake_anthropic import FakeAnthropic
     from tests.fakes.scripted_trader import ScriptedTrader, pick_entry
 
     profile = load_profile(profile_path("hk"), {})

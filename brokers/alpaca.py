@@ -40,7 +40,7 @@ import concurrent.futures
 import itertools
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Sequence, TypeVar

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from brokers.base import BAR_COLUMNS, Broker, Snapshot, Timeframe, UnknownSymbol
+from brokers.base import Broker, Snapshot, Timeframe, UnknownSymbol
 from clock import Clock
 from config.settings import Profile
 from data.bars import resample

@@ -29,8 +29,10 @@ from clock import Clock
 from config.settings import Profile, load_profile, profile_path
 from data.bars import BarSeries
 from data.calendar import MarketCalendar, Session
-from instruments import Symbol
+from instruments import Market, PositionSide, Symbol
 from sessions import PaperFeed, sample_feed
+from store.db import Database
+from store.trading import TradingStore
 
 # The broker scenarios were written on US universe seed 1 (one entry on the US sample session, whose
 # take-profit and exit the Alpaca tests script); they pin it whatever the profile's demo seed is.
@@ -122,3 +124,26 @@ def events_for(url: str, position_id: int) -> list[str]:
 def price(value: float) -> Decimal:
     """A fake's float price as the adapters read it (shortest repr)."""
     return Decimal(repr(float(value)))
+
+
+async def open_database(url: str) -> Database:
+    """The trading database at ``url``, migrated (trading and research tables)."""
+    db = await Database(url, "trading").connect()
+    await db.migrate("trading")
+    await db.migrate("research")
+    return db
+
+
+async def seed_open_position(url: str, symbol, quantity: int, entry: Decimal, at: datetime, **extra) -> int:
+    """An open HK long in the database only (stop 3% under, target 5% over): what a run left behind."""
+    db = await open_database(url)
+    try:
+        hk = profile("hk")
+        store = TradingStore(db, hk.agent_id, Market.HK)
+        position = await store.open_position(
+            symbol=symbol, side=PositionSide.LONG, quantity=quantity, entry_price=entry, entry_time=at,
+            trading_day=at.date(), stop_price=(entry * Decimal("0.97")).quantize(Decimal("0.01")),
+            target_price=(entry * Decimal("1.05")).quantize(Decimal("0.01")), tier=2, **extra)
+        return position.position_id
+    finally:
+        await db.close()

@@ -1,6 +1,7 @@
 """Suite-wide setup: a private HOME (the moomoo SDK writes logs under it), loopback only."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -27,6 +28,8 @@ pytest_plugins = [
     "tests.fakes.alpaca_fixtures",
     "tests.fakes.opend_fixtures",
     "tests.db_fixtures",
+    "tests.fakes.webhook_fixtures",
+    "tests.fakes.mail_fixtures",
 ]
 
 
@@ -38,3 +41,16 @@ def _no_checkout_env_or_logs(tmp_path_factory, monkeypatch):
 
     monkeypatch.setattr(agent, "PROJECT_DIR", tmp_path_factory.mktemp("checkout"))
 
+
+@pytest.fixture
+def restore_logging():
+    """agent.main points the root logger at the run's log file; give the suite its handlers back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)

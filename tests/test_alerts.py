@@ -3,114 +3,21 @@ self-signed certificate made by the openssl CLI, AUTH) and a real HTTP server fo
 on 127.0.0.1; events go through the real Notifier on the simulated clock."""
 from __future__ import annotations
 
-import email
-import email.policy
-import http.server
 import json
-import socket
 import ssl
-import subprocess
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 
 from alerts import EmailChannel, ThrottledAlerter, WebhookChannel, build_alerters
 from clock import SimClock
 from config.settings import load_secrets
 from consciousness_notify import Event, EventType, Notifier, Priority
 from logsetup import RedactSecrets
-from tests.test_bigbro import restore_logging  # noqa: F401 - fixture
+from tests.fakes import free_port
+from tests.fakes.mail_fixtures import PASSWORD
 
-PASSWORD = "smtp-pw-Zq81!x"
 TOKEN = "hook-token-7c1e55aa"
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
-    return cert, key
-
-
-class MailSink:
-    """What the SMTP server received: messages (parsed), whether each came over TLS, the logins."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.raw: list[str] = []
-        self.over_tls: list[bool] = []
-        self.logins: list[tuple[str, str]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.raw.append(envelope.content.decode("utf-8", "replace"))
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        self.over_tls.append(session.ssl is not None)
-        return "250 OK"
-
-    def authenticate(self, server, session, envelope, mechanism, auth_data):
-        login, password = auth_data.login.decode(), auth_data.password.decode()
-        self.logins.append((login, password))
-        return AuthResult(success=(login, password) == ("alerts", PASSWORD))
-
-
-@pytest.fixture
-def smtp_server(certificate):
-    """A STARTTLS-only SMTP server that requires AUTH (and AUTH only over TLS)."""
-    cert, key = certificate
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    sink = MailSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), tls_context=tls, require_starttls=True,
-                            auth_required=True, auth_require_tls=True, authenticator=sink.authenticate)
-    controller.start()
-    yield controller, sink
-    controller.stop()
-
-
-@pytest.fixture
-def plain_smtp_server():
-    """A server without STARTTLS that would even take a password in the clear."""
-    sink = MailSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), auth_require_tls=False,
-                            authenticator=sink.authenticate)
-    controller.start()
-    yield controller, sink
-    controller.stop()
-
-
-@pytest.fixture
-def webhook_server():
-    received: list[tuple[str, dict]] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.path, json.loads(body)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", received
-    server.shutdown()
-    server.server_close()
 
 
 def notifier(tmp_path: Path, clock, alerters) -> Notifier:

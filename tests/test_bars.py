@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import shutil
-from datetime import date, datetime, time, timezone
+from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st

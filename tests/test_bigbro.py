@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import socket
 import threading
@@ -35,6 +34,7 @@ from data.calendar import MarketCalendar
 from run import EXIT_FAILED, EXIT_REFUSED, _run
 from sessions import sample_feed
 from store.db import Database, DatabaseError, open_databases
+from tests.fakes import free_port
 
 AGENT = "intl_claude"
 EVENT_LINE = re.compile(r"consciousness_notify: event (\w+): (.*)$")
@@ -51,12 +51,6 @@ async def aquery(url: str, sql: str, *args) -> list[dict]:
 
 def query(url: str, sql: str, *args) -> list[dict]:
     return asyncio.run(aquery(url, sql, *args))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgProxy:
@@ -177,20 +171,6 @@ class Listen:
             if len(self.payloads) >= n:
                 return
             threading.Event().wait(0.01)
-
-
-@pytest.fixture
-def restore_logging():
-    """agent.main points the root logger at the run's log file; give the suite its handlers back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
 
 
 def logged_events(log_dir: Path) -> list[tuple[str, str]]:

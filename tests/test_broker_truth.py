@@ -23,12 +23,12 @@ from config.settings import Secrets
 from consciousness_notify import Notifier
 from data.calendar import MarketCalendar
 from data.market import MarketData
-from instruments import Market, PositionSide, Rounding, parse_symbol, round_to_tick
+from instruments import Market, Rounding, parse_symbol, round_to_tick
 from position_monitor import MonitorContext, MonitorManager
-from store.db import Database
 from store.trading import TradingStore
 from tests.broker_harness import (
-    events_for, feed, local, messages, moomoo_env, price, profile, query, run_agent, series_of,
+    events_for, feed, local, messages, moomoo_env, open_database, price, profile, query, run_agent,
+    seed_open_position, series_of,
 )
 from tests.fakes.fake_opend import SIMULATE_ACC, TRD_MODIFY_ORDER, TRD_PLACE_ORDER
 from tests.monitor_harness import hk_series
@@ -46,13 +46,6 @@ def fake_orders(opend) -> list:
 def held(opend, code: str) -> float:
     position = opend.accounts[SIMULATE_ACC].positions.get(code)
     return position.qty if position else 0
-
-
-async def open_database(url: str) -> Database:
-    db = await Database(url, "trading").connect()
-    await db.migrate("trading")
-    await db.migrate("research")
-    return db
 
 
 # --- 2. A partial fill: 300 of 500, the rest cancelled at the fill timeout ---------------------------------
@@ -179,20 +172,6 @@ def test_crash_between_submit_and_record_is_recovered_with_the_real_fill_by_the_
 
 
 # --- 6. Trades made by hand at the broker -----------------------------------------------------------------
-async def seed_open_position(url: str, symbol, quantity: int, entry: Decimal, at: datetime, **extra) -> int:
-    db = await open_database(url)
-    try:
-        hk = profile("hk")
-        store = TradingStore(db, hk.agent_id, Market.HK)
-        position = await store.open_position(
-            symbol=symbol, side=PositionSide.LONG, quantity=quantity, entry_price=entry, entry_time=at,
-            trading_day=at.date(), stop_price=(entry * Decimal("0.97")).quantize(Decimal("0.01")),
-            target_price=(entry * Decimal("1.05")).quantize(Decimal("0.01")), tier=2, **extra)
-        return position.position_id
-    finally:
-        await db.close()
-
-
 def test_position_sold_by_hand_is_closed_at_the_brokers_price_and_one_bought_by_hand_is_adopted(
         opend, database_url, tmp_path):
     _, _, session = feed("hk")

@@ -23,7 +23,7 @@ from instruments import Market, OrderSide, PositionSide, Symbol
 from run import _run
 from store.db import Database
 from store.trading import TradingStore
-from tests.test_bigbro import agent_messages, query, restore_logging  # noqa: F401 - fixture
+from tests.test_bigbro import agent_messages, query
 
 AGENT = "intl_claude"
 DAY = date(2022, 6, 15)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import http.server
-import json
 import re
-import threading
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -35,9 +32,8 @@ from risk import DailyLossAction, EntryProposal, RiskState, check_risk, daily_lo
 from signals import (
     ExitAction, ExitReason, PositionView, SignalName, Strength, decide, evaluate, technical_signals,
 )
-from store.db import Database
 from store.trading import TradingStore
-from tests.broker_harness import local, moomoo_env, price, run_agent, series_of
+from tests.broker_harness import local, moomoo_env, price, run_agent, seed_open_position, series_of
 from tests.broker_harness import messages as broker_messages
 from tests.broker_harness import query
 from tests.fakes.fake_anthropic import CREDIT_TOO_LOW
@@ -64,43 +60,7 @@ def _run_at(start: datetime, scenario):
     return clock.run(scenario(clock))
 
 
-@pytest.fixture
-def webhook():
-    """A real HTTP endpoint for ALERT_WEBHOOK_URL: the trader's phone, as far as the agent knows."""
-    received: list[dict] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alert", received
-    server.shutdown()
-    server.server_close()
-
-
 # --- 1, 2, 3. Quantity drift is corrected in place, symbols compare in one form, no cascade ----------------
-async def _seed_position(url: str, symbol: Symbol, quantity: int, entry: Decimal, at: datetime) -> int:
-    db = await Database(url, "trading").connect()
-    try:
-        await db.migrate("trading")
-        await db.migrate("research")
-        store = TradingStore(db, "intl_claude", HK)
-        position = await store.open_position(
-            symbol=symbol, side=PositionSide.LONG, quantity=quantity, entry_price=entry, entry_time=at,
-            trading_day=at.date(), stop_price=(entry * D("0.97")).quantize(D("0.01")),
-            target_price=(entry * D("1.05")).quantize(D("0.01")), tier=2)
-        return position.position_id
-    finally:
-        await db.close()
-
-
 def test_a_second_fill_the_database_missed_is_corrected_in_place_and_the_next_run_changes_nothing(
         opend, database_url, tmp_path):
     """Items 1, 2, 3: the database says 100 of 09988, the broker holds 200 (a second fill that was
@@ -113,8 +73,8 @@ def test_a_second_fill_the_database_missed_is_corrected_in_place_and_the_next_ru
     baba_entry = price(bars[ALIBABA].minute.loc[entry_time, "open"])
     synth_entry = price(bars[SYNTH].minute.loc[entry_time, "open"])
     lot = bars[SYNTH].lot_size
-    baba_id = asyncio.run(_seed_position(database_url, ALIBABA, 100, baba_entry, entry_time))
-    synth_id = asyncio.run(_seed_position(database_url, SYNTH, lot, synth_entry, entry_time))
+    baba_id = asyncio.run(seed_open_position(database_url, ALIBABA, 100, baba_entry, entry_time))
+    synth_id = asyncio.run(seed_open_position(database_url, SYNTH, lot, synth_entry, entry_time))
     opend.seed_position("09988", 200, float(baba_entry))       # the broker holds twice what was recorded
     opend.seed_position("99915", lot, float(synth_entry))      # the same as recorded
     env = moomoo_env(opend, database_url, tmp_path, [ALIBABA, SYNTH])
@@ -413,10 +373,10 @@ def test_cycles_at_the_lunch_break_or_the_close_never_run():
 
 # --- 15. Bars the agent cannot read stop the run loudly --------------------------------------------------------
 def test_bars_in_a_shape_the_agent_cannot_read_fail_the_run_loudly_and_out_of_band(
-        database_url, tmp_path, monkeypatch, capsys, webhook):
+        database_url, tmp_path, monkeypatch, capsys, webhook_server):
     """Item 15 (the part that is guarded): the original's get_technicals died on KeyError 'date'
     inside every cycle while the cycles "passed" and the container said healthy, for three days."""
-    url, received = webhook
+    url, received = webhook_server
 
     async def unreadable_bars(self, symbol, timeframe, start, end):
         raise KeyError("time_key")                     # what the adapter raises on a renamed K-line column
@@ -430,7 +390,7 @@ def test_bars_in_a_shape_the_agent_cannot_read_fail_the_run_loudly_and_out_of_ba
     assert "run failed: KeyError: 'time_key'" in captured.err
     [failed] = events(database_url, "RUN_FAILED")
     assert failed["priority"] == "urgent" and "KeyError" in failed["body"]
-    assert [(p["event"]["type"], p["event"]["priority"]) for p in received] == [("RUN_FAILED", "urgent")]
+    assert [(p["event"]["type"], p["event"]["priority"]) for _, p in received] == [("RUN_FAILED", "urgent")]
     [state] = query(database_url, "SELECT error_count_today, last_error FROM claude_state WHERE agent_id='intl_claude'")
     assert state["error_count_today"] == 1 and "KeyError" in state["last_error"]
     assert query(database_url, "SELECT * FROM orders") == [] and query(database_url, "SELECT * FROM positions") == []
@@ -452,11 +412,11 @@ async def _history_empty(self, symbol, timeframe, start, end):
     (_history_empty, "the broker returned no price history for any of the"),
 ], ids=["broker-refuses-history", "broker-returns-no-history"])
 def test_a_broker_that_gives_no_history_fails_the_cycle_loudly_instead_of_a_quiet_no_candidate_day(
-        database_url, tmp_path, monkeypatch, capsys, webhook, history, said):
+        database_url, tmp_path, monkeypatch, capsys, webhook_server, history, said):
     """Item 15 (the quiet half): the broker answers, but with an error or with no bars. The scan
     sees no volume, so nothing is a candidate: the original would have logged "no candidate", called
     the cycle completed and exited 0, day after day."""
-    url, received = webhook
+    url, received = webhook_server
     monkeypatch.setattr(PaperExchange, "bars", history)
     code = agent.main(["--force"], env={**NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(tmp_path),
                                         "CATALYST_LOG_DIR": str(tmp_path / "logs"), "ALERT_WEBHOOK_URL": url})
@@ -468,7 +428,7 @@ def test_a_broker_that_gives_no_history_fails_the_cycle_loudly_instead_of_a_quie
     assert cycle["status"] == "failed" and said in cycle["error"]
     [event] = events(database_url, "DATA_UNAVAILABLE")
     assert event["priority"] == "urgent" and said in event["body"]
-    assert ("DATA_UNAVAILABLE", "urgent") in [(p["event"]["type"], p["event"]["priority"]) for p in received]
+    assert ("DATA_UNAVAILABLE", "urgent") in [(p["event"]["type"], p["event"]["priority"]) for _, p in received]
     [state] = query(database_url, "SELECT error_count_today FROM claude_state WHERE agent_id='intl_claude'")
     assert state["error_count_today"] >= 1
     assert query(database_url, "SELECT * FROM orders") == [], "nothing traded on data it could not see"
@@ -544,10 +504,10 @@ async def test_a_decision_for_a_cycle_that_was_never_recorded_is_refused_not_los
 
 # --- 21. No credit left: the trader hears it outside the database ------------------------------------------
 def test_no_credit_left_fails_the_run_and_reaches_the_trader_by_webhook(
-        database_url, tmp_path, fake_anthropic, webhook, capsys):
+        database_url, tmp_path, fake_anthropic, webhook_server, capsys):
     """Item 21: with the credit exhausted the original failed every cycle for nine trading days with
     its alarms only in the database and the logs."""
-    url, received = webhook
+    url, received = webhook_server
     fake_anthropic.inject(CREDIT_TOO_LOW)
     code = agent.main(["--force"], env={
         **NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(tmp_path),
@@ -558,7 +518,7 @@ def test_no_credit_left_fails_the_run_and_reaches_the_trader_by_webhook(
     assert code == 1, captured.out
     assert "credit balance is too low" in captured.err
     assert len(fake_anthropic.requests) == 1, "no retry loop burning the same error"
-    [alert] = received
+    [(_, alert)] = received
     assert alert["event"]["type"] == "RUN_FAILED" and alert["event"]["priority"] == "urgent"
     assert "credit balance is too low" in alert["event"]["body"]
     assert query(database_url, "SELECT * FROM orders") == []

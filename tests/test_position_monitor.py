@@ -533,11 +533,10 @@ def test_every_check_updates_the_monitor_status_row(database_url, tmp_path):
                 h.at(hkt(DAY, label), take)
             await h.run_monitor(position, until=hkt(DAY, "10:12"))
             rows["after"] = await h.status_row(position.position_id)
-            return position
         finally:
             await h.close()
 
-    position = simulate(hkt(DAY, "10:00"), scenario)
+    simulate(hkt(DAY, "10:00"), scenario)
 
     first, second = rows["10:06"], rows["10:11"]
     assert first["owner"] == OWNER and first["status"] == "running"

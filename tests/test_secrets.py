@@ -17,9 +17,7 @@ import asyncpg
 import agent
 from logsetup import setup_logging
 from store.db import Database
-from tests.test_alerts import PASSWORD as SMTP_PASSWORD
-from tests.test_alerts import certificate, smtp_server, webhook_server  # noqa: F401 - fixtures
-from tests.test_bigbro import restore_logging  # noqa: F401 - fixture
+from tests.fakes.mail_fixtures import PASSWORD as SMTP_PASSWORD
 
 WEBHOOK_TOKEN = "whk-tok-Q7v2mZp4"
 DB_PASSWORD = "dbpw-Hx82kq-trading"
