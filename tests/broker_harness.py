@@ -147,3 +147,22 @@ async def seed_open_position(url: str, symbol, quantity: int, entry: Decimal, at
         return position.position_id
     finally:
         await db.close()
+
+
+@dataclass(frozen=True)
+class Seeded:
+    position_id: int
+    entry: Decimal
+    lot: int
+
+
+def seed_lots_bought_at_0945(database_url: str, *symbols: Symbol) -> dict[Symbol, Seeded]:
+    """One board lot of each symbol bought at the 09:45 open of the HK sample session, in the
+    database only (the test says what the broker holds)."""
+    entry_time = local("hk", "09:45")
+    bars = series_of("hk", *symbols)
+    seeded = {}
+    for symbol in symbols:
+        entry, lot = price(bars[symbol].minute.loc[entry_time, "open"]), bars[symbol].lot_size
+        seeded[symbol] = Seeded(asyncio.run(seed_open_position(database_url, symbol, lot, entry, entry_time)), entry, lot)
+    return seeded

@@ -28,7 +28,7 @@ from position_monitor import MonitorContext, MonitorManager
 from store.trading import TradingStore
 from tests.broker_harness import (
     events_for, feed, local, messages, moomoo_env, open_database, price, profile, query, run_agent,
-    seed_open_position, series_of,
+    seed_lots_bought_at_0945, seed_open_position, series_of,
 )
 from tests.fakes.fake_opend import SIMULATE_ACC, TRD_MODIFY_ORDER, TRD_PLACE_ORDER
 from tests.monitor_harness import hk_series
@@ -233,14 +233,10 @@ def test_a_live_lease_is_left_alone_and_an_expired_one_is_adopted_by_the_next_ru
     clock = SimClock(start)
     opend.serve_market(series_of("hk", ALIBABA, SYNTH), now=clock.peek)
     entry_time = local("hk", "09:45")
-    minute = series_of("hk", ALIBABA, SYNTH)
-    alive_entry = price(minute[ALIBABA].minute.loc[entry_time, "open"])
-    dead_entry = price(minute[SYNTH].minute.loc[entry_time, "open"])
-    lot = minute[SYNTH].lot_size
-    alive_id = asyncio.run(seed_open_position(database_url, ALIBABA, 100, alive_entry, entry_time))
-    dead_id = asyncio.run(seed_open_position(database_url, SYNTH, lot, dead_entry, entry_time))
-    opend.seed_position("09988", 100, float(alive_entry))
-    opend.seed_position("99915", lot, float(dead_entry))
+    alive, dead = seed_lots_bought_at_0945(database_url, ALIBABA, SYNTH).values()
+    alive_id, dead_id = alive.position_id, dead.position_id
+    opend.seed_position("09988", alive.lot, float(alive.entry))
+    opend.seed_position("99915", dead.lot, float(dead.entry))
     other = "intl_claude@20220615T094500-other1"            # another live run, still renewing its lease
     alive_until = start + timedelta(minutes=10)
     asyncio.run(seed_lease(database_url, alive_id, ALIBABA, other, alive_until, entry_time))

@@ -8,7 +8,6 @@ cannot be read) the paper exchange is given that behaviour, as the other suites 
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 from datetime import date, datetime, timedelta, timezone
@@ -33,7 +32,7 @@ from signals import (
     ExitAction, ExitReason, PositionView, SignalName, Strength, decide, evaluate, technical_signals,
 )
 from store.trading import TradingStore
-from tests.broker_harness import local, moomoo_env, price, run_agent, seed_open_position, series_of
+from tests.broker_harness import local, moomoo_env, run_agent, seed_lots_bought_at_0945, series_of
 from tests.broker_harness import messages as broker_messages
 from tests.broker_harness import query
 from tests.fakes.fake_anthropic import CREDIT_TOO_LOW
@@ -68,15 +67,10 @@ def test_a_second_fill_the_database_missed_is_corrected_in_place_and_the_next_ru
     The original closed and re-created rows every cycle (100 -> 600 over 16 rows in a day)."""
     clock = SimClock(local("hk", "12:10"))                     # the lunch break: reconcile only, nothing watched
     opend.serve_market(series_of("hk", ALIBABA, SYNTH), now=clock.peek)
-    entry_time = local("hk", "09:45")
-    bars = series_of("hk", ALIBABA, SYNTH)
-    baba_entry = price(bars[ALIBABA].minute.loc[entry_time, "open"])
-    synth_entry = price(bars[SYNTH].minute.loc[entry_time, "open"])
-    lot = bars[SYNTH].lot_size
-    baba_id = asyncio.run(seed_open_position(database_url, ALIBABA, 100, baba_entry, entry_time))
-    synth_id = asyncio.run(seed_open_position(database_url, SYNTH, lot, synth_entry, entry_time))
-    opend.seed_position("09988", 200, float(baba_entry))       # the broker holds twice what was recorded
-    opend.seed_position("99915", lot, float(synth_entry))      # the same as recorded
+    baba, synth = seed_lots_bought_at_0945(database_url, ALIBABA, SYNTH).values()
+    assert baba.lot == 100
+    opend.seed_position("09988", 200, float(baba.entry))       # the broker holds twice what was recorded
+    opend.seed_position("99915", synth.lot, float(synth.entry))  # the same as recorded
     env = moomoo_env(opend, database_url, tmp_path, [ALIBABA, SYNTH])
 
     first = run_agent(["--force", "--mode", "heartbeat"], env, clock)
@@ -88,8 +82,8 @@ def test_a_second_fill_the_database_missed_is_corrected_in_place_and_the_next_ru
     assert "reconcile:" not in second.out, f"the second run found something to change again: {second.out}"
     rows = query(database_url, "SELECT position_id, symbol, quantity, status FROM positions ORDER BY position_id")
     assert rows == [
-        {"position_id": baba_id, "symbol": "HK.09988", "quantity": 200, "status": "open"},
-        {"position_id": synth_id, "symbol": "HK.99915", "quantity": lot, "status": "open"},
+        {"position_id": baba.position_id, "symbol": "HK.09988", "quantity": 200, "status": "open"},
+        {"position_id": synth.position_id, "symbol": "HK.99915", "quantity": synth.lot, "status": "open"},
     ], "corrected in place: no row closed, no row added"
     [told] = events(database_url, "RECONCILE")
     assert told["data"]["action"] == "quantity_corrected" and (told["data"]["from"], told["data"]["to"]) == (100, 200)
