@@ -353,7 +353,8 @@ async def _scan(ex: ToolExecutor, inp: ScanMarketInput) -> dict[str, Any]:
     scanned = market.scan_list(inp.index)
     blind = market.without_history(scanned)
     if scanned and len(blind) == len(scanned):
-        problem = f"scan_market: the broker returned no price history for any of the {len(scanned)} symbols of {inp.index}"
+        why = "; ".join(sorted(set(blind.values()))[:3])
+        problem = f"scan_market: no price history for any of the {len(scanned)} symbols of {inp.index} ({why})"
         ex.ctx.data_failures.append(problem)
         return {"index": inp.index, "candidates": rows, "count": len(rows), "no_history": len(blind),
                 "warning": problem + "; volume ratios are unknown, so nothing can be ranked"}

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from brokers.base import Broker, Snapshot, Timeframe, UnknownSymbol
+from brokers.base import Broker, BrokerError, Snapshot, Timeframe, UnknownSymbol
 from clock import Clock
 from config.settings import Profile
 from data.bars import resample
@@ -93,6 +93,7 @@ class MarketData:
         self.profile = profile
         self.universe = list(universe)
         self._baselines: dict[tuple[Symbol, date], np.ndarray | float | None] = {}
+        self._history_errors: dict[tuple[Symbol, date], str] = {}
         self._history: dict[tuple[Symbol, date], pd.DataFrame] = {}
 
     # --- quotes ---------------------------------------------------------------------------------
@@ -141,6 +142,19 @@ class MarketData:
         key = (symbol, session.day)
         if key in self._baselines:
             return self._baselines[key]
+        try:
+            baseline = await self._fetch_baseline(symbol, session)
+        except BrokerError as exc:
+            # One symbol's history failing must not blind the whole scan: no ratio for it now, and
+            # asked again next time (not cached). A scan where every symbol fails is a data outage.
+            log.warning("no volume baseline for %s: %s", symbol, exc)
+            self._history_errors[key] = str(exc)
+            return None
+        self._history_errors.pop(key, None)
+        self._baselines[key] = baseline
+        return baseline
+
+    async def _fetch_baseline(self, symbol: Symbol, session: Session) -> np.ndarray | float | None:
         lookback = self.profile.scan.volume_lookback_sessions
         past = self.calendar.previous_sessions(session.day, lookback)
         baseline: np.ndarray | float | None = None
@@ -160,15 +174,22 @@ class MarketData:
                 volumes = daily["volume"].tail(lookback)
                 if len(volumes) and volumes.mean() > 0:
                     baseline = float(volumes.mean())
-        self._baselines[key] = baseline
         return baseline
 
-    def without_history(self, symbols: Sequence[Symbol]) -> list[Symbol]:
-        """Those of ``symbols`` whose volume baseline was looked up today and found no past bars."""
+    def without_history(self, symbols: Sequence[Symbol]) -> dict[Symbol, str]:
+        """Those of ``symbols`` whose volume baseline was looked up today and could not be had, with
+        why: the broker's error, or no past bars."""
         session = self.calendar.session_at(self.clock.now())
         if session is None:
-            return []
-        return [s for s in symbols if (s, session.day) in self._baselines and self._baselines[(s, session.day)] is None]
+            return {}
+        missing = {}
+        for symbol in symbols:
+            key = (symbol, session.day)
+            if key in self._history_errors:
+                missing[symbol] = f"broker: {self._history_errors[key]}"
+            elif key in self._baselines and self._baselines[key] is None:
+                missing[symbol] = "no bars before this session"
+        return missing
 
     # --- bars and technicals ------------------------------------------------------------------------
     async def bars(self, symbol: Symbol, timeframe: Timeframe, count: int = BARS_WANTED) -> pd.DataFrame:

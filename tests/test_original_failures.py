@@ -402,8 +402,8 @@ async def _history_empty(self, symbol, timeframe, start, end):
 
 
 @pytest.mark.parametrize("history, said", [
-    (_history_refused, "scan_market: history K-line quota used up for this month"),
-    (_history_empty, "the broker returned no price history for any of the"),
+    (_history_refused, "(broker: history K-line quota used up for this month; wait or raise the quota)"),
+    (_history_empty, "(no bars before this session)"),
 ], ids=["broker-refuses-history", "broker-returns-no-history"])
 def test_a_broker_that_gives_no_history_fails_the_cycle_loudly_instead_of_a_quiet_no_candidate_day(
         database_url, tmp_path, monkeypatch, capsys, webhook_server, history, said):
@@ -417,7 +417,8 @@ def test_a_broker_that_gives_no_history_fails_the_cycle_loudly_instead_of_a_quie
     captured = capsys.readouterr()
 
     assert code == 1, captured.out + captured.err
-    assert "market data unavailable: " in captured.err and said in captured.err
+    assert "market data unavailable: scan_market: no price history for any of the 31 symbols of ALL " in captured.err
+    assert said in captured.err
     [cycle] = query(database_url, "SELECT status, error FROM cycles")
     assert cycle["status"] == "failed" and said in cycle["error"]
     [event] = events(database_url, "DATA_UNAVAILABLE")
@@ -426,6 +427,29 @@ def test_a_broker_that_gives_no_history_fails_the_cycle_loudly_instead_of_a_quie
     [state] = query(database_url, "SELECT error_count_today FROM claude_state WHERE agent_id='intl_claude'")
     assert state["error_count_today"] >= 1
     assert query(database_url, "SELECT * FROM orders") == [], "nothing traded on data it could not see"
+
+
+def test_one_symbol_whose_history_the_broker_refuses_leaves_the_others_ranked(database_url, tmp_path, monkeypatch):
+    """Item 15, the other way round: one symbol's history failing is not an outage, and must not
+    blind the scan of the thirty others."""
+    served = PaperExchange.bars
+
+    async def refuse_one(self, symbol, timeframe, start, end):
+        if symbol == ALIBABA:
+            raise RateLimited("history K-line quota used up for this month; wait or raise the quota")
+        return await served(self, symbol, timeframe, start, end)
+
+    monkeypatch.setattr(PaperExchange, "bars", refuse_one)
+
+    async def scenario(t: Tools):
+        scan = await t.ok("scan_market", {"limit": 20})
+        return scan, t.market.without_history(t.market.scan_list("ALL")), t.ctx.data_outage()
+
+    scan, blind, outage = run_tools(database_url, tmp_path, scenario)
+    assert blind == {ALIBABA: "broker: history K-line quota used up for this month; wait or raise the quota"}
+    ranked = [r["volume_ratio"] for r in scan["candidates"] if r["symbol"] != "HK.09988"]
+    assert len(ranked) >= 19 and all(r is not None and r > 0 for r in ranked), "the thirty others are ranked"
+    assert "warning" not in scan and outage is None
 
 
 # --- 16. The volume ratio is today's volume against the usual volume by this minute --------------------------
