@@ -826,7 +826,7 @@ def print_summary(rt: Runtime) -> None:
             total += o.realized_pnl or Decimal(0)
             pnl = f"{cur} {o.realized_pnl:+,.2f}" if o.realized_pnl is not None else "not booked"
             print(f"  EXIT  {label(o.symbol)} {o.exit_reason} @ {o.exit_price if o.exit_price is None else f'{o.exit_price:.4f}'}: {pnl} "
-                  f"({o.checks} checks, {o.haiku_calls} Haiku)")
+                  f"({o.checks} check{'' if o.checks == 1 else 's'}, {o.haiku_calls} Haiku)")
         else:
             print(f"  OPEN  {o.symbol}: {o.note or 'still open'}")
     closed = [o for o in outcomes if o.closed and o.realized_pnl is not None]
