@@ -1,0 +1,75 @@
+"""The volume ratio on the real sample bars (SPEC §5): today's volume so far over the usual volume by
+the same minute, read through ``MarketData`` over the paper exchange at simulated times."""
+from __future__ import annotations
+
+import statistics
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from brokers.paper import PaperExchange
+from clock import SimClock
+from config.settings import load_profile, profile_path
+from data.bars import load_samples
+from data.calendar import MarketCalendar, Session
+from data.market import MarketData
+from instruments import Market
+from sessions import full_sessions
+
+WARM_UP = 3                      # sessions of minute history before a ratio is read
+
+
+def midday(session: Session) -> datetime:
+    """Half of the session's trading minutes after the open, skipping the lunch break."""
+    half = timedelta(minutes=session.trading_minutes / 2)
+    at = session.open + half
+    if session.break_start and at >= session.break_start:
+        at += session.break_end - session.break_start
+    return at
+
+
+def midday_ratios(market: Market) -> dict[str, dict[date, float]]:
+    """Each real sample symbol's volume ratio at midday of every session after the warm-up."""
+    profile = load_profile(profile_path(market.value.lower()), {})
+    calendar = MarketCalendar(market)
+    ratios: dict[str, dict[date, float]] = {}
+    for symbol, series in load_samples(market).items():
+        sessions = full_sessions({symbol: series}, calendar)[WARM_UP:]
+        clock = SimClock(sessions[0].open)
+        data = MarketData(PaperExchange({symbol: series}, clock, calendar, profile), clock, calendar, profile, [symbol])
+
+        async def read() -> dict[date, float]:
+            out = {}
+            for session in sessions:
+                await clock.sleep_until(midday(session))
+                out[session.day] = (await data.quote(symbol)).volume_ratio
+            return out
+
+        ratios[symbol.short] = clock.run(read())
+    return ratios
+
+
+@pytest.fixture(scope="module")
+def real_ratios() -> dict[str, dict[date, float]]:
+    return {**midday_ratios(Market.HK), **midday_ratios(Market.US)}
+
+
+def test_the_volume_ratio_on_real_bars_is_about_one_on_an_ordinary_day(real_ratios):
+    assert set(real_ratios) == {"09988", "MSFT", "AAPL"}
+    for symbol, by_day in real_ratios.items():
+        values = list(by_day.values())
+        assert all(v is not None and v > 0 for v in values), f"{symbol}: a day without a ratio: {by_day}"
+        assert 0.6 <= statistics.median(values) <= 1.5, f"{symbol}: a typical day is not about 1: {by_day}"
+        near_two = [v for v in values if abs(v - 2.0) < 0.1]
+        assert len(near_two) <= len(values) // 4, f"{symbol}: the original's constant 2.0 again: {by_day}"
+
+
+def test_the_volume_ratio_tells_busy_days_from_quiet_ones_and_symbols_apart(real_ratios):
+    for symbol in ("09988", "MSFT"):
+        values = real_ratios[symbol].values()
+        assert min(values) < 0.8 and max(values) > 1.5, f"{symbol}: quiet and busy days look alike"
+    hk, us = real_ratios["09988"], real_ratios["MSFT"]
+    same_days = sorted(set(hk) & set(us))
+    assert len(same_days) >= 10
+    apart = [d for d in same_days if abs(hk[d] - us[d]) > 0.3]
+    assert len(apart) >= len(same_days) // 3, "two unrelated stocks show the same ratios day after day"
