@@ -94,6 +94,9 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
           f"from {args.replay} ({', '.join(s.short for s in feed.real_symbols)}"
           + (f"; synthetic: {', '.join(s.short for s in feed.synthetic_symbols)}" if feed.synthetic_symbols else "")
           + f"), simulated clock, agent id {replay_id}")
+    for symbol, lot in sorted(feed.assumed_lots.items()):
+        print(f"  board lot of {symbol} assumed to be {lot} shares: bar files do not say; set the real one "
+              f"under paper.lot_sizes in the profile (e.g. CATALYST__PAPER__LOT_SIZES='{{\"{symbol.short}\": 500}}')")
     sim = SimClock(sessions[0].open)
     began = time.perf_counter()
     try:
@@ -201,7 +204,12 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
                     print(f"  {session.day} reconcile: {reconciled.summary()}")
                 inbox = await read_inbox(rt)
                 await adopt(rt)
-                code = await _trade_session(rt, session, inbox, stuck)
+                if feed.has_history_before(session):
+                    code = await _trade_session(rt, session, inbox, stuck)
+                else:
+                    code = EXIT_OK
+                    print(f"  {session.day:%Y-%m-%d %a}: no bars before this session, so no volume ratio: "
+                          "a warm-up session, no cycle")
                 await driver  # the tape to the close, so the close marks the account
             finally:
                 await broker.stop()
@@ -212,10 +220,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             day_pnl = sum((o.realized_pnl or Decimal(0) for o in outcomes), Decimal(0)) - pnl_before
             print(f"  {session.day:%Y-%m-%d %a}: {len(outcomes) - closed_before} trade(s) closed, "
                   f"P&L {profile.currency} {day_pnl:+,.2f}, equity {account.equity:,.2f}")
-            if code == CYCLE_FAILED and _warming_up(rt, feed, session):
-                print(f"  {session.day:%Y-%m-%d %a}: no bars before this session, so no volume ratio: "
-                      "a warm-up session, no entries")
-            elif code == CYCLE_FAILED:
+            if code == CYCLE_FAILED:
                 error = f"a cycle on {session.day} failed; the replay stopped there (see logs/agent.log)"
                 break
         positions = await _positions(rt)
@@ -240,11 +245,6 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             with external_io():
                 await lock_conn.close()
         await dbs.close()
-
-
-def _warming_up(rt, feed: PaperFeed, session: Session) -> bool:
-    """The session's cycle failed only because the data starts with it: nothing to compare volume with."""
-    return bool(rt.cycles) and rt.cycles[-1].data_outage() is not None and not feed.has_history_before(session)
 
 
 async def _trade_session(rt, session: Session, inbox, stuck: Counter[int]) -> int:

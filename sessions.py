@@ -1,14 +1,15 @@
 """Which sessions the paper exchange can trade: the data's full sessions, and the feed for them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from datetime import date
 
 from config.settings import Profile
-from data.bars import BarSeries, load_bars, load_samples
+from data.bars import KNOWN_LOT_SIZES, BarSeries, load_bars, load_samples
 from data.calendar import MarketCalendar, Session
 from data.universe import build_universe
-from instruments import Symbol
+from instruments import Market, Symbol
 
 # A session counts as "in the data" when at least this share of its minute bars is present.
 FULL_SESSION_SHARE = 0.9
@@ -20,6 +21,9 @@ class PaperFeed:
     sessions: list[Session]          # the sessions to trade, oldest first
     real_symbols: list[Symbol]
     synthetic_symbols: list[Symbol]
+    # HK symbols of replay data whose board lot nobody gave (the profile's paper.lot_sizes): the
+    # default lot is assumed, and the replay says so.
+    assumed_lots: dict[Symbol, int] = field(default_factory=dict)
 
     @property
     def universe(self) -> list[Symbol]:
@@ -32,8 +36,10 @@ class PaperFeed:
                 if ((self.series[s].minute.index >= session.open) & (self.series[s].minute.index < session.close)).any()]
 
     def has_history_before(self, session: Session) -> bool:
-        """Whether any symbol has bars before ``session``: without them no volume ratio exists."""
-        return any(not s.minute.empty and s.minute.index.min() < session.open for s in self.series.values())
+        """Whether any symbol has bars (minute or daily) before ``session``: without them no volume
+        ratio exists, so nothing can be ranked."""
+        return any((not s.minute.empty and s.minute.index.min() < session.open)
+                   or (not s.daily.empty and s.daily.index.min().date() < session.day) for s in self.series.values())
 
 
 def full_sessions(series: dict[Symbol, BarSeries], calendar: MarketCalendar) -> list[Session]:
@@ -69,7 +75,12 @@ def replay_feed(path, profile: Profile, calendar: MarketCalendar, start: date | 
                 if (start is None or s.day >= start) and (end is None or s.day <= end)]
     if not sessions:
         raise ValueError(f"{path}: no full {profile.market.value} session between {start or 'the start'} and {end or 'the end'}")
-    return _with_universe(series, sessions, profile, calendar, synthetic=False)
+    lots = profile.paper.lot_sizes
+    series = {s: dataclasses.replace(v, lot_size=lots[str(s)]) if str(s) in lots else v for s, v in series.items()}
+    feed = _with_universe(series, sessions, profile, calendar, synthetic=False)
+    feed.assumed_lots.update({s: v.lot_size for s, v in series.items()
+                              if s.market is Market.HK and str(s) not in lots and s not in KNOWN_LOT_SIZES})
+    return feed
 
 
 def _with_universe(real: dict[Symbol, BarSeries], sessions: list[Session], profile: Profile,

@@ -191,6 +191,20 @@ class PaperExchange(Strict):
     universe_seed: int = 4
     universe_size: int = Field(30, ge=0, le=200)
     history_sessions: int = Field(25, ge=1, le=250)
+    # Board lots of the symbols in replay data (bar files do not carry them), e.g. {"700": 100}.
+    lot_sizes: dict[str, int] = {}
+
+    @field_validator("lot_sizes")
+    @classmethod
+    def _lots_by_canonical_symbol(cls, lots: dict[str, int]) -> dict[str, int]:
+        from instruments import parse_symbol
+
+        out = {}
+        for code, lot in lots.items():
+            if lot < 1:
+                raise ValueError(f"the board lot of {code} must be a whole number of shares >= 1, not {lot}")
+            out[str(parse_symbol(code))] = lot
+        return out
 
 
 class Schedule(Strict):

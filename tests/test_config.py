@@ -77,6 +77,15 @@ def test_inconsistent_values_are_refused():
         load_profile(profile_path("hk"), {"CATALYST__RISK__DAILY_LOSS_WARN_PCT": "3"})
 
 
+def test_board_lots_for_replays_are_keyed_by_canonical_symbol_and_must_be_whole_shares():
+    profile = load_profile(profile_path("hk"), {"CATALYST__PAPER__LOT_SIZES": '{"700": 100, "HK.2318": 500}'})
+    assert profile.paper.lot_sizes == {"HK.00700": 100, "HK.02318": 500}
+    with pytest.raises(ConfigError, match="the board lot of 700 must be a whole number of shares >= 1, not 0"):
+        load_profile(profile_path("hk"), {"CATALYST__PAPER__LOT_SIZES": '{"700": 0}'})
+    with pytest.raises(ConfigError, match="not a symbol|accepted"):
+        load_profile(profile_path("hk"), {"CATALYST__PAPER__LOT_SIZES": '{"tencent!": 100}'})
+
+
 def test_secret_values_never_appear_in_config_errors():
     with pytest.raises(ConfigError) as err:
         load_secrets({"MOOMOO_PORT": "not-a-port-sk-ant-secret"})

@@ -295,24 +295,53 @@ def test_from_after_to_and_a_window_without_sessions_exit_2(database_url, tmp_pa
     assert not (tmp_path / "reports").exists(), "nothing is written for a replay that did not run"
 
 
-def test_a_replay_whose_data_starts_that_day_calls_it_a_warm_up_and_goes_on(database_url, tmp_path, capsys):
-    """Two days of minute bars and nothing before: the first session has no volume to compare with
-    (a warm-up, said so, no entries) and the replay goes on to the second, which has."""
+def _two_days_as(code: str, folder: Path) -> tuple[Path, list[str]]:
+    """The first two sample days of 09988's minute bars, and nothing before, as ``<code>.csv``."""
     import pandas as pd
 
     bars = pd.read_csv(HK_SAMPLES / "09988_1m_2022-05-19_2022-06-15.csv")
     days = sorted({d[:10] for d in bars["date"]})[:2]
-    folder = tmp_path / "two-days"
     folder.mkdir()
-    bars[bars["date"].str[:10].isin(days)].to_csv(folder / "09988.csv", index=False)
+    bars[bars["date"].str[:10].isin(days)].to_csv(folder / f"{code}.csv", index=False)
+    return folder, days
+
+
+def test_a_replay_whose_data_starts_that_day_calls_it_a_warm_up_and_goes_on(database_url, tmp_path, capsys):
+    """Two days of minute bars and nothing before: the first session has no volume to compare with
+    (a warm-up, said so, no entries) and the replay goes on to the second, which has."""
+    folder, days = _two_days_as("09988", tmp_path / "two-days")
 
     code = agent.main(["--replay", str(folder)], env=_env(database_url, tmp_path))
     out = capsys.readouterr().out
 
     assert code == 0, out
-    assert f"{days[0]} Thu: no bars before this session, so no volume ratio: a warm-up session, no entries" in out
+    assert f"{days[0]} Thu: no bars before this session, so no volume ratio: a warm-up session, no cycle" in out
     [second] = [line for line in out.splitlines() if line.startswith(f"  {days[1]}")]
     assert "warm-up" not in second and "trade(s) closed" in second, "the second session has the first to compare with"
     assert out.count("warm-up") == 1
     _, report = _report(tmp_path)
     assert report["session_days"] == days
+    assert report["cycles_by_status"] == {"completed": 2}, "no cycle on the warm-up day, the second day's two ran"
+
+
+def test_a_replay_says_which_board_lot_it_assumed_and_takes_the_real_one_from_the_profile(database_url, tmp_path, capsys):
+    """Bar files carry no board lot; the original assumed 100 for every HK stock without a word."""
+    from config.settings import load_profile, profile_path
+    from data.calendar import MarketCalendar
+    from instruments import Market, parse_symbol
+    from sessions import replay_feed
+
+    folder, _ = _two_days_as("00700", tmp_path / "data")
+    code = agent.main(["--replay", str(folder)], env=_env(database_url, tmp_path))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "board lot of HK.00700 assumed to be 100 shares: bar files do not say" in out
+
+    given = {"CATALYST__PAPER__LOT_SIZES": '{"700": 500}'}
+    code = agent.main(["--replay", str(folder)], env={**_env(database_url, tmp_path), **given})
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "assumed" not in out
+    profile = load_profile(profile_path("hk"), given)
+    feed = replay_feed(folder, profile, MarketCalendar(Market.HK), None, None)
+    assert feed.series[parse_symbol("700")].lot_size == 500 and feed.assumed_lots == {}
