@@ -33,7 +33,7 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - a bench prints figures, it never fails
                 print(f"replay {market.upper()}: no figures ({type(exc).__name__}: {exc})")
                 continue
-            print(f"replay {market.upper()}: {r['sessions']} sessions, {r['bars_replayed']:,} bars, {r['n_trades']} trades "
+            print(f"replay {market.upper()}: {r['sessions']} sessions, {r['bars_replayed']:,} bars, {r['n_trades']} trade{'' if r['n_trades'] == 1 else 's'} "
                   f"in {wall:.1f} s wall -> {r['sessions'] / wall:.2f} sessions/s, {r['bars_replayed'] / wall:,.0f} bars/s "
                   "(includes the embedded PostgreSQL start)")
 
