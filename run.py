@@ -658,12 +658,8 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
 
 async def _abandon_cycle(rt: Runtime, ctx: CycleContext, exc: Exception) -> None:
     """An unexpected error ended the cycle: its row says so (the run then fails loudly)."""
-    error = rt.notifier.redact(f"{type(exc).__name__}: {exc}")
     try:
-        await rt.store.finish_cycle(
-            ctx.cycle_id, status="failed", completed_at=rt.clock.now(), phases=ctx.tracker.timings(),
-            tools_called=ctx.tracker.tools, iterations=0, tokens={}, cost_usd=Decimal(0),
-            trades_executed=ctx.trades_executed, decisions_made=ctx.decisions_made, summary=None, error=error)
+        await _record_cycle_end(rt, ctx, "failed", None, rt.notifier.redact(f"{type(exc).__name__}: {exc}"))
     except Exception as again:  # noqa: BLE001 - the original error is the one to report
         log.warning("could not mark cycle %s failed: %s", ctx.cycle_id, type(again).__name__)
 
@@ -758,16 +754,7 @@ def render_context(rt: Runtime, ctx: CycleContext, portfolio: dict[str, Any], in
 async def _finish_cycle(rt: Runtime, ctx: CycleContext, status: str, result, error: str | None, summary: str | None = None) -> None:
     ctx.tracker.advance(Phase.LOG)
     ctx.tracker.advance(Phase.COMPLETE)
-    usage = result.usage if result else None
-    tokens = {"input": usage.input_tokens, "output": usage.output_tokens, "cache_write": usage.cache_write_tokens,
-              "cache_read": usage.cache_read_tokens} if usage else {}
-    cost = result.cost_usd if result else Decimal(0)
-    summary = summary or (result.final_text[:2000] if result else None)
-    await rt.store.finish_cycle(
-        ctx.cycle_id, status=status, completed_at=rt.clock.now(), phases=ctx.tracker.timings(),
-        tools_called=ctx.tracker.tools, iterations=result.iterations if result else 0, tokens=tokens, cost_usd=cost,
-        trades_executed=ctx.trades_executed, decisions_made=ctx.decisions_made, summary=summary, error=error,
-    )
+    tokens, cost = await _record_cycle_end(rt, ctx, status, result, error, summary)
     record = {"cycle_id": ctx.cycle_id, "status": status, "brain": rt.brain_name, "tools": len(ctx.tracker.tools),
               "entries": ctx.trades_executed, "decisions": ctx.decisions_made, "tokens": tokens, "cost_usd": cost,
               "requests": result.requests if result else 0, "error": error}
@@ -782,6 +769,22 @@ async def _finish_cycle(rt: Runtime, ctx: CycleContext, status: str, result, err
     await rt.notifier.send(Event(EventType.CYCLE_SUMMARY, f"Cycle {status}: {ctx.trades_executed} entries", body,
                                  {**record, "entries_detail": ctx.entries, "phases": ctx.tracker.timings(),
                                   "no_backstop": no_backstop}))
+
+
+async def _record_cycle_end(rt: Runtime, ctx: CycleContext, status: str, result, error: str | None,
+                            summary: str | None = None) -> tuple[dict[str, int], Decimal]:
+    """The cycle's row finished: status, phases, tools, usage and cost; returns (tokens, cost)."""
+    usage = result.usage if result else None
+    tokens = {"input": usage.input_tokens, "output": usage.output_tokens, "cache_write": usage.cache_write_tokens,
+              "cache_read": usage.cache_read_tokens} if usage else {}
+    cost = result.cost_usd if result else Decimal(0)
+    await rt.store.finish_cycle(
+        ctx.cycle_id, status=status, completed_at=rt.clock.now(), phases=ctx.tracker.timings(),
+        tools_called=ctx.tracker.tools, iterations=result.iterations if result else 0, tokens=tokens, cost_usd=cost,
+        trades_executed=ctx.trades_executed, decisions_made=ctx.decisions_made,
+        summary=summary or (result.final_text[:2000] if result else None), error=error,
+    )
+    return tokens, cost
 
 
 async def supervise(rt: Runtime) -> None:

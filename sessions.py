@@ -77,10 +77,9 @@ def replay_feed(path, profile: Profile, calendar: MarketCalendar, start: date | 
         raise ValueError(f"{path}: no full {profile.market.value} session between {start or 'the start'} and {end or 'the end'}")
     lots = profile.paper.lot_sizes
     series = {s: dataclasses.replace(v, lot_size=lots[str(s)]) if str(s) in lots else v for s, v in series.items()}
-    feed = _with_universe(series, sessions, profile, calendar, synthetic=False)
-    feed.assumed_lots.update({s: v.lot_size for s, v in series.items()
-                              if s.market is Market.HK and str(s) not in lots and s not in KNOWN_LOT_SIZES})
-    return feed
+    assumed = {s: v.lot_size for s, v in series.items()
+               if s.market is Market.HK and str(s) not in lots and s not in KNOWN_LOT_SIZES}
+    return dataclasses.replace(_with_universe(series, sessions, profile, calendar, synthetic=False), assumed_lots=assumed)
 
 
 def _with_universe(real: dict[Symbol, BarSeries], sessions: list[Session], profile: Profile,

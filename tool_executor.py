@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -144,6 +144,13 @@ def _default(value: Any) -> Any:
 
 
 # --- Context --------------------------------------------------------------------------------------
+class DataCall(NamedTuple):
+    """One market data tool call of a cycle: ``problem`` is None when the market answered."""
+
+    tool: str
+    problem: str | None
+
+
 @dataclass
 class CycleContext:
     """Everything one cycle's tools need; built by the run, shared with the brains."""
@@ -164,9 +171,7 @@ class CycleContext:
     trades_executed: int = 0
     decisions_made: int = 0
     entries: list[dict[str, Any]] = field(default_factory=list)
-    data_failures: list[str] = field(default_factory=list)
-    data_answers: int = 0
-    scans_seen: int = 0
+    data_calls: list[DataCall] = field(default_factory=list)
 
     @property
     def market_id(self) -> Market:
@@ -179,12 +184,13 @@ class CycleContext:
         """Why this cycle could not see the market, or None: the scan failed or found no history,
         or every market data call failed. A cycle that decided nothing for this reason must not
         pass for a quiet day (the original's technicals were broken for three days unnoticed)."""
-        if not self.data_failures:
+        def all_failed(calls: list[DataCall]) -> bool:
+            return bool(calls) and all(c.problem for c in calls)
+
+        scans = [c for c in self.data_calls if c.tool == "scan_market"]
+        if not (all_failed(scans) or all_failed(self.data_calls)):
             return None
-        scan_blind = any(f.startswith("scan_market") for f in self.data_failures) and self.scans_seen == 0
-        if scan_blind or self.data_answers == 0:
-            return "; ".join(dict.fromkeys(self.data_failures))
-        return None
+        return "; ".join(dict.fromkeys(c.problem for c in self.data_calls if c.problem))
 
 
 # --- The executor ---------------------------------------------------------------------------------
@@ -242,11 +248,10 @@ class ToolExecutor:
             return ToolResult(_json({"error": str(exc)}), True)
         except BrokerError as exc:
             if name in MARKET_DATA_TOOLS:
-                self.ctx.data_failures.append(f"{name}: {exc}")
+                self.ctx.data_calls.append(DataCall(name, f"{name}: {exc}"))
             return ToolResult(_json({"error": f"broker: {exc}"}), True)
-        if name in MARKET_DATA_TOOLS and not result.get("no_history"):
-            self.ctx.data_answers += 1
-            self.ctx.scans_seen += name == "scan_market"
+        if name in MARKET_DATA_TOOLS and not result.get("no_history"):  # a blind scan recorded itself
+            self.ctx.data_calls.append(DataCall(name, None))
         return ToolResult(_json(result))
 
     # --- helpers ----------------------------------------------------------------------------
@@ -355,7 +360,7 @@ async def _scan(ex: ToolExecutor, inp: ScanMarketInput) -> dict[str, Any]:
     if scanned and len(blind) == len(scanned):
         why = "; ".join(sorted(set(blind.values()))[:3])
         problem = f"scan_market: no price history for any of the {len(scanned)} symbols of {inp.index} ({why})"
-        ex.ctx.data_failures.append(problem)
+        ex.ctx.data_calls.append(DataCall("scan_market", problem))
         return {"index": inp.index, "candidates": rows, "count": len(rows), "no_history": len(blind),
                 "warning": problem + "; volume ratios are unknown, so nothing can be ranked"}
     return {"index": inp.index, "candidates": rows, "count": len(rows)}

@@ -3,7 +3,7 @@ the same minute, read through ``MarketData`` over the paper exchange at simulate
 from __future__ import annotations
 
 import statistics
-from datetime import date, datetime, timedelta
+from datetime import date
 
 import pytest
 
@@ -11,21 +11,12 @@ from brokers.paper import PaperExchange
 from clock import SimClock
 from config.settings import load_profile, profile_path
 from data.bars import load_samples
-from data.calendar import MarketCalendar, Session
+from data.calendar import MarketCalendar
 from data.market import MarketData
 from instruments import Market
 from sessions import full_sessions
 
 WARM_UP = 3                      # sessions of minute history before a ratio is read
-
-
-def midday(session: Session) -> datetime:
-    """Half of the session's trading minutes after the open, skipping the lunch break."""
-    half = timedelta(minutes=session.trading_minutes / 2)
-    at = session.open + half
-    if session.break_start and at >= session.break_start:
-        at += session.break_end - session.break_start
-    return at
 
 
 def midday_ratios(market: Market) -> dict[str, dict[date, float]]:
@@ -41,7 +32,7 @@ def midday_ratios(market: Market) -> dict[str, dict[date, float]]:
         async def read() -> dict[date, float]:
             out = {}
             for session in sessions:
-                await clock.sleep_until(midday(session))
+                await clock.sleep_until(session.minute_grid()[session.trading_minutes // 2])  # midday
                 out[session.day] = (await data.quote(symbol)).volume_ratio
             return out
 
