@@ -50,6 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--replay", type=Path, metavar="PATH", help="replay historical bars (CSV file or folder)")
     p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD")
     p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD")
+    p.add_argument("--compare", action="store_true",
+                   help="with --replay: re-exit the same entries under each exit policy, side by side")
+    p.add_argument("--seed", type=int, metavar="N", help="with --compare: the random control's seed (default 1)")
     return p.parse_args(argv)
 
 

@@ -188,6 +188,14 @@ ATR_STOP_MULTIPLE = Decimal("1.5")
 TARGET_MARGIN = Decimal("1.1")
 
 
+@dataclass(frozen=True)
+class Pass:
+    """A candidate turned down: the ``PassReason`` value and the sentence for the log."""
+
+    reason: str
+    why: str
+
+
 class RulesBrain:
     """The entry tiers applied to the same tools, deterministically; every decision is logged."""
 
@@ -207,7 +215,8 @@ class RulesBrain:
 
         portfolio, _ = await call("get_portfolio", {})
         if portfolio.get("halted"):
-            await call("log_decision", {"decision": "skip", "reasoning": f"trading halted: {portfolio.get('halt_reason')}"})
+            await call("log_decision", {"decision": "skip", "pass_reason": "halted",
+                                        "reasoning": f"trading halted: {portfolio.get('halt_reason')}"})
             result.final_text = "halted; no entries"
             return result
         held = {p["symbol"] for p in portfolio.get("positions", [])}
@@ -221,14 +230,19 @@ class RulesBrain:
         entered = 0
         for candidate in scan.get("candidates", []):
             if entered >= slots:
-                break
+                await call("log_decision", {"decision": "skip", "symbol": candidate["symbol"], "pass_reason": "max_positions",
+                                            "reasoning": f"{self.profile.risk.max_positions} positions open or entered"})
+                continue
             symbol = candidate["symbol"]
             if symbol in held:
+                await call("log_decision", {"decision": "skip", "symbol": symbol, "pass_reason": "already_held",
+                                            "reasoning": "already held: one position per symbol"})
                 continue
             if await self._consider(call, symbol, executor.ctx.today()):
                 entered += 1
         if not scan.get("candidates"):
-            await call("log_decision", {"decision": "skip", "reasoning": "scan found no candidate above the lowest tier's volume ratio"})
+            await call("log_decision", {"decision": "skip", "pass_reason": "no_candidates",
+                                        "reasoning": "scan found no candidate above the lowest tier's volume ratio"})
         result.final_text = f"{entered} entr{'y' if entered == 1 else 'ies'} from {len(scan.get('candidates', []))} candidate(s)"
         return result
 
@@ -237,32 +251,43 @@ class RulesBrain:
         tech, t_err = await call("get_technicals", {"symbol": symbol, "timeframe": "5m"})
         patterns, p_err = await call("detect_patterns", {"symbol": symbol, "timeframe": "5m"})
         news, _ = await call("get_news", {"symbol": symbol, "hours": 24})
-        if q_err or t_err or p_err:
-            await call("log_decision", {"decision": "skip", "symbol": symbol,
-                                        "reasoning": f"data unavailable: {quote.get('error') or tech.get('error') or patterns.get('error')}"})
+
+        async def skip(reason: str, why: str, **levels) -> bool:
+            await call("log_decision", {"decision": "skip", "symbol": symbol, "pass_reason": reason, "reasoning": why,
+                                        **{k: str(v) if isinstance(v, Decimal) else v for k, v in levels.items()}})
             return False
+
+        if q_err or t_err or p_err:
+            return await skip("data_unavailable",
+                              f"data unavailable: {quote.get('error') or tech.get('error') or patterns.get('error')}")
         catalyst = any((h.get("sentiment") or 0) > 0.3 for h in news.get("headlines", []))
         choice = self.choose(quote, tech, patterns.get("patterns", []), catalyst, day)
-        if isinstance(choice, str):
-            await call("log_decision", {"decision": "skip", "symbol": symbol, "reasoning": choice})
-            return False
+        if isinstance(choice, Pass):
+            return await skip(choice.reason, choice.why)
         tier, entry, stop, target, why = choice
         lot = int(quote["lot_size"])
-        probe, _ = await call("check_risk", {"symbol": symbol, "quantity": lot, "entry": str(entry), "stop": str(stop),
-                                             "target": str(target), "tier": tier.tier})
-        quantity = int(probe.get("suggested_quantity") or 0)
+
+        async def probe(quantity: int) -> dict[str, Any]:
+            verdict, _ = await call("check_risk", {"symbol": symbol, "quantity": quantity, "entry": str(entry),
+                                                   "stop": str(stop), "target": str(target), "tier": tier.tier})
+            return verdict
+
+        verdict = await probe(lot)
+        levels = verdict.get("acceptable_levels")
+        if levels:  # the noise floor: never a stop inside the symbol's normal movement
+            stop = min(stop, Decimal(levels["stop_at_most"]))
+            target = max(target, Decimal(levels["target_at_least"]))
+            why += f"; levels outside the noise: stop {stop}, target {target}"
+            verdict = await probe(lot)
+        level_args = {"tier": tier.tier, "entry": entry, "stop": stop, "target": target}
+        quantity = int(verdict.get("suggested_quantity") or 0)
         if quantity <= 0:
-            await call("log_decision", {"decision": "skip", "symbol": symbol, "tier": tier.tier, "entry": str(entry),
-                                        "stop": str(stop), "target": str(target),
-                                        "reasoning": "no whole board lot fits the limits: " + "; ".join(probe.get("reasons", []))})
-            return False
-        verdict, _ = await call("check_risk", {"symbol": symbol, "quantity": quantity, "entry": str(entry), "stop": str(stop),
-                                               "target": str(target), "tier": tier.tier})
+            return await skip("no_lot_fits", "no whole board lot fits the limits: " + "; ".join(verdict.get("reasons", [])),
+                              **level_args)
+        if quantity != lot:
+            verdict = await probe(quantity)
         if not verdict.get("approved"):
-            await call("log_decision", {"decision": "skip", "symbol": symbol, "tier": tier.tier, "entry": str(entry),
-                                        "stop": str(stop), "target": str(target),
-                                        "reasoning": "risk refused: " + "; ".join(verdict.get("reasons", []))})
-            return False
+            return await skip("risk_refused", "risk refused: " + "; ".join(verdict.get("reasons", [])), **level_args)
         trade, failed = await call("execute_trade", {"symbol": symbol, "side": "buy", "quantity": quantity,
                                                      "order_type": "market", "stop_loss": str(stop),
                                                      "take_profit": str(target), "tier": tier.tier, "reason": why})
@@ -270,17 +295,19 @@ class RulesBrain:
 
     def choose(self, quote: dict[str, Any], tech: dict[str, Any], patterns: list[dict[str, Any]], catalyst: bool,
                day: date):
-        """(tier, entry, stop, target, reason) for the best tier that holds, or the reason to pass."""
+        """(tier, entry, stop, target, reason) for the best tier that holds, or the ``Pass``."""
         rsi, ratio = tech.get("rsi14"), quote.get("volume_ratio")
         change = quote.get("change_pct") or 0.0
         if rsi is None or ratio is None:
-            return "not enough data for RSI or volume ratio"
+            return Pass("data_unavailable", "not enough data for RSI or volume ratio")
         if rsi > self.profile.entry.pass_rsi_above or rsi < self.profile.entry.pass_rsi_below:
-            return f"RSI {rsi:.1f} outside {self.profile.entry.pass_rsi_below:g}-{self.profile.entry.pass_rsi_above:g}"
+            return Pass("rsi_out_of_range",
+                        f"RSI {rsi:.1f} outside {self.profile.entry.pass_rsi_below:g}-{self.profile.entry.pass_rsi_above:g}")
         if ratio < 1:
-            return f"volume below average (ratio {ratio:.2f})"
+            return Pass("volume_below_average", f"volume below average (ratio {ratio:.2f})")
         bullish = sorted((p for p in patterns if p["direction"] == "bullish"), key=lambda p: -p["confidence"])
         price = Decimal(quote["ask"])
+        unclear_stop = False
         for tier in self.profile.entry.tiers:
             if ratio <= tier.min_volume_ratio or not tier.rsi_min <= rsi <= tier.rsi_max:
                 continue
@@ -293,13 +320,15 @@ class RulesBrain:
                 continue
             levels = self._levels(price, pattern, tech, tier, day)
             if levels is None:
+                unclear_stop = True
                 continue
             stop, target = levels
             why = (f"tier {tier.tier}: volume ratio {ratio:.2f}, RSI {rsi:.1f}, change {change:+.2f}%"
                    + (f", {pattern['name']} ({pattern['confidence']:.2f})" if pattern else "") + f"; stop {stop}, target {target}")
             return tier, price, stop, target, why
-        return (f"no tier holds: volume ratio {ratio:.2f}, RSI {rsi:.1f}, change {change:+.2f}%, "
-                f"{len(bullish)} bullish pattern(s), catalyst {'yes' if catalyst else 'unknown'}")
+        return Pass("no_clear_stop" if unclear_stop else "no_tier_holds",
+                    f"no tier holds{' with a clear stop' if unclear_stop else ''}: volume ratio {ratio:.2f}, RSI {rsi:.1f}, "
+                    f"change {change:+.2f}%, {len(bullish)} bullish pattern(s), catalyst {'yes' if catalyst else 'unknown'}")
 
     def _levels(self, price: Decimal, pattern: dict[str, Any] | None, tech: dict[str, Any], tier: EntryTier,
                 day: date) -> tuple[Decimal, Decimal] | None:
@@ -322,3 +351,78 @@ class RulesBrain:
 
     def _tick(self, price: Decimal, how: Rounding, day: date) -> Decimal:
         return round_to_tick(self.profile.market, price, day, how, self.profile.ticks.hk_phase2_date)
+
+
+# --- The seeded random-entry control of ``--replay --compare`` ----------------------------------------
+class RandomEntryBrain:
+    """As many entries as the agent made in the same cycle, in symbols drawn at random from the session's
+    universe, with the levels the noise floor accepts; the monitor then exits them like the agent's own.
+
+    ``entries_by_cycle`` maps a cycle's market-local start (``YYYY-MM-DD HH:MM``) to the agent's entry count.
+    The draw depends only on ``seed`` and that key, so the same seed gives the same control.
+    """
+
+    name = "random"
+
+    def __init__(self, profile: Profile, entries_by_cycle: dict[str, int], seed: int) -> None:
+        self.profile = profile
+        self.entries_by_cycle = entries_by_cycle
+        self.seed = seed
+
+    async def run_cycle(self, executor: ToolExecutor, context: str) -> BrainResult:
+        import random
+
+        ctx = executor.ctx
+        result = BrainResult(CycleStatus.COMPLETED)
+        key = cycle_key(ctx.calendar.local(ctx.clock.now()))
+        wanted = self.entries_by_cycle.get(key, 0)
+        if not wanted:
+            result.final_text = "the agent made no entry in this cycle"
+            return result
+
+        async def call(name: str, args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+            outcome = await executor.run(name, args)
+            result.iterations += 1
+            return outcome.data, outcome.is_error
+
+        portfolio, _ = await call("get_portfolio", {})
+        held = {p["symbol"] for p in portfolio.get("positions", [])}
+        universe = sorted(str(s) for s in ctx.market.universe if str(s) not in held)
+        order = random.Random(f"{self.seed}:{key}").sample(universe, len(universe))
+        tier = self.profile.tier(2)
+        entered = 0
+        for symbol in order:
+            if entered >= wanted:
+                break
+            quote, failed = await call("get_quote", {"symbol": symbol})
+            if failed:
+                continue
+            entry = Decimal(quote["ask"])
+            lot = int(quote["lot_size"])
+            args = {"symbol": symbol, "quantity": lot, "entry": str(entry), "stop": str(entry), "target": str(entry),
+                    "tier": tier.tier}
+            probe, _ = await call("check_risk", args)
+            levels = probe.get("acceptable_levels")
+            if not levels:
+                continue
+            args.update(stop=levels["stop_at_most"], target=levels["target_at_least"])
+            probe, _ = await call("check_risk", args)
+            quantity = int(probe.get("suggested_quantity") or 0)
+            if quantity <= 0:
+                continue
+            verdict, _ = await call("check_risk", {**args, "quantity": quantity})
+            if not verdict.get("approved"):
+                continue
+            trade, failed = await call("execute_trade", {
+                "symbol": symbol, "side": "buy", "quantity": quantity, "order_type": "market",
+                "stop_loss": args["stop"], "take_profit": args["target"], "tier": tier.tier,
+                "reason": f"random control (seed {self.seed})"})
+            if not failed and trade.get("filled_quantity", 0) > 0:
+                entered += 1
+        result.final_text = f"{entered} random entr{'y' if entered == 1 else 'ies'} of {wanted}"
+        return result
+
+
+def cycle_key(local_time) -> str:
+    """A cycle's market-local start to the minute: how the random control finds the agent's cycle."""
+    return local_time.strftime("%Y-%m-%d %H:%M")

@@ -19,6 +19,7 @@ the database; every trading figure in ``report.json`` is computed from its own `
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import hashlib
@@ -37,6 +38,8 @@ from clock import Clock, SimClock, WallClock, external_io
 from config.settings import PROJECT_DIR
 from data.calendar import MarketCalendar, Session
 from sessions import PaperFeed, replay_feed
+from brains import cycle_key
+from policy_lab import EntryFill
 from store.trading import PositionRecord
 
 log = logging.getLogger("catalyst.replay")
@@ -109,6 +112,9 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         print(f"replay failed: {result.error}", file=sys.stderr)
         return EXIT_FAILED
     report = result.report
+    if getattr(args, "compare", False) and not result.error:
+        report["policies"], report["regret"], report["compare_note"] = _compare(
+            args, replay_settings, calendar, feed, result, report)
     report["run"].update({
         "data_path": str(args.replay), "from": start.isoformat() if start else None,
         "to": end.isoformat() if end else None, "profile_file": str(settings.profile_file),
@@ -120,6 +126,75 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         print(f"replay failed: {result.error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+# --- --compare: the same entries under each exit policy ----------------------------------------------
+RANDOM_SEED_DEFAULT = 1
+
+
+def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: ReplayResult,
+             report: dict[str, Any]) -> tuple[dict[str, dict], dict[str, dict], str]:
+    """The policy table and the regret per exit reason (see ``policy_lab``)."""
+    from brains import RandomEntryBrain
+    from brokers.paper import SessionTapes
+    from policy_lab import Outcome, index_by_entry, policy_row, regret_by_reason
+
+    profile = settings.profile
+    tapes = SessionTapes(feed.series, calendar, profile)
+    agent = [Outcome(t["symbol"], t["entry_time"], t["net_pnl"], t["net_pnl_pct"], t["exit_reason"])
+             for t in report["trades"]]
+    closed = {(t["symbol"], t["entry_time"]) for t in report["trades"]}
+    entries = [e for e in result.entries if (str(e.symbol), calendar.local(e.time).isoformat()) in closed]
+    held = _re_exits(entries, tapes, calendar, profile, backstop=False)
+    backstop = _re_exits(entries, tapes, calendar, profile, backstop=True)
+
+    seed = getattr(args, "seed", None)
+    seed = RANDOM_SEED_DEFAULT if seed is None else seed
+    print(f"  --compare: the random control (seed {seed}): {sum(result.entries_by_cycle.values())} entries "
+          "at the agent's cycle times, exited by the monitor ...")
+    random_settings = dataclasses.replace(
+        settings, profile=profile.model_copy(update={"agent_id": profile.agent_id[:43] + "-random"}))
+    random_args = argparse.Namespace(**{**vars(args), "brain": "rules"})
+    sim = SimClock(feed.sessions[0].open)
+    control = sim.run(_replay(random_args, random_settings, calendar, sim, feed,
+                              brain=RandomEntryBrain(profile, result.entries_by_cycle, seed), say=lambda *_: None))
+    random_trades = (control.report or {}).get("trades", [])
+    random_outcomes = [Outcome(t["symbol"], t["entry_time"], t["net_pnl"], t["net_pnl_pct"], t["exit_reason"])
+                       for t in random_trades]
+    random_closed = {(t["symbol"], t["entry_time"]) for t in random_trades}
+    random_held = _re_exits([e for e in control.entries if (str(e.symbol), calendar.local(e.time).isoformat())
+                             in random_closed], tapes, calendar, profile, backstop=False)
+    policies = {
+        "agent": policy_row(agent),
+        "backstop": policy_row(backstop),
+        "close": policy_row(held),
+        "random": {**policy_row(random_outcomes), "seed": seed},
+        "random_close": {**policy_row(random_held), "seed": seed},
+    }
+    note = ("agent: the monitor's exits (the main result); backstop: only the broker-side stop "
+            f"{profile.backstop.stop_pct}% and target {profile.backstop.target_pct}%, then the time exit; close: held to "
+            "the time exit; random: as many entries at the same cycle times in symbols drawn from the session's "
+            f"universe (seed {seed}), exited by the monitor; random_close: those entries held to the time exit.")
+    if control.error:
+        note += f" The random control stopped early: {control.error}."
+    return policies, regret_by_reason(agent, index_by_entry(held)), note
+
+
+def _re_exits(entries, tapes, calendar: MarketCalendar, profile, *, backstop: bool):
+    from policy_lab import barrier_levels, outcome_of, re_exit, time_exit_after
+
+    out = []
+    for e in entries:
+        session = calendar.session_at(e.time)
+        steps = tapes.steps(e.symbol, session.day) if session else None
+        if not steps or not steps.times:
+            continue
+        stop = target = None
+        if backstop:
+            stop, target = barrier_levels(e.price, e.symbol, session.day, profile)
+        x = re_exit(e, steps, time_exit_after(session, e.time, profile), profile, stop=stop, target=target)
+        out.append(outcome_of(x, calendar.local))
+    return out
 
 
 def _parse_day(text: str | None, flag: str) -> date | None:
@@ -136,6 +211,8 @@ def _parse_day(text: str | None, flag: str) -> date | None:
 class ReplayResult:
     report: dict[str, Any] | None
     error: str | None = None
+    entries: list[EntryFill] = field(default_factory=list)
+    entries_by_cycle: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,7 +225,9 @@ class _Watch:
     seen: bool = False
 
 
-async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, feed: PaperFeed) -> ReplayResult:
+async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, feed: PaperFeed, *, brain=None,
+                  say=print) -> ReplayResult:
+    """The replay's sessions in order; ``brain`` replaces the profile's (the random control), ``say`` prints."""
     from brokers.base import BrokerError
     from brokers.paper import PaperExchange
     from reconcile import Reconciler
@@ -181,6 +260,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
         except RunFailed as exc:
             return ReplayResult(None, str(exc))
         rt.lock_conn = lock_conn
+        rt.brain = brain
         try:
             await broker.connect()
         except BrokerError as exc:
@@ -201,14 +281,14 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
                 await wake(rt)
                 reconciled = await Reconciler(broker, rt.store, rt.notifier, clock, calendar, profile).run()
                 if reconciled.changes:
-                    print(f"  {session.day} reconcile: {reconciled.summary()}")
+                    say(f"  {session.day} reconcile: {reconciled.summary()}")
                 inbox = await read_inbox(rt)
                 await adopt(rt)
                 if feed.has_history_before(session):
-                    code = await _trade_session(rt, session, inbox, stuck)
+                    code = await _trade_session(rt, session, inbox, stuck, say)
                 else:
                     code = EXIT_OK
-                    print(f"  {session.day:%Y-%m-%d %a}: no bars before this session, so no volume ratio: "
+                    say(f"  {session.day:%Y-%m-%d %a}: no bars before this session, so no volume ratio: "
                           "a warm-up session, no cycle")
                 await driver  # the tape to the close, so the close marks the account
             finally:
@@ -218,7 +298,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             equity_curve.append(_equity_point(session.day.isoformat(), session.close, account, calendar))
             outcomes = [o for o in rt.monitors.outcomes if o.closed]
             day_pnl = sum((o.realized_pnl or Decimal(0) for o in outcomes), Decimal(0)) - pnl_before
-            print(f"  {session.day:%Y-%m-%d %a}: {len(outcomes) - closed_before} trade(s) closed, "
+            say(f"  {session.day:%Y-%m-%d %a}: {len(outcomes) - closed_before} trade(s) closed, "
                   f"P&L {profile.currency} {day_pnl:+,.2f}, equity {account.equity:,.2f}")
             if code == CYCLE_FAILED:
                 error = f"a cycle on {session.day} failed; the replay stopped there (see logs/agent.log)"
@@ -228,12 +308,14 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
         monitor_rows = {r["position_id"]: r for r in await rt.store.monitor_rows()}
         usage = await _usage(rt)
         cycles = await _cycle_counts(rt)
+        pass_reasons = await _pass_reasons(rt)
         report = build_report(
             positions=positions, watches=watches, monitor_rows=monitor_rows, equity_curve=equity_curve,
             usage=usage, cycles=cycles, sessions=replayed, feed=feed, calendar=calendar, profile=profile,
             brain=rt.brain_name, last_prices={str(p.symbol): p.market_price for p in await broker.positions()},
         )
-        return ReplayResult(report, error)
+        report["pass_reasons"] = pass_reasons
+        return ReplayResult(report, error, _entries(positions), await _entries_by_cycle(rt))
     finally:
         if rt is not None:
             await rt.monitors.cancel()
@@ -247,7 +329,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
         await dbs.close()
 
 
-async def _trade_session(rt, session: Session, inbox, stuck: Counter[int]) -> int:
+async def _trade_session(rt, session: Session, inbox, stuck: Counter[int], say=print) -> int:
     """run.trade_session, but a monitor still running well after the close is stopped and counted."""
     from run import trade_session
 
@@ -258,7 +340,7 @@ async def _trade_session(rt, session: Session, inbox, stuck: Counter[int]) -> in
     except TimeoutError:
         active = rt.monitors.active()
         log.error("%s: %d monitor(s) still running %s after the close; stopped", session.day, len(active), MONITOR_GRACE)
-        print(f"  {session.day}: {len(active)} monitor(s) still running {MONITOR_GRACE} after the close; stopped "
+        say(f"  {session.day}: {len(active)} monitor(s) still running {MONITOR_GRACE} after the close; stopped "
               "(counted as monitor errors)")
         for pid in active:
             stuck[pid] += 1
@@ -285,6 +367,26 @@ async def _usage(rt) -> dict[str, dict[str, Any]]:
         rt.store.agent_id,
     )
     return {r["purpose"]: {"calls": int(r["calls"]), "cost_usd": Decimal(r["cost_usd"])} for r in rows}
+
+
+async def _pass_reasons(rt) -> dict[str, int]:
+    """How often candidates were turned down, per reason (``PassReason``; 'unspecified' when not given)."""
+    rows = await rt.store.db.fetch(
+        """SELECT COALESCE(data->>'pass_reason', 'unspecified') AS reason, count(*) AS n FROM decisions
+           WHERE agent_id=$1 AND decision='skip' GROUP BY 1 ORDER BY 2 DESC, 1""", rt.store.agent_id)
+    return {r["reason"]: int(r["n"]) for r in rows}
+
+
+async def _entries_by_cycle(rt) -> dict[str, int]:
+    rows = await rt.store.db.fetch(
+        """SELECT c.started_at, count(*) AS n FROM positions p JOIN cycles c ON c.cycle_id = p.cycle_id
+           WHERE p.agent_id=$1 GROUP BY c.started_at""", rt.store.agent_id)
+    return {cycle_key(rt.calendar.local(r["started_at"])): int(r["n"]) for r in rows}
+
+
+def _entries(positions: list[PositionRecord]) -> list[EntryFill]:
+    return [EntryFill(p.symbol, p.entry_time, p.entry_price, p.quantity, p.entry_fees) for p in positions
+            if p.entry_price and p.quantity > 0]
 
 
 async def _cycle_counts(rt) -> dict[str, int]:
@@ -541,6 +643,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {reason} | {n} | {_money(r['net_pnl_by_reason'].get(reason), cur)} |")
     if not r["exits_by_reason"]:
         lines.append("| - | 0 | - |")
+    lines += _policy_lines(r, cur)
     lines += ["", "## Trades", "",
               "| # | symbol | tier | qty | entry | exit | reason | fees | net P&L | % | Haiku |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -570,6 +673,38 @@ def render_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _policy_lines(r: dict[str, Any], cur: str) -> list[str]:
+    lines: list[str] = []
+    if r.get("policies"):
+        lines += ["", "## Exit policies on the same entries (--compare)", "",
+                  "| policy | trades | mean net % | median net % | win rate | payoff | net P&L | worst % |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, row in r["policies"].items():
+            win = "-" if row["win_rate"] is None else f"{row['win_rate'] * 100:.1f}%"
+            payoff = "-" if row["payoff"] is None else f"{row['payoff']:.2f}"
+            lines.append(f"| {name} | {row['trades']} | {_pct(row['mean_net_pct'])} | {_pct(row['median_net_pct'])} | "
+                         f"{win} | {payoff} | {_money(row['net_pnl'], cur)} | {_pct(row['worst_net_pct'])} |")
+        lines += ["", r.get("compare_note", ""), "",
+                  "### Regret per exit reason", "",
+                  "What the trades exited for each reason made, and what holding them to the session's time exit "
+                  "would have made. A positive regret means that reason sold too early.", "",
+                  "| reason | trades | mean net % | held to the time exit | regret (pp per trade) | regret P&L |",
+                  "|---|---|---|---|---|---|"]
+        for reason, row in r.get("regret", {}).items():
+            lines.append(f"| {reason} | {row['trades']} | {_pct(row['mean_net_pct'])} | {_pct(row['held_mean_net_pct'])} | "
+                         f"{row['regret_pct']:+.2f} | {_money(row['regret_pnl'], cur)} |")
+    reasons = r.get("pass_reasons") or {}
+    if reasons:
+        lines += ["", "## Why candidates were passed", "", "| reason | times |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in reasons.items()]
+    return lines
+
+
+def top_pass_reasons(r: dict[str, Any], n: int = 3) -> str:
+    reasons = r.get("pass_reasons") or {}
+    return ", ".join(f"{k} {v}" for k, v in list(reasons.items())[:n]) or "none recorded"
+
+
 def print_report(r: dict[str, Any], folder: Path) -> None:
     cur = r["currency"]
     win_rate = "-" if r["win_rate"] is None else f"{r['win_rate'] * 100:.1f}%"
@@ -587,6 +722,11 @@ def print_report(r: dict[str, Any], folder: Path) -> None:
     per_trade = "-" if r["haiku_calls_per_trade"] is None else f"{r['haiku_calls_per_trade']:.2f}"
     print(f"Haiku calls per trade {per_trade}, LLM cost USD {r['llm_cost_usd']:.4f}, monitor errors {r['monitor_errors']}, "
           f"stop reaction p95 {p95}")
+    if not r["n_trades"] or r.get("pass_reasons"):
+        print(f"Candidates passed: {top_pass_reasons(r)}")
+    for name, row in (r.get("policies") or {}).items():
+        print(f"  policy {name:12} {row['trades']:4d} trades, mean net {_pct(row['mean_net_pct'])}, "
+              f"median {_pct(row['median_net_pct'])}, net {_money(row['net_pnl'], cur)}")
     if r["open_positions"]:
         print(f"Still open at the end: {', '.join(t['symbol'] for t in r['open_positions'])}")
     if r["synthetic_symbols"]:

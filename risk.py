@@ -9,11 +9,13 @@ Entries are long only (buy to open); ``check_risk`` refuses a short entry and sa
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
+from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 
 from config.settings import EntryTier, Profile
-from instruments import OrderSide, Symbol, check_lot_multiple
+from instruments import OrderSide, Rounding, Symbol, check_lot_multiple, round_to_tick, tick_size
 
 HUNDRED = Decimal(100)
 
@@ -62,6 +64,82 @@ class EntryProposal:
 
 
 @dataclass(frozen=True)
+class Noise:
+    """How far the symbol normally moves, measured by the caller from recent one-minute bars.
+
+    ``minute_sigma_pct``: standard deviation of one-minute returns in % (None: no bars, then only
+    the tick rule applies). ``round_trip_cost``: fees of a buy and a sell plus the spread, per share.
+    """
+
+    minute_sigma_pct: float | None
+    round_trip_cost: Decimal
+    day: date
+
+
+@dataclass(frozen=True)
+class AcceptableLevels:
+    """The nearest stop and target the noise floor accepts for an entry (on the tick grid)."""
+
+    stop_at_most: Decimal
+    target_at_least: Decimal
+    floor_pct: Decimal          # the stop's minimum distance below the entry, in %
+    noise_pct: Decimal | None   # the noise part of it (None: no bars to measure)
+
+    def to_dict(self) -> dict:
+        return {"stop_at_most": str(self.stop_at_most), "target_at_least": str(self.target_at_least),
+                "stop_floor_pct": float(self.floor_pct.quantize(Decimal("0.01"))),
+                "noise_pct": None if self.noise_pct is None else float(self.noise_pct.quantize(Decimal("0.01")))}
+
+
+def acceptable_levels(symbol: Symbol, entry: Decimal, noise: Noise, profile: Profile, tier: EntryTier,
+                      stop: Decimal | None = None) -> AcceptableLevels:
+    """The stop furthest inside the noise floor and the least target for it (or for ``stop``, when wider).
+
+    The stop sits at least ``noise_stop_multiple`` x sigma x sqrt(``noise_hold_minutes``) and
+    ``min_stop_ticks`` ticks below the entry; the target clears the tier's reward:risk from that stop
+    and ``min_target_cost_multiple`` x the round-trip costs.
+    """
+    limits = profile.risk
+    phase2 = profile.ticks.hk_phase2_date
+    tick = tick_size(symbol.market, entry, noise.day, phase2)
+    noise_distance = None
+    if noise.minute_sigma_pct is not None:
+        scale = noise.minute_sigma_pct * math.sqrt(limits.noise_hold_minutes) * limits.noise_stop_multiple
+        noise_distance = entry * Decimal(str(round(scale, 6))) / HUNDRED
+    distance = max(noise_distance or Decimal(0), tick * limits.min_stop_ticks)
+    stop_at_most = round_to_tick(symbol.market, entry - distance, noise.day, Rounding.DOWN, phase2)
+    risk_stop = stop if stop is not None and stop < stop_at_most else stop_at_most
+    target = max(entry + (entry - risk_stop) * tier.min_reward_risk,
+                 entry + noise.round_trip_cost * limits.min_target_cost_multiple)
+    target_at_least = round_to_tick(symbol.market, target, noise.day, Rounding.UP, phase2)
+    return AcceptableLevels(
+        stop_at_most=stop_at_most, target_at_least=target_at_least,
+        floor_pct=(entry - stop_at_most) / entry * HUNDRED,
+        noise_pct=None if noise_distance is None else noise_distance / entry * HUNDRED,
+    )
+
+
+def _noise_reasons(p: "EntryProposal", levels: AcceptableLevels, noise: Noise, profile: Profile) -> list[str]:
+    limits = profile.risk
+    cur = profile.currency
+    out = []
+    if p.stop < p.entry and p.stop > levels.stop_at_most:
+        pct = (p.entry - p.stop) / p.entry * HUNDRED
+        why = (f"the symbol's normal movement over {limits.noise_hold_minutes:g} minutes is {levels.noise_pct:.2f}% "
+               f"({limits.noise_stop_multiple:g} x {noise.minute_sigma_pct:.3f}%/min x sqrt({limits.noise_hold_minutes:g}))"
+               if levels.noise_pct is not None and levels.noise_pct * p.entry / HUNDRED
+               >= tick_size(p.symbol.market, p.entry, noise.day, profile.ticks.hk_phase2_date) * limits.min_stop_ticks
+               else f"a stop must be at least {limits.min_stop_ticks} ticks below the entry")
+        out.append(f"stop {p.stop} is {pct:.2f}% below the entry, inside the noise: {why}; the nearest acceptable "
+                   f"stop is {levels.stop_at_most} (target at least {levels.target_at_least})")
+    if p.target > p.entry and p.target < p.entry + noise.round_trip_cost * limits.min_target_cost_multiple:
+        out.append(f"target {p.target} gains {cur} {p.target - p.entry:.4f} a share, under {limits.min_target_cost_multiple:g} x "
+                   f"the round-trip costs ({cur} {noise.round_trip_cost:.4f} a share); the nearest acceptable target is "
+                   f"{levels.target_at_least}")
+    return out
+
+
+@dataclass(frozen=True)
 class RiskVerdict:
     approved: bool
     reasons: tuple[str, ...]
@@ -71,9 +149,11 @@ class RiskVerdict:
     reward_risk: Decimal | None
     suggested_quantity: int
     cap: Decimal
+    levels: AcceptableLevels | None = None
 
     def to_dict(self) -> dict:
         return {
+            **({"acceptable_levels": self.levels.to_dict()} if self.levels else {}),
             "approved": self.approved, "reasons": list(self.reasons), "warnings": list(self.warnings),
             "position_value": str(self.position_value.quantize(Decimal("0.01"))),
             "max_loss": str(self.max_loss.quantize(Decimal("0.01"))),
@@ -103,7 +183,8 @@ def suggested_quantity(proposal: EntryProposal, profile: Profile, tier: EntryTie
     return max(0, min(by_value, by_risk))
 
 
-def check_risk(proposal: EntryProposal, state: RiskState, profile: Profile) -> RiskVerdict:
+def check_risk(proposal: EntryProposal, state: RiskState, profile: Profile, noise: Noise | None = None) -> RiskVerdict:
+    """Every limit of the profile; with ``noise`` also the noise floor of the stop and the target."""
     limits = profile.risk
     reasons: list[str] = []
     warnings: list[str] = []
@@ -150,6 +231,13 @@ def check_risk(proposal: EntryProposal, state: RiskState, profile: Profile) -> R
         reasons.append(f"position value {cur} {value:,.2f} is above the cap of {cur} {cap:,.2f} (tier {tier.tier})")
     if qty > 0 and value < limits.min_position_value:
         reasons.append(f"position value {cur} {value:,.2f} is below the minimum of {cur} {limits.min_position_value:,.2f}")
+    levels = None
+    if noise is not None and entry > 0:
+        levels = acceptable_levels(proposal.symbol, entry, noise, profile, tier, stop)
+        reasons += _noise_reasons(proposal, levels, noise, profile)
+        if (entry - levels.stop_at_most) / entry * HUNDRED > limits.max_stop_distance_pct:
+            reasons.append(f"the nearest stop outside the noise ({levels.stop_at_most}, {levels.floor_pct:.2f}% below) is "
+                           f"beyond the {limits.max_stop_distance_pct}% limit: this symbol moves too much to trade now")
     risk_budget = state.equity * limits.max_risk_per_trade_pct / HUNDRED
     if max_loss > risk_budget:
         reasons.append(f"max loss {cur} {max_loss:,.2f} is above {limits.max_risk_per_trade_pct}% of equity ({cur} {risk_budget:,.2f})")
@@ -163,7 +251,7 @@ def check_risk(proposal: EntryProposal, state: RiskState, profile: Profile) -> R
     return RiskVerdict(
         approved=not reasons, reasons=tuple(reasons), warnings=tuple(warnings), position_value=value,
         max_loss=max_loss, reward_risk=reward_risk,
-        suggested_quantity=suggested_quantity(proposal, profile, tier, state.equity), cap=cap,
+        suggested_quantity=suggested_quantity(proposal, profile, tier, state.equity), cap=cap, levels=levels,
     )
 
 

@@ -68,6 +68,8 @@ class Runtime:
     cycles: list[CycleContext] = field(default_factory=list)
     cycle_results: list[dict[str, Any]] = field(default_factory=list)
     lock_conn: Any = None
+    # A brain other than the profile's (the replay's seeded random-entry control); None: by brain_name.
+    brain: Any = None
 
 
 def agent_lock_key(agent_id: str) -> int:
@@ -669,8 +671,8 @@ async def _cycle_steps(rt: Runtime, ctx: CycleContext, inbox: list[InboxMessage]
 
     cycle_id = ctx.cycle_id
     executor = ToolExecutor(ctx)
-    brain = (ClaudeBrain(rt.anthropic_client, rt.profile, rt.spend) if rt.brain_name == "claude"
-             else RulesBrain(rt.profile))
+    brain = rt.brain or (ClaudeBrain(rt.anthropic_client, rt.profile, rt.spend) if rt.brain_name == "claude"
+                         else RulesBrain(rt.profile))
     await set_mode(rt, "trading", f"cycle {cycle_id} ({rt.brain_name} brain)")
     code = EXIT_OK
     try:

@@ -31,7 +31,9 @@ from instruments import (
     Market, OrderSide, PositionSide, Rounding, Symbol, SymbolError, is_on_tick, parse_symbol, round_to_tick, tick_size,
 )
 from position_monitor import MonitorManager
-from risk import DailyLossAction, EntryProposal, RiskState, check_risk, daily_loss_action
+from brokers.fees import execution_fees
+from data.indicators import minute_volatility_pct
+from risk import DailyLossAction, EntryProposal, Noise, RiskState, check_risk, daily_loss_action
 from signals import ExitReason
 from store.trading import DuplicateOpenPosition, PositionRecord, TradingStore
 from workflow import WorkflowTracker
@@ -103,8 +105,26 @@ class SendAlertInput(ToolInput):
     message: str = Field(min_length=1, max_length=4000)
 
 
+class PassReason(str, enum.Enum):
+    """Why a candidate was turned down: counted per replay so a quiet run explains itself."""
+
+    RSI_OUT_OF_RANGE = "rsi_out_of_range"
+    VOLUME_BELOW_AVERAGE = "volume_below_average"
+    NO_TIER_HOLDS = "no_tier_holds"
+    NO_CLEAR_STOP = "no_clear_stop"
+    RISK_REFUSED = "risk_refused"
+    NO_LOT_FITS = "no_lot_fits"
+    ALREADY_HELD = "already_held"
+    MAX_POSITIONS = "max_positions"
+    DATA_UNAVAILABLE = "data_unavailable"
+    NO_CANDIDATES = "no_candidates"
+    HALTED = "halted"
+    OTHER = "other"
+
+
 class LogDecisionInput(ToolInput):
     decision: Literal["trade", "skip", "close", "emergency", "observation"]
+    pass_reason: PassReason | None = Field(None, description="for a skip: the main reason the candidate was passed")
     symbol: str | None = None
     reasoning: str = Field(min_length=1, max_length=4000)
     tier: int | None = Field(None, ge=1, le=3)
@@ -228,10 +248,21 @@ def tool_schemas() -> list[dict[str, Any]]:
     return out
 
 
+def round_trip_cost(symbol: Symbol, entry: Decimal, quantity: int, bid: Decimal, ask: Decimal,
+                    profile: Profile) -> Decimal:
+    """Per share: the fees of buying and selling ``quantity`` at ``entry`` plus the spread."""
+    shares = max(quantity, 1)
+    value = entry * shares
+    fees = (execution_fees(symbol.market, OrderSide.BUY, shares, value, profile).total
+            + execution_fees(symbol.market, OrderSide.SELL, shares, value, profile).total)
+    return fees / shares + max(ask - bid, Decimal(0))
+
+
 class ToolExecutor:
     def __init__(self, ctx: CycleContext) -> None:
         self.ctx = ctx
         self._sequence: dict[Symbol, int] = {}
+        self._minute_sigma: dict[Symbol, float | None] = {}
 
     async def run(self, name: str, raw_input: Any) -> ToolResult:
         spec = TOOL_SPECS.get(name)
@@ -286,6 +317,19 @@ class ToolExecutor:
             halt_reason=reason, minutes_to_close=ctx.calendar.minutes_to_close(now),
             minutes_to_break=ctx.calendar.minutes_to_break(now),
         )
+
+    async def noise(self, symbol: Symbol, entry: Decimal, quantity: int, bid: Decimal, ask: Decimal) -> Noise:
+        """The symbol's one-minute noise (two sessions of bars, once per cycle) and an entry's round-trip cost."""
+        ctx = self.ctx
+        if symbol not in self._minute_sigma:
+            try:
+                bars = await ctx.market.bars(symbol, Timeframe.M1, 2 * ctx.calendar.full_day_minutes(symbol.market))
+            except BrokerError as exc:
+                log.warning("no minute bars for the noise floor of %s: %s", symbol, exc)
+                bars = None
+            self._minute_sigma[symbol] = minute_volatility_pct(bars) if bars is not None else None
+        return Noise(self._minute_sigma[symbol], round_trip_cost(symbol, entry, quantity, bid, ask, ctx.profile),
+                     ctx.today())
 
     def _check_price(self, label: str, price: Decimal, symbol: Symbol) -> None:
         day = self.ctx.today()
@@ -403,7 +447,8 @@ async def _check_risk(ex: ToolExecutor, inp: CheckRiskInput) -> dict[str, Any]:
     symbol = ex.symbol(inp.symbol)
     snap = (await ex.ctx.broker.snapshots([symbol]))[symbol]
     proposal = EntryProposal(symbol, inp.side, inp.quantity, inp.entry, inp.stop, inp.target, inp.tier, snap.lot_size)
-    verdict = check_risk(proposal, await ex.risk_state(), ex.ctx.profile)
+    noise = await ex.noise(symbol, inp.entry, inp.quantity, snap.quote.bid, snap.quote.ask)
+    verdict = check_risk(proposal, await ex.risk_state(), ex.ctx.profile, noise)
     ex.ctx.tracker.risk_checked()
     return {"symbol": str(symbol), "board_lot": snap.lot_size, **verdict.to_dict()}
 
@@ -458,7 +503,8 @@ async def _execute(ex: ToolExecutor, inp: ExecuteTradeInput) -> dict[str, Any]:
     ex._check_price("stop_loss", inp.stop_loss, symbol)
     ex._check_price("take_profit", inp.take_profit, symbol)
     proposal = EntryProposal(symbol, inp.side, inp.quantity, entry, inp.stop_loss, inp.take_profit, inp.tier, snap.lot_size)
-    verdict = check_risk(proposal, await ex.risk_state(), ctx.profile)
+    noise = await ex.noise(symbol, entry, inp.quantity, snap.quote.bid, snap.quote.ask)
+    verdict = check_risk(proposal, await ex.risk_state(), ctx.profile, noise)
     ctx.tracker.risk_checked()
     if not verdict.approved:
         raise ToolError("refused by risk: " + "; ".join(verdict.reasons)
@@ -651,6 +697,7 @@ async def _log(ex: ToolExecutor, inp: LogDecisionInput) -> dict[str, Any]:
     decision_id = await ex.ctx.store.log_decision(
         cycle_id=ex.ctx.cycle_id, created_at=ex.ctx.clock.now(), decision=inp.decision, reasoning=inp.reasoning,
         source=ex.ctx.brain, symbol=symbol, tier=inp.tier, entry=inp.entry, stop=inp.stop, target=inp.target,
+        data={"pass_reason": inp.pass_reason.value} if inp.pass_reason else None,
     )
     ex.ctx.decisions_made += 1
     return {"decision_id": decision_id}

@@ -94,6 +94,7 @@ from clock import Clock
 from config.settings import Profile
 from data.bars import BarSeries, empty_bars, resample
 from data.calendar import MarketCalendar, SessionState
+from policy_lab import Steps
 from instruments import (
     HK_SPREAD_PHASE1_DATE,
     Market,
@@ -267,6 +268,35 @@ def _build_tape(history: _History, day: date, profile: Profile) -> _Tape:
         fillable=fillable.tolist(),
         prev_close=_prev_close(history, day, market, regime, spread, phase2),
     )
+
+
+class SessionTapes:
+    """The steps a replay quotes, per symbol and day, for code that re-walks them (``policy_lab``).
+
+    The same tape the exchange builds (four prices a bar, bid ``spread_ticks`` below the last), so
+    a re-exit sees exactly the prices the agent saw. Market sells fill at the bid less the profile's
+    slippage, like ``PaperExchange``.
+    """
+
+    def __init__(self, series: Mapping[Symbol, BarSeries], calendar: MarketCalendar, profile: Profile) -> None:
+        self._series = series
+        self._calendar = calendar
+        self._profile = profile
+        self._histories: dict[Symbol, _History] = {}
+
+    def steps(self, symbol: Symbol, day: date) -> Steps:
+        """The steps of ``symbol`` on ``day``; empty when it did not trade that day."""
+        history = self._histories.get(symbol)
+        if history is None:
+            history = self._histories[symbol] = _History.of(self._series[symbol], self._calendar)
+        if day not in history.day_rows:
+            return Steps([], [], [], [], [])
+        tape = _build_tape(history, day, self._profile)
+        slippage = self._profile.paper.slippage_ticks
+        phase2 = self._profile.ticks.hk_phase2_date
+        sells = tape.bids if not slippage else [
+            worse if (worse := ticks_away(symbol.market, bid, -slippage, day, phase2)) > 0 else bid for bid in tape.bids]
+        return Steps([_dt(t) for t in tape.times_us.tolist()], tape.prices, tape.bids, tape.asks, sells)
 
 
 def _prev_close(history: _History, day: date, market: Market, regime: date, spread: int, phase2: date | None) -> Decimal | None:

@@ -57,6 +57,13 @@ class RiskLimits(Strict):
     daily_loss_halt_pct: Pct = Field(Decimal("2"), gt=0, le=50)
     daily_loss_warn_pct: Pct = Field(Decimal("1.5"), gt=0, le=50)
     max_price_deviation_pct: Pct = Field(Decimal("3"), gt=0, le=20)
+    # The noise floor (docs/exit-quality.md): a stop at least this many one-minute standard
+    # deviations, scaled to the expected holding time, and this many ticks below the entry; a target
+    # whose gain is at least this multiple of the round-trip costs (fees and the spread).
+    noise_hold_minutes: float = Field(60, gt=0, le=390)
+    noise_stop_multiple: float = Field(2.5, ge=0, le=20)
+    min_stop_ticks: int = Field(3, ge=1, le=100)
+    min_target_cost_multiple: Decimal = Field(Decimal("3"), ge=0, le=100)
 
     @model_validator(mode="after")
     def _ordered(self) -> "RiskLimits":

@@ -19,7 +19,7 @@ from instruments import Market
 CALENDAR_CODES = {Market.HK: "XHKG", Market.US: "XNYS"}
 TIMEZONES = {Market.HK: ZoneInfo("Asia/Hong_Kong"), Market.US: ZoneInfo("America/New_York")}
 # Explicit bounds: exchange_calendars refuses questions outside them rather than guessing.
-CALENDAR_START = date(2019, 1, 1)
+CALENDAR_START = date(2000, 1, 1)
 CALENDAR_END = date(2027, 12, 31)
 
 

@@ -271,3 +271,25 @@ def classify_trend(
     if close < ema9 < ema21 and (slow is None or close < slow):
         return "down"
     return "sideways"
+
+
+# Consecutive minute bars more than this far apart (the lunch break, the night) are not one move.
+_MAX_STEP_GAP = pd.Timedelta(minutes=2)
+
+
+def minute_volatility_pct(minute_bars: pd.DataFrame, min_returns: int = 60) -> float | None:
+    """The standard deviation of one-minute close-to-close returns, in percent.
+
+    Only returns between bars at most two minutes apart count, so overnight gaps and the lunch
+    break do not pass for minute-to-minute noise. None with fewer than ``min_returns`` returns.
+    """
+    if minute_bars is None or len(minute_bars) < 2:
+        return None
+    close = minute_bars["close"].to_numpy(dtype=float)
+    gaps = np.diff(minute_bars.index.to_numpy()) <= _MAX_STEP_GAP.to_timedelta64()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.diff(np.log(close))[gaps]
+    returns = returns[np.isfinite(returns)]
+    if len(returns) < min_returns:
+        return None
+    return float(np.std(returns, ddof=1) * 100)

@@ -93,6 +93,19 @@ def test_out_of_range_dates_are_refused_clearly():
         HK.session(date(2030, 1, 2))
 
 
+def test_the_calendar_covers_2000_to_the_end_of_next_year_for_both_markets():
+    # The dev data's US window (2018) and older recordings must replay: a 2018 session is a session.
+    us = US.session(date(2018, 2, 16))
+    assert us.open == et("2018-02-16", "09:30") and us.close == et("2018-02-16", "16:00")
+    assert US.session(date(2018, 2, 19)) is None  # Presidents' Day 2018
+    assert HK.session(date(2019, 7, 22)).open == hkt("2019-07-22", "09:30")
+    assert US.session(date(2000, 1, 3)) is not None
+    assert HK.session(date(2000, 1, 3)).open == hkt("2000-01-03", "10:00")  # HKEX opened at 10:00 then
+    assert US.session(date(2027, 12, 31)) is not None
+    with pytest.raises(CalendarRangeError, match="outside"):
+        US.session(date(1999, 12, 31))
+
+
 def test_naive_datetimes_are_refused():
     with pytest.raises(ValueError, match="naive"):
         HK.state(datetime(2026, 11, 23, 10, 0))

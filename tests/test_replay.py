@@ -202,14 +202,21 @@ def test_claude_brain_replay_counts_its_llm_cost_and_haiku_calls(database_url, t
 
     day = __import__("datetime").date(2022, 5, 30)
 
-    def buy(conversation):
+    def levels(conversation):
         ask = Decimal(conversation.result("get_quote").data["ask"])
         stop = round_to_tick(Market.HK, ask * Decimal("0.98"), day, Rounding.DOWN)
         target = round_to_tick(Market.HK, ask * Decimal("1.04"), day, Rounding.UP)
-        return call("execute_trade", symbol="HK.09988", side="buy", quantity=100, order_type="market",
-                    stop_loss=str(stop), take_profit=str(target), tier=2, reason="scripted tier 2 entry")
+        return call("check_risk", symbol="HK.09988", quantity=100, entry=str(ask), stop=str(stop), target=str(target),
+                    tier=2)
 
-    trader = ScriptedTrader([[call("get_quote", symbol="HK.09988"), buy]])
+    def buy(conversation):
+        # As Claude would: take the nearest stop and target the check says are outside the noise.
+        acceptable = conversation.result("check_risk").data["acceptable_levels"]
+        return call("execute_trade", symbol="HK.09988", side="buy", quantity=100, order_type="market",
+                    stop_loss=acceptable["stop_at_most"], take_profit=acceptable["target_at_least"], tier=2,
+                    reason="scripted tier 2 entry")
+
+    trader = ScriptedTrader([[call("get_quote", symbol="HK.09988"), levels, buy]])
     fake_anthropic.script([trader] * 60)
     env = {**_env(database_url, tmp_path), "ANTHROPIC_API_KEY": fake_anthropic.api_key,
            "ANTHROPIC_BASE_URL": fake_anthropic.base_url}

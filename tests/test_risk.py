@@ -200,8 +200,9 @@ async def _closed_position(t: Tools, symbol: str, pnl: Decimal, origin: str = "a
 async def _check(t: Tools, symbol: str) -> dict:
     quote = await t.ok("get_quote", {"symbol": symbol})
     ask = D(quote["ask"])
+    # The stop 4% below sits outside the noise floor of the synthetic symbols (about 2%).
     return await t.ok("check_risk", {"symbol": symbol, "quantity": quote["lot_size"], "entry": str(ask),
-                                     "stop": str(ask * D("0.98")), "target": str(ask * D("1.05")), "tier": 2})
+                                     "stop": str(ask * D("0.96")), "target": str(ask * D("1.10")), "tier": 2})
 
 
 def test_entries_per_day_are_counted_in_the_database_across_processes(database_url, tmp_path):
@@ -262,8 +263,8 @@ def test_daily_loss_halt_stops_entries_and_closes_everything(database_url, tmp_p
         from instruments import Rounding, round_to_tick
 
         day = t.calendar.trading_day(t.clock.now())
-        stop = round_to_tick(HK, ask * D("0.98"), day, Rounding.UP)
-        target = round_to_tick(HK, ask * D("1.06"), day, Rounding.UP)
+        stop = round_to_tick(HK, ask * D("0.96"), day, Rounding.UP)     # outside the noise floor (about 2%)
+        target = round_to_tick(HK, ask * D("1.10"), day, Rounding.UP)
         entry = await t.ok("execute_trade", {"symbol": symbol, "quantity": quote["lot_size"], "stop_loss": str(stop),
                                              "take_profit": str(target), "tier": 2, "reason": "test entry"})
         assert entry["status"] == "filled"

@@ -138,8 +138,12 @@ def first_cycle_time(profile, calendar, session) -> datetime:
 
 def pick_entry(profile, value_target: Decimal = Decimal("8000")) -> PlannedEntry:
     """The first scan candidate at the first cycle time whose board lots fit ``value_target``."""
+    from brokers.base import Timeframe
     from brokers.paper import PaperExchange
     from clock import SimClock
+    from data.indicators import minute_volatility_pct
+    from risk import Noise, acceptable_levels
+    from tool_executor import round_trip_cost
     from data.calendar import MarketCalendar
     from data.market import MarketData
     from instruments import Rounding, round_to_tick
@@ -163,7 +167,16 @@ def pick_entry(profile, value_target: Decimal = Decimal("8000")) -> PlannedEntry
             lots = int((value_target / (ask * lot)).to_integral_value(ROUND_FLOOR))
             if lots < 1 or ask * lot * lots < profile.risk.min_position_value:
                 continue
-            stop = round_to_tick(profile.market, ask * Decimal("0.98"), session.day, Rounding.UP, phase2)
+            # A stop 2% below, or at the noise floor where that is wider (as check_risk would say).
+            symbol = next(k for k in snaps if str(k) == row["symbol"])
+            bars = await market.bars(symbol, Timeframe.M1, 2 * calendar.full_day_minutes(profile.market))
+            noise = Noise(minute_volatility_pct(bars),
+                          round_trip_cost(symbol, ask, lots * lot, snap.quote.bid, ask, profile), session.day)
+            floor = acceptable_levels(symbol, ask, noise, profile, profile.tier(2))
+            stop = min(round_to_tick(profile.market, ask * Decimal("0.98"), session.day, Rounding.UP, phase2),
+                       floor.stop_at_most)
+            if (ask - stop) / ask * 100 > profile.risk.max_stop_distance_pct:
+                continue
             target = round_to_tick(profile.market, ask + (ask - stop) * Decimal("2.5"), session.day, Rounding.UP, phase2)
             return PlannedEntry(row["symbol"], lot, ask, lots * lot, stop, target, snap.tick, at)
         raise AssertionError("no scan candidate fits the risk limits at the first cycle; the sample data changed")
