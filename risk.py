@@ -112,11 +112,19 @@ def acceptable_levels(symbol: Symbol, entry: Decimal, noise: Noise, profile: Pro
     target = max(entry + (entry - risk_stop) * tier.min_reward_risk,
                  entry + noise.round_trip_cost * limits.min_target_cost_multiple)
     target_at_least = round_to_tick(symbol.market, target, noise.day, Rounding.UP, phase2)
+    stop_at_most = _on_grid(stop_at_most, symbol, noise.day, profile)
+    target_at_least = _on_grid(target_at_least, symbol, noise.day, profile)
     return AcceptableLevels(
         stop_at_most=stop_at_most, target_at_least=target_at_least,
         floor_pct=(entry - stop_at_most) / entry * HUNDRED,
         noise_pct=None if noise_distance is None else noise_distance / entry * HUNDRED,
     )
+
+
+def _on_grid(price: Decimal, symbol: Symbol, day: date, profile: Profile) -> Decimal:
+    """Written with at least two decimals, or the tick's (294.00, not 294.0), as a quoted price reads."""
+    tick = tick_size(symbol.market, price, day, profile.ticks.hk_phase2_date)
+    return price.quantize(min(tick, Decimal("0.01")))
 
 
 def _noise_reasons(p: "EntryProposal", levels: AcceptableLevels, noise: Noise, profile: Profile) -> list[str]:

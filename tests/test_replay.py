@@ -352,3 +352,60 @@ def test_a_replay_says_which_board_lot_it_assumed_and_takes_the_real_one_from_th
     profile = load_profile(profile_path("hk"), given)
     feed = replay_feed(folder, profile, MarketCalendar(Market.HK), None, None)
     assert feed.series[parse_symbol("700")].lot_size == 500 and feed.assumed_lots == {}
+
+
+# --- --compare: the same entries under each exit policy --------------------------------------------------
+def _three_symbol_folder(tmp_path: Path) -> Path:
+    """The 09988 sample under three codes, so the random control has symbols to draw from."""
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    for code in ("09988", "00700", "00005"):
+        for f in HK_SAMPLES.glob("09988_*.csv"):
+            (folder / f.name.replace("09988", code)).write_bytes(f.read_bytes())
+    return folder
+
+
+def test_compare_puts_the_agent_row_equal_to_the_replay_and_a_seeded_random_control_beside_it(
+        database_url, tmp_path, capsys):
+    folder = _three_symbol_folder(tmp_path)
+    args = ["--replay", str(folder), "--from", "2022-05-26", "--to", "2022-06-15", "--compare", "--seed", "7"]
+    assert agent.main(args, env=_env(database_url, tmp_path)) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    folder1, r = _report(tmp_path)
+    trades = r["trades"]
+    assert trades, "the sample should trade at least once"
+    agent_row = r["policies"]["agent"]
+    assert agent_row["trades"] == r["n_trades"] == len(trades)
+    assert agent_row["net_pnl"] == round(sum(t["net_pnl"] for t in trades), 4)
+    assert agent_row["worst_net_pct"] == round(min(t["net_pnl_pct"] for t in trades), 4)
+    # The same entries re-exited: as many trades under every policy; the time exit sells every one of them.
+    assert r["policies"]["close"]["trades"] == r["policies"]["backstop"]["trades"] == len(trades)
+    assert set(r["regret"]) == {t["exit_reason"] for t in trades}
+    assert sum(v["trades"] for v in r["regret"].values()) == len(trades)
+    random1 = r["policies"]["random"]
+    assert random1["seed"] == 7 and random1["trades"] <= len(trades)
+    md = (folder1 / "report.md").read_text()
+    assert "## Exit policies on the same entries (--compare)" in md and "### Regret per exit reason" in md
+    assert "policy agent" in out and "policy random" in out
+
+    # The same seed gives the same control.
+    for f in (tmp_path / "reports").glob("replay-*"):
+        f.rename(tmp_path / f"first-{f.name}")
+    assert agent.main(args, env=_env(database_url, tmp_path)) == 0
+    _, again = _report(tmp_path)
+    assert again["policies"]["random"] == random1
+    assert again["policies"]["agent"] == agent_row
+
+
+def test_a_replay_counts_why_candidates_were_passed(database_url, tmp_path, capsys):
+    code = agent.main(["--replay", str(HK_SAMPLES), "--from", "2022-06-13", "--to", "2022-06-15"],
+                      env=_env(database_url, tmp_path))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    folder, r = _report(tmp_path)
+    reasons = r["pass_reasons"]
+    assert reasons and all(isinstance(v, int) and v > 0 for v in reasons.values())
+    assert list(reasons.values()) == sorted(reasons.values(), reverse=True)
+    top = next(iter(reasons))
+    assert f"Candidates passed: {top} {reasons[top]}" in out
+    assert "## Why candidates were passed" in (folder / "report.md").read_text()
