@@ -36,6 +36,53 @@ def main() -> None:
             print(f"replay {market.upper()}: {r['sessions']} sessions, {r['bars_replayed']:,} bars, {r['n_trades']} trade{'' if r['n_trades'] == 1 else 's'} "
                   f"in {wall:.1f} s wall -> {r['sessions'] / wall:.2f} sessions/s, {r['bars_replayed'] / wall:,.0f} bars/s "
                   "(includes the embedded PostgreSQL start)")
+    try:
+        dev_compare()
+    except Exception as exc:  # noqa: BLE001 - a bench prints figures, it never fails
+        print(f"dev HK replay: no figures ({type(exc).__name__}: {exc})")
+
+
+# --- The dev HK set (../shared/data/dev/hk, never copied into the repository): replay vs --compare ------------
+DEV_HK = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev" / "hk"
+DEV_RANGE = ("2019-07-22", "2019-08-09")   # the first half: 15 sessions of 50 symbols
+
+
+def _child_replay(extra: list[str], tmp: Path, tag: str) -> tuple[float, float, dict]:
+    """A replay in its own process: (wall seconds, peak RSS in MB, report)."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    lots = {r["code"]: int(r["lot_size"]) for r in csv.DictReader((DEV_HK / "lots.csv").open())}
+    env = {**os.environ, "CATALYST_VAR_DIR": str(tmp / "var"), "CATALYST_REPORTS_DIR": str(tmp / tag),
+           "CATALYST_LOG_DIR": str(tmp / "logs"), "CATALYST__PAPER__LOT_SIZES": json.dumps(lots)}
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "agent.py"), "--replay", str(DEV_HK), "--config", str(root / "config/eval/hk.yaml"),
+           "--brain", "rules", "--from", DEV_RANGE[0], "--to", DEV_RANGE[1], *extra]
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"replay {' '.join(extra) or '(plain)'} exited {os.waitstatus_to_exitcode(status)}")
+    [report] = (tmp / tag).glob("replay-*/report.json")
+    return wall, usage.ru_maxrss / 1024, json.loads(report.read_text())
+
+
+def dev_compare() -> None:
+    if not DEV_HK.is_dir():
+        print(f"dev HK replay: no figures ({DEV_HK} not found)")
+        return
+    with tempfile.TemporaryDirectory(prefix="catalyst-bench-dev-") as tmp:
+        plain_wall, plain_rss, r = _child_replay([], Path(tmp), "plain")
+        compare_wall, compare_rss, _ = _child_replay(["--compare"], Path(tmp), "compare")
+    bars = r["bars_replayed"]
+    print(f"dev HK replay {DEV_RANGE[0]}..{DEV_RANGE[1]} ({r['sessions']} sessions, {len(r['symbols'])} symbols, "
+          f"{bars:,} bars, {r['n_trades']} trades):")
+    print(f"  plain      {plain_wall:6.1f} s wall, {bars / plain_wall:8,.0f} bars/s, peak RSS {plain_rss:,.0f} MB")
+    print(f"  --compare  {compare_wall:6.1f} s wall, {bars / compare_wall:8,.0f} bars/s, peak RSS {compare_rss:,.0f} MB "
+          f"({compare_wall / plain_wall:.2f} x the plain replay; target <= 2)")
 
 
 if __name__ == "__main__":
