@@ -63,11 +63,14 @@ def server_env(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
             "CATALYST_LOG_DIR": str(tmp_path / "logs"), **extra}
 
 
-def with_server(env: dict[str, str], work: Callable[[Client], Awaitable[Any]]) -> Any:
-    """Start `python consciousness_mcp.py` (stdio) with the SDK's client and run ``work`` against it."""
+def with_server(env: dict[str, str], work: Callable[[Client], Awaitable[Any]], mode: str = "auto") -> Any:
+    """Start `python consciousness_mcp.py` (stdio) with the SDK's client and run ``work`` against it.
+    The working directory is not the project's (Claude Desktop starts servers from anywhere);
+    ``mode="legacy"`` speaks the initialize handshake of clients before the 2026 protocol."""
     async def go():
-        params = StdioServerParameters(command=sys.executable, args=[str(SERVER)], env=env, cwd=str(PROJECT))
-        async with Client(params) as client:
+        params = StdioServerParameters(command=sys.executable, args=[str(SERVER)], env=env,
+                                       cwd=str(Path(env["CATALYST_LOG_DIR"]).parent))
+        async with Client(params, mode=mode) as client:
             return await work(client)
     return asyncio.run(go())
 
@@ -119,8 +122,9 @@ def test_the_stdio_server_offers_the_fourteen_tools_a_resource_per_agent_and_the
         return await client.list_tools(), await client.list_resource_templates(), await client.list_prompts()
 
     tools, templates, prompts = with_server(server_env(database_url, tmp_path), look)
+    legacy_tools, _, _ = with_server(server_env(database_url, tmp_path), look, mode="legacy")
 
-    assert {t.name for t in tools.tools} == SEED_TOOLS
+    assert {t.name for t in tools.tools} == SEED_TOOLS == {t.name for t in legacy_tools.tools}
     by_name = {t.name: t for t in tools.tools}
     send = by_name["send_message"].input_schema
     assert send["required"] == ["to_agent", "subject"]
@@ -131,6 +135,16 @@ def test_the_stdio_server_offers_the_fourteen_tools_a_resource_per_agent_and_the
     assert by_name["send_message"].annotations.read_only_hint is False
     assert [t.uri_template for t in templates.resource_templates] == ["catalyst://agents/{agent_id}/today"]
     assert [p.name for p in prompts.prompts] == ["daily_review"]
+
+
+def test_the_server_cannot_trade_no_broker_or_order_code_is_loaded():
+    """Control goes through messages only: the server's modules never import a broker adapter or the
+    code that places orders."""
+    probe = ("import sys, oversight.app, oversight.server, oversight.service; "
+             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('brokers', 'tool_executor', 'position_monitor', 'run', 'reconcile', 'brains'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == ["brokers", "brokers.base"], loaded.stdout  # the typed values only
 
 
 # --- 2. agreement with --mode status --json ----------------------------------------------------------
