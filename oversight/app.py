@@ -113,6 +113,7 @@ async def _serve(args: argparse.Namespace, secrets, profiles: list[Profile], tok
         if args.http is None:
             server = build_server(oversight, redactor.redact)
             print(f"consciousness MCP server on stdio ({where})", file=sys.stderr, flush=True)
+            log.info("consciousness MCP server started on stdio (%s)", where)
             await server.run_stdio_async()
             return EXIT_OK
         return await _serve_http(args, oversight, redactor, token, where)
@@ -143,6 +144,7 @@ async def _serve_http(args: argparse.Namespace, oversight, redactor: RedactSecre
     app = server.streamable_http_app(host=args.host)
     guard = "bearer token required" if token else f"no token: loopback only (set {TOKEN_VAR} to require one)"
     print(f"consciousness MCP server on {url} (streamable HTTP; {guard}; {where})", file=sys.stderr, flush=True)
+    log.info("consciousness MCP server started on %s (%s; %s)", url, guard, where)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     try:
         await uvicorn.Server(config).serve(sockets=[sock])

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Awaitable, Callable, Literal
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from consciousness_notify import BIG_BRO
 from oversight.service import Oversight, Refused, plain
 from store.db import DatabaseError
-
-log = logging.getLogger("catalyst.mcp")
 
 SERVER_NAME = "catalyst-consciousness"
 TOOL_NAMES = (
@@ -141,7 +138,7 @@ def build_server(oversight: Oversight, redact: Callable[[str], str], bearer_toke
         """Record an observation (who wrote it is recorded as agent_id)."""
         return await answer(oversight.add_observation(agent_id=agent_id, observation_type=observation_type,
                                                       subject=subject, content=content, confidence=confidence,
-                                                      horizon=horizon, market=market, tags=None))
+                                                      horizon=horizon, market=market))
 
     @server.tool(annotations=READ)
     async def get_learnings(category: LearningCategory | None = None, min_confidence: Confidence = None,
@@ -217,7 +214,10 @@ def build_server(oversight: Oversight, redact: Callable[[str], str], bearer_toke
     @server.resource("catalyst://agents/{agent_id}/today", name="agent_today", mime_type="application/json",
                      description="One agent's day: status, positions, exits and their reasons, problems, spend")
     async def agent_today(agent_id: str) -> str:
-        return await answer(oversight.agent_today(agent_id))
+        try:
+            return await answer(oversight.agent_today(agent_id))
+        except ToolError as exc:
+            raise ResourceError(str(exc)) from None
 
     @server.prompt(name="daily_review", title="Daily review",
                    description="Walk through the day: positions, exits and their reasons, errors, spend")
@@ -227,7 +227,10 @@ def build_server(oversight: Oversight, redact: Callable[[str], str], bearer_toke
         except ValueError:
             raise ValueError(f"day '{day}': use YYYY-MM-DD") from None
         wanted = {"HK": "HK", "HKEX": "HK", "US": "US"}.get((market or "").upper()) if market else None
-        data = await oversight.daily_review_data(chosen, wanted)
+        try:
+            data = await oversight.daily_review_data(chosen, wanted)
+        except Refused as exc:
+            raise ValueError(redact(str(exc))) from None
         return review_prompt(json.dumps(plain(data, redact), separators=(",", ":"), ensure_ascii=False),
                              chosen.isoformat() if chosen else "today")
 

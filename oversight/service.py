@@ -9,6 +9,7 @@ obeys and answers.
 from __future__ import annotations
 
 import enum
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -23,6 +24,8 @@ from oversight.agents import SENDER_ID, AgentInfo, AgentKind, AgentRegistry, CON
 from oversight.store import SOURCE, OversightStore
 from status import build_status
 from store.trading import TradingStore
+
+log = logging.getLogger("catalyst.mcp")
 
 # Events that say something went wrong (the daily review lists them).
 ERROR_EVENTS = ("MONITOR_ERROR", "RUN_FAILED", "DATA_UNAVAILABLE", "RISK_HALT", "RISK_WARNING", "BUDGET",
@@ -92,6 +95,8 @@ class Oversight:
         now = self.clock.now()
         if day is None:
             return now, calendar.trading_day(now), calendar
+        if day > calendar.trading_day(now):
+            raise Refused(f"day {day} is in the future ({info.market} today is {calendar.trading_day(now)})")
         try:
             session = calendar.session(day)
         except CalendarRangeError as exc:
@@ -184,8 +189,6 @@ class Oversight:
     # --- messages --------------------------------------------------------------------------------
     async def messages(self, agent: str | None, unread: bool, msg_type: str | None, limit: int,
                        include_data: bool, mark_read: bool) -> dict[str, Any]:
-        if agent is not None:
-            await self.resolve(agent)
         rows = await self.store.messages(agent=agent, unread=unread, msg_type=msg_type, limit=limit)
         out = []
         for r in rows:
@@ -204,6 +207,10 @@ class Oversight:
                 entry["data"] = data
             out.append(entry)
         answer: dict[str, Any] = {"count": len(out), "messages": out}
+        if agent is not None and not rows:
+            known = self.registry.known(await self.store.agent_ids())
+            if agent not in {a.agent_id for a in known}:
+                answer["note"] = f"no agent '{agent}' is known; known agents: {_listing(known)}"
         if mark_read:
             # Only messages addressed to Big Bro or a person: an agent's inbox is the agent's to read.
             readers = {r["to_agent"] for r in rows
@@ -233,6 +240,8 @@ class Oversight:
         message_id = await self.store.insert_message(
             from_agent=sender, to_agent=target.agent_id, msg_type=msg_type, priority=priority, subject=subject,
             body=body, data=data, at=self.clock.now(), requires_response=command is not None)
+        log.info("message %s (%s%s) from %s to %s over %s", message_id, msg_type, f" {command}" if command else "",
+                 sender, target.agent_id, self.transport)
         answer: dict[str, Any] = {"id": message_id, "from": sender, "to": target.agent_id, "type": msg_type,
                                   "priority": priority, "status": "pending", **target.label()}
         answer.pop("agent_id")
@@ -266,8 +275,9 @@ class Oversight:
 
     async def add_observation(self, *, agent_id: str, **fields: Any) -> dict[str, Any]:
         author = self._check_sender(agent_id)
-        oid = await self.store.insert_observation(agent_id=author, at=self.clock.now(),
-                                                  tags={"sent_via": SOURCE, **(fields.pop("tags") or {})}, **fields)
+        tags = {"sent_via": SOURCE, "transport": self.transport}
+        oid = await self.store.insert_observation(agent_id=author, at=self.clock.now(), tags=tags, **fields)
+        log.info("observation %s recorded by %s over %s", oid, author, self.transport)
         return {"id": oid, "agent_id": author, "recorded": "claude_observations"}
 
     async def learnings(self, **filters: Any) -> dict[str, Any]:
@@ -277,6 +287,7 @@ class Oversight:
     async def add_learning(self, *, agent_id: str, **fields: Any) -> dict[str, Any]:
         author = self._check_sender(agent_id)
         lid = await self.store.insert_learning(agent_id=author, at=self.clock.now(), **fields)
+        log.info("learning %s recorded by %s over %s", lid, author, self.transport)
         return {"id": lid, "agent_id": author, "recorded": "claude_learnings"}
 
     async def questions(self, **filters: Any) -> dict[str, Any]:
@@ -286,6 +297,7 @@ class Oversight:
     async def add_question(self, *, agent_id: str, **fields: Any) -> dict[str, Any]:
         author = self._check_sender(agent_id)
         qid = await self.store.insert_question(agent_id=author, at=self.clock.now(), **fields)
+        log.info("question %s recorded by %s over %s", qid, author, self.transport)
         return {"id": qid, "agent_id": author, "recorded": "claude_questions"}
 
     # --- summaries -------------------------------------------------------------------------------

@@ -278,6 +278,7 @@ def test_messages_to_unknown_or_record_only_agents_and_writes_as_an_agent_are_re
             "halt_big_bro": await refused(client, "send_message", to_agent="big_bro", subject="x", command="halt",
                                           from_agent="trader"),
             "bad_limit": await refused(client, "get_messages", limit=100000),
+            "future": await refused(client, "get_agent_status", agent_id="intl_claude", day="2099-01-02"),
             "note": await tool(client, "add_observation", subject="Lunch fades", content="HK momentum fades into lunch",
                                observation_type="pattern", confidence=0.6, market="HKEX", agent_id="trader"),
             "listed": await tool(client, "get_agent_status", include_records=True),
@@ -294,6 +295,7 @@ def test_messages_to_unknown_or_record_only_agents_and_writes_as_an_agent_are_re
     assert "never writes as an agent" in r["as_agent"]
     assert "does not trade" in r["halt_big_bro"]
     assert "limit" in r["bad_limit"]
+    assert "in the future" in r["future"]
     assert query(database_url, "SELECT count(*) AS n FROM claude_messages")[0]["n"] == 0, "nothing refused was written"
     [obs] = query(database_url, "SELECT agent_id, source_db, observation_type, market FROM claude_observations")
     assert obs == {"agent_id": "trader", "source_db": "consciousness_mcp", "observation_type": "pattern", "market": "HKEX"}
@@ -321,6 +323,24 @@ def test_agent_ids_of_demos_replays_and_archives_are_never_the_live_agent():
     assert [a for a in cases if registry.classify(a).is_live_agent] == ["intl_claude", "public_claude"]
     assert registry.classify("intl_claude-replay-1").market == "HK"
     assert registry.classify("public_claude-demo").profile.agent_id == "public_claude-demo"
+
+
+def test_mark_read_clears_big_bros_unread_but_never_an_agents_inbox(database_url, tmp_path):
+    async def scenario(client: Client):
+        to_big_bro = await tool(client, "send_message", to_agent="big_bro", subject="fyi", from_agent="trader")
+        to_agent = await tool(client, "send_message", to_agent="intl_claude", subject="look at lunch exits")
+        marked = await tool(client, "get_messages", unread=True, mark_read=True)
+        after = await tool(client, "get_messages", unread=True)
+        return to_big_bro, to_agent, marked, after
+
+    to_big_bro, to_agent, marked, after = with_server(server_env(database_url, tmp_path), scenario)
+
+    assert marked["count"] == 2 and marked["marked_read"] == 1
+    assert [m["id"] for m in after["messages"]] == [to_agent["id"]], "the agent's inbox is the agent's to read"
+    rows = query(database_url, "SELECT id, from_agent, status, data FROM claude_messages ORDER BY id")
+    assert [(r["id"], r["from_agent"], r["status"]) for r in rows] == [
+        (to_big_bro["id"], "trader", "read"), (to_agent["id"], "big_bro", "pending")]
+    assert all(json.loads(r["data"])["sent_via"] == "consciousness_mcp" for r in rows)
 
 
 # --- 5. streamable HTTP and the token -----------------------------------------------------------------
