@@ -241,12 +241,14 @@ class RulesBrain:
             await call("log_decision", {"decision": "skip", "symbol": symbol,
                                         "reasoning": f"data unavailable: {quote.get('error') or tech.get('error') or patterns.get('error')}"})
             return False
-        catalyst = any((h.get("sentiment") or 0) > 0.3 for h in news.get("headlines", []))
+        catalyst = bool(news.get("has_catalyst"))  # a positive catalyst tag at the profile's threshold
         choice = self.choose(quote, tech, patterns.get("patterns", []), catalyst, day)
         if isinstance(choice, str):
             await call("log_decision", {"decision": "skip", "symbol": symbol, "reasoning": choice})
             return False
         tier, entry, stop, target, why = choice
+        if catalyst:
+            why += f"; catalyst: {', '.join(news.get('catalysts', []))} (news score {news.get('score')})"
         lot = int(quote["lot_size"])
         probe, _ = await call("check_risk", {"symbol": symbol, "quantity": lot, "entry": str(entry), "stop": str(stop),
                                              "target": str(target), "tier": tier.tier})

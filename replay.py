@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 from clock import Clock, SimClock, WallClock, external_io
 from config.settings import PROJECT_DIR
 from data.calendar import MarketCalendar, Session
+from news.replay_news import PROVIDER, catalyst_markdown, catalyst_summary, load_for_replay, mark_catalysts
 from sessions import PaperFeed, replay_feed
 from store.trading import PositionRecord
 
@@ -72,6 +73,7 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         if start and end and start > end:
             raise ReplayUsageError(f"--from {start} is after --to {end}; nothing to replay")
         feed = replay_feed(args.replay, profile, calendar, start, end)
+        news = load_for_replay(Path(args.replay), profile.market, calendar.tz)  # news.csv beside the bars
     except (ReplayUsageError, ValueError, FileNotFoundError, OSError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -100,7 +102,7 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
     sim = SimClock(sessions[0].open)
     began = time.perf_counter()
     try:
-        result = sim.run(_replay(args, replay_settings, calendar, sim, feed))
+        result = sim.run(_replay(args, replay_settings, calendar, sim, feed, news))
     except Exception as exc:  # noqa: BLE001 - one line for the trader, the trace for the log
         log.exception("replay failed")
         print(f"replay failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -148,7 +150,8 @@ class _Watch:
     seen: bool = False
 
 
-async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, feed: PaperFeed) -> ReplayResult:
+async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, feed: PaperFeed,
+                  news: Sequence = ()) -> ReplayResult:
     from brokers.base import BrokerError
     from brokers.paper import PaperExchange
     from reconcile import Reconciler
@@ -181,6 +184,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
         except RunFailed as exc:
             return ReplayResult(None, str(exc))
         rt.lock_conn = lock_conn
+        news_loaded = await rt.news.keep(news, source=PROVIDER) if news else 0
         try:
             await broker.connect()
         except BrokerError as exc:
@@ -233,6 +237,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             usage=usage, cycles=cycles, sessions=replayed, feed=feed, calendar=calendar, profile=profile,
             brain=rt.brain_name, last_prices={str(p.symbol): p.market_price for p in await broker.positions()},
         )
+        await mark_catalysts(report, rt.news, news_loaded)
         return ReplayResult(report, error)
     finally:
         if rt is not None:
@@ -559,6 +564,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                          f"last {t['last_price']}: still open")
         for t in r["not_booked"]:
             lines.append(f"- {t['symbol']} {t['quantity']} from {t['entry_price']:g}: {t['status']}")
+    lines += catalyst_markdown(r)
     lines += ["", "## Sessions", "", "| session | equity at the close | change |", "|---|---|---|"]
     previous = None
     for pt in r["equity_curve"]:
@@ -587,6 +593,8 @@ def print_report(r: dict[str, Any], folder: Path) -> None:
     per_trade = "-" if r["haiku_calls_per_trade"] is None else f"{r['haiku_calls_per_trade']:.2f}"
     print(f"Haiku calls per trade {per_trade}, LLM cost USD {r['llm_cost_usd']:.4f}, monitor errors {r['monitor_errors']}, "
           f"stop reaction p95 {p95}")
+    if catalyst_summary(r):
+        print(catalyst_summary(r))
     if r["open_positions"]:
         print(f"Still open at the end: {', '.join(t['symbol'] for t in r['open_positions'])}")
     if r["synthetic_symbols"]:
