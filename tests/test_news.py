@@ -266,3 +266,28 @@ def test_nothing_published_after_the_simulated_time_is_ever_returned(database_ur
         assert not age.startswith("-")
         h, _, m = age.rstrip("m").partition("h") if "h" in age else ("0", "", age.rstrip("m"))
         assert int(h) * 60 + int(m) == int((now - p).total_seconds() // 60)
+
+
+# --- the profile chooses the providers ---------------------------------------------------------------
+def test_the_profile_chooses_providers_and_each_is_used_only_where_it_can_work(news_server):
+    from config.settings import Secrets, load_profile, profile_path
+    from news.build import build_providers
+
+    feeds = f'["{news_server.feed_url("a")}", "{news_server.feed_url("b")}"]'
+    us = load_profile(profile_path("us"), {"CATALYST__NEWS__RSS_FEEDS": feeds})
+    hk = load_profile(profile_path("hk"), {"CATALYST__NEWS__PROVIDERS": '["alpaca", "newsapi"]'})
+    keyed = Secrets(alpaca_api_key="k", alpaca_secret_key="s", newsapi_key="n")
+    assert [p.name for p in build_providers(us, keyed)] == ["alpaca", "rss:127.0.0.1", "rss:127.0.0.1", "newsapi"]
+    assert [p.name for p in build_providers(us, Secrets())] == ["rss:127.0.0.1", "rss:127.0.0.1"]
+    assert [p.name for p in build_providers(hk, keyed)] == ["newsapi"], "Alpaca news has no HK symbols"
+
+
+def test_a_broken_catalyst_lexicon_stops_the_agent_at_start_with_exit_2(tmp_path, capsys):
+    import agent
+
+    bad = tmp_path / "context.yaml"
+    bad.write_text("catalysts:\n  oops:\n    valence: 2\n    phrases: ['(']\n")
+    code = agent.main(["--mode", "status"], env={"CATALYST__NEWS__CONTEXT_FILE": str(bad),
+                                                 "CATALYST_LOG_DIR": str(tmp_path / "logs")})
+    assert code == 2
+    assert f"{bad}: catalysts.oops.phrases: not a regular expression" in capsys.readouterr().err
