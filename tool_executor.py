@@ -390,7 +390,7 @@ async def _patterns(ex: ToolExecutor, inp: TimeframeInput) -> dict[str, Any]:
     return {"symbol": str(symbol), "timeframe": inp.timeframe, "patterns": [p.to_dict() for p in found]}
 
 
-@tool("get_news", "Recent headlines about the symbol (newest first, at most 8) with source, age, sentiment "
+@tool("get_news", "Recent headlines about the symbol (newest first, a few) with source, age, sentiment "
       "(-1..1) and catalyst tags (earnings_beat, contract_win, profit_warning, ...); the overall score and "
       "has_catalyst (a positive catalyst with a score at the profile's threshold). Providers that failed are named.",
       NewsInput)
