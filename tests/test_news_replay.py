@@ -101,3 +101,33 @@ def test_get_news_at_simulated_time_sees_only_what_was_published_by_then(databas
     assert later["has_catalyst"] is False, "a fresh profit warning outweighs the older contract win"
     assert later["score"] < 0
 
+
+
+def test_get_news_through_the_tool_with_a_feed_matched_by_the_brokers_name(database_url, tmp_path):
+    """The run's wiring (news.build): the profile's feed, the company name from the broker's static
+    info (the paper exchange calls 09988 "Alibaba Group"), the answer through the tool."""
+    from config.settings import Secrets
+    from news.build import build_news
+    from tests.fakes.fake_news import FakeNews, FeedEntry
+    from tests.tool_harness import first_cycle, hk_profile
+
+    now = first_cycle()
+    server = FakeNews().start()
+    try:
+        url = server.add_feed("biz", [
+            FeedEntry("Alibaba wins cloud contract from a state bank", now - timedelta(hours=2), link="https://n.invalid/1"),
+            FeedEntry("Alibaba denies report of a share placing", now + timedelta(hours=1), link="https://n.invalid/2"),
+            FeedEntry("Tencent raises dividend", now - timedelta(hours=1), link="https://n.invalid/3"),
+        ], title="Business wire")
+        profile = hk_profile({"CATALYST__NEWS__RSS_FEEDS": f'["{url}"]'})
+
+        async def scenario(t: Tools):
+            t.ctx.news = build_news(t.profile, Secrets(), t.clock, t.db, t.exchange, with_providers=True)
+            return await t.ok("get_news", {"symbol": "09988", "hours": 12})
+
+        result = run_tools(database_url, tmp_path, scenario, profile=profile)
+    finally:
+        server.stop()
+    assert [h["headline"] for h in result["headlines"]] == ["Alibaba wins cloud contract from a state bank"]
+    assert result["headlines"][0]["source"] == "Business wire" and result["headlines"][0]["age"] == "2h00m"
+    assert result["has_catalyst"] is True and "failed" not in result
