@@ -72,7 +72,18 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     profile = load_profile(path, env)
     if args.config is None and profile.market.value.lower() != args.market:
         raise ConfigError(f"{path}: market: {profile.market.value} does not match --market {args.market}")
+    _check_news_context(profile)
     return Settings(profile, load_secrets(env), path)
+
+
+def _check_news_context(profile: Profile) -> None:
+    """A broken catalyst lexicon is a configuration error at start, not a failure mid-cycle."""
+    from news.sentiment import NewsContextError, load_lexicon
+
+    try:
+        load_lexicon(profile.news.context_file)
+    except NewsContextError as exc:
+        raise ConfigError(f"configuration error: {exc}") from None
 
 
 def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:

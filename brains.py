@@ -260,11 +260,13 @@ class RulesBrain:
         if q_err or t_err or p_err:
             return await skip("data_unavailable",
                               f"data unavailable: {quote.get('error') or tech.get('error') or patterns.get('error')}")
-        catalyst = any((h.get("sentiment") or 0) > 0.3 for h in news.get("headlines", []))
+        catalyst = bool(news.get("has_catalyst"))  # a positive catalyst tag at the profile's threshold
         choice = self.choose(quote, tech, patterns.get("patterns", []), catalyst, day)
         if isinstance(choice, Pass):
             return await skip(choice.reason, choice.why)
         tier, entry, stop, target, why = choice
+        if catalyst:
+            why += f"; catalyst: {', '.join(news.get('catalysts', []))} (news score {news.get('score')})"
         lot = int(quote["lot_size"])
 
         async def probe(quantity: int) -> dict[str, Any]:

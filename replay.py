@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 from clock import Clock, SimClock, WallClock, external_io
 from config.settings import PROJECT_DIR
 from data.calendar import MarketCalendar, Session
+from news.replay_news import PROVIDER, catalyst_markdown, catalyst_summary, load_for_replay, mark_catalysts
 from sessions import PaperFeed, replay_feed
 from brains import cycle_key
 from policy_lab import EntryFill
@@ -75,6 +76,7 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         if start and end and start > end:
             raise ReplayUsageError(f"--from {start} is after --to {end}; nothing to replay")
         feed = replay_feed(args.replay, profile, calendar, start, end)
+        news = load_for_replay(Path(args.replay), profile.market, calendar.tz)  # news.csv beside the bars
     except (ReplayUsageError, ValueError, FileNotFoundError, OSError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -103,7 +105,7 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
     sim = SimClock(sessions[0].open)
     began = time.perf_counter()
     try:
-        result = sim.run(_replay(args, replay_settings, calendar, sim, feed))
+        result = sim.run(_replay(args, replay_settings, calendar, sim, feed, news))
     except Exception as exc:  # noqa: BLE001 - one line for the trader, the trace for the log
         log.exception("replay failed")
         print(f"replay failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -137,12 +139,11 @@ def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: 
     """The policy table and the regret per exit reason (see ``policy_lab``)."""
     from brains import RandomEntryBrain
     from brokers.paper import SessionTapes
-    from policy_lab import Outcome, index_by_entry, policy_row, regret_by_reason
+    from policy_lab import Outcome, index_by_entry, key_of, policy_row, regret_by_reason
 
     profile = settings.profile
     tapes = SessionTapes(feed.series, calendar, profile)
-    agent = [Outcome(t["symbol"], t["entry_time"], t["net_pnl"], t["net_pnl_pct"], t["exit_reason"])
-             for t in report["trades"]]
+    agent = [Outcome(t["symbol"], t["entry_time"], t["net_pnl"], t["net_pnl_pct"], _reason(t)) for t in report["trades"]]
     closed = {(t["symbol"], t["entry_time"]) for t in report["trades"]}
     entries = [e for e in result.entries if (str(e.symbol), calendar.local(e.time).isoformat()) in closed]
     held = _re_exits(entries, tapes, calendar, profile, backstop=False)
@@ -171,6 +172,12 @@ def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: 
         "random": {**policy_row(random_outcomes), "seed": seed},
         "random_close": {**policy_row(random_held), "seed": seed},
     }
+    with_catalyst = {(t["symbol"], t["entry_time"]) for t in report["trades"]
+                     if (t.get("catalyst") or {}).get("has_catalyst")}
+    if with_catalyst:  # what the news was worth: the same rows split by a catalyst at the entry
+        for name, rows in (("agent", agent), ("close", held)):
+            policies[f"{name}_with_catalyst"] = policy_row([o for o in rows if key_of(o) in with_catalyst])
+            policies[f"{name}_without_catalyst"] = policy_row([o for o in rows if key_of(o) not in with_catalyst])
     note = ("agent: the monitor's exits (the main result); backstop: only the broker-side stop "
             f"{profile.backstop.stop_pct}% and target {profile.backstop.target_pct}%, then the time exit; close: held to "
             "the time exit; random: as many entries at the same cycle times in symbols drawn from the session's "
@@ -178,6 +185,12 @@ def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: 
     if control.error:
         note += f" The random control stopped early: {control.error}."
     return policies, regret_by_reason(agent, index_by_entry(held)), note
+
+
+def _reason(trade: dict[str, Any]) -> str:
+    """The exit reason, with the deciding technical signal for ``signals`` exits (``signals:volume_dying``)."""
+    signal = trade.get("exit_signal")
+    return f"{trade['exit_reason']}:{signal}" if signal else trade["exit_reason"]
 
 
 def _re_exits(entries, tapes, calendar: MarketCalendar, profile, *, backstop: bool):
@@ -225,9 +238,10 @@ class _Watch:
     seen: bool = False
 
 
-async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, feed: PaperFeed, *, brain=None,
-                  say=print) -> ReplayResult:
-    """The replay's sessions in order; ``brain`` replaces the profile's (the random control), ``say`` prints."""
+async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, feed: PaperFeed,
+                  news: Sequence = (), *, brain=None, say=print) -> ReplayResult:
+    """The replay's sessions in order; ``news`` goes to the store first; ``brain`` replaces the profile's
+    (the random control); ``say`` prints."""
     from brokers.base import BrokerError
     from brokers.paper import PaperExchange
     from reconcile import Reconciler
@@ -261,6 +275,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             return ReplayResult(None, str(exc))
         rt.lock_conn = lock_conn
         rt.brain = brain
+        news_loaded = await rt.news.keep(news, source=PROVIDER) if news else 0
         try:
             await broker.connect()
         except BrokerError as exc:
@@ -315,6 +330,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             brain=rt.brain_name, last_prices={str(p.symbol): p.market_price for p in await broker.positions()},
         )
         report["pass_reasons"] = pass_reasons
+        await mark_catalysts(report, rt.news, news_loaded)
         return ReplayResult(report, error, _entries(positions), await _entries_by_cycle(rt))
     finally:
         if rt is not None:
@@ -417,6 +433,21 @@ def _num(value: Decimal | float | int | None, places: int = 4) -> float | None:
     return None if value is None else round(float(value), places)
 
 
+def deciding_signal(monitor_row: dict | None) -> str | None:
+    """The technical signal behind a ``signals`` exit: the strongest of the last check, first by precedence."""
+    import json
+
+    from signals import PRECEDENCE
+
+    raw = (monitor_row or {}).get("signals") or []
+    found = json.loads(raw) if isinstance(raw, str) else raw
+    order = {"strong": 0, "moderate": 1, "weak": 2}
+    rank = {name.value: i for i, name in enumerate(PRECEDENCE)}
+    ranked = sorted((s for s in found if s.get("name") in rank),
+                    key=lambda s: (order.get(s.get("strength"), 3), rank[s["name"]]))
+    return ranked[0]["name"] if ranked else None
+
+
 def _trade_row(p: PositionRecord, watch: _Watch | None, monitor_row: dict | None, calendar: MarketCalendar,
                synthetic: set) -> dict[str, Any]:
     haiku = watch.haiku_calls if watch and watch.seen else int((monitor_row or {}).get("haiku_calls") or 0)
@@ -445,6 +476,7 @@ def _trade_row(p: PositionRecord, watch: _Watch | None, monitor_row: dict | None
             "exit_time": calendar.local(p.exit_time).isoformat() if p.exit_time else None,
             "exit_price": _num(p.exit_price),
             "exit_reason": p.exit_reason,
+            "exit_signal": deciding_signal(monitor_row) if p.exit_reason == "signals" else None,
             "exit_type": p.exit_type,
             "exit_fees": _num(p.exit_fees),
             "fees": _num(p.entry_fees + p.exit_fees),
@@ -662,6 +694,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                          f"last {t['last_price']}: still open")
         for t in r["not_booked"]:
             lines.append(f"- {t['symbol']} {t['quantity']} from {t['entry_price']:g}: {t['status']}")
+    lines += catalyst_markdown(r)
     lines += ["", "## Sessions", "", "| session | equity at the close | change |", "|---|---|---|"]
     previous = None
     for pt in r["equity_curve"]:
@@ -727,6 +760,8 @@ def print_report(r: dict[str, Any], folder: Path) -> None:
     for name, row in (r.get("policies") or {}).items():
         print(f"  policy {name:12} {row['trades']:4d} trades, mean net {_pct(row['mean_net_pct'])}, "
               f"median {_pct(row['median_net_pct'])}, net {_money(row['net_pnl'], cur)}")
+    if catalyst_summary(r):
+        print(catalyst_summary(r))
     if r["open_positions"]:
         print(f"Still open at the end: {', '.join(t['symbol'] for t in r['open_positions'])}")
     if r["synthetic_symbols"]:

@@ -70,6 +70,7 @@ class Runtime:
     lock_conn: Any = None
     # A brain other than the profile's (the replay's seeded random-entry control); None: by brain_name.
     brain: Any = None
+    news: Any = None  # news.service.NewsService
 
 
 def agent_lock_key(agent_id: str) -> int:
@@ -345,8 +346,13 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
         advisor = HaikuAdvisor(client, profile.models.consult, profile.monitor.haiku_timeout_seconds)
     monitor_ctx = MonitorContext(broker=broker, technicals=market, store=store, notifier=notifier, clock=clock,
                                  calendar=calendar, profile=profile, owner=owner, advisor=advisor, spend=spend, live=live)
+    from news.build import build_news
+
+    # A simulated clock (a replay, the sample session) is in the past: the providers know only
+    # today's news, so its news comes from the replay's news.csv alone.
+    news = build_news(profile, secrets, clock, dbs.trading, broker, with_providers=not isinstance(clock, SimClock))
     return Runtime(profile, clock, calendar, dbs, store, notifier, consciousness, broker, market,
-                   MonitorManager(monitor_ctx), spend, brain_name, owner, live, anthropic_client=client)
+                   MonitorManager(monitor_ctx), spend, brain_name, owner, live, anthropic_client=client, news=news)
 
 
 def _safe_spend(consciousness: Consciousness):
@@ -647,7 +653,7 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
     cycle_id = make_cycle_id(rt.profile.market.value, rt.calendar.local(now), rt.owner, len(rt.cycles))
     tracker = WorkflowTracker(rt.clock, default_progress_stream())
     ctx = CycleContext(rt.profile, rt.clock, rt.calendar, rt.broker, rt.market, rt.store, rt.notifier, rt.monitors,
-                       tracker, cycle_id, rt.brain_name, rt.live, halted_by_control=rt.halted_by_control)
+                       tracker, cycle_id, rt.brain_name, rt.live, halted_by_control=rt.halted_by_control, news=rt.news)
     rt.cycles.append(ctx)
     await rt.store.start_cycle(cycle_id, "trade", rt.brain_name, now)
     try:

@@ -192,6 +192,7 @@ class CycleContext:
     decisions_made: int = 0
     entries: list[dict[str, Any]] = field(default_factory=list)
     data_calls: list[DataCall] = field(default_factory=list)
+    news: Any = None  # news.service.NewsService; None: no news source at all
 
     @property
     def market_id(self) -> Market:
@@ -433,11 +434,18 @@ async def _patterns(ex: ToolExecutor, inp: TimeframeInput) -> dict[str, Any]:
     return {"symbol": str(symbol), "timeframe": inp.timeframe, "patterns": [p.to_dict() for p in found]}
 
 
-@tool("get_news", "Recent headlines with source, time and sentiment (-1..1).", NewsInput)
+@tool("get_news", "Recent headlines about the symbol (newest first, a few) with source, age, sentiment "
+      "(-1..1) and catalyst tags (earnings_beat, contract_win, profit_warning, ...); the overall score and "
+      "has_catalyst (a positive catalyst with a score at the profile's threshold). Providers that failed are named.",
+      NewsInput)
 async def _news(ex: ToolExecutor, inp: NewsInput) -> dict[str, Any]:
+    from news.service import NO_SOURCE_NOTE
+
     symbol = ex.symbol(inp.symbol)
-    return {"symbol": str(symbol), "hours": inp.hours, "headlines": [],
-            "note": "no news source is configured; treat the catalyst as unknown (not positive)"}
+    if ex.ctx.news is None:
+        return {"symbol": str(symbol), "hours": inp.hours, "headlines": [], "score": 0.0, "has_catalyst": False,
+                "note": NO_SOURCE_NOTE}
+    return await ex.ctx.news.headlines(symbol, inp.hours)
 
 
 @tool("check_risk", "Check a proposed long entry against every risk limit (positions, caps, stop distance, "

@@ -5,7 +5,8 @@ import importlib
 import sys
 import traceback
 
-BENCHES = ["bench.bench_paper", "bench.bench_monitor", "bench.bench_agent", "bench.bench_replay", "bench.bench_mcp"]
+BENCHES = ["bench.bench_paper", "bench.bench_monitor", "bench.bench_agent", "bench.bench_replay", "bench.bench_mcp",
+           "bench.bench_news"]
 
 
 def main() -> int:

@@ -233,6 +233,45 @@ class Ticks(Strict):
     hk_phase2_date: date | None = None
 
 
+NewsProviderName = Literal["alpaca", "rss", "newsapi"]
+
+
+class NewsSettings(Strict):
+    """Where ``get_news`` gets its headlines, and what counts as a catalyst.
+
+    Each listed provider is used only where it can work: ``alpaca`` with the Alpaca keys (US
+    symbols), ``rss`` with at least one feed, ``newsapi`` with NEWSAPI_KEY. A replay uses none of
+    them: its news comes from the ``news.csv`` beside its bars.
+    """
+
+    providers: tuple[NewsProviderName, ...] = ("alpaca", "rss", "newsapi")
+    rss_feeds: tuple[str, ...] = ()
+    # Other names a company is written under in headlines, by symbol, e.g. {"9988": ["Alibaba"]};
+    # the broker's name for it is always tried too.
+    aliases: dict[str, tuple[str, ...]] = {}
+    # A symbol's news has a catalyst when its overall score reaches this and one of its headlines
+    # carries a positive catalyst tag (config/news_context.yaml).
+    catalyst_threshold: float = Field(0.3, ge=-1, le=1)
+    max_headlines: int = Field(8, ge=1, le=8)
+    # A provider is asked again for the same symbol only after this long.
+    refresh_minutes: float = Field(5, ge=0, le=1440)
+    # One provider's request; past it that provider counts as failed for this call.
+    timeout_seconds: float = Field(5, gt=0, le=60)
+    context_file: Path = CONFIG_DIR / "news_context.yaml"
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_by_canonical_symbol(cls, aliases: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        from instruments import parse_symbol
+
+        return {str(parse_symbol(code)): names for code, names in aliases.items()}
+
+    @field_validator("context_file")
+    @classmethod
+    def _relative_to_config(cls, path: Path) -> Path:
+        return path if path.is_absolute() else CONFIG_DIR / path
+
+
 class Profile(Strict):
     market: Market
     agent_id: str = Field(min_length=1, max_length=50)
@@ -251,6 +290,7 @@ class Profile(Strict):
     scan: ScanSettings = ScanSettings()
     ticks: Ticks = Ticks()
     news_hours_max: int = Field(72, ge=1, le=72)
+    news: NewsSettings = NewsSettings()
 
     @field_validator("market", mode="before")
     @classmethod
@@ -290,6 +330,8 @@ class Secrets(Strict):
     alert_email_to: str | None = None
     alert_email_from: str | None = None
     alert_webhook_url: SecretStr | None = None
+    newsapi_key: SecretStr | None = None
+    newsapi_url: str | None = None
     var_dir: Path = PROJECT_DIR / "var"
 
     def secret_values(self) -> list[str]:
@@ -321,6 +363,8 @@ ENV_VARS = {
     "ALERT_EMAIL_TO": "alert_email_to",
     "ALERT_EMAIL_FROM": "alert_email_from",
     "ALERT_WEBHOOK_URL": "alert_webhook_url",
+    "NEWSAPI_KEY": "newsapi_key",
+    "NEWSAPI_URL": "newsapi_url",
     "CATALYST_VAR_DIR": "var_dir",
 }
 

@@ -27,6 +27,7 @@ from instruments import HK_SPREAD_PHASE1_DATE, Market, Symbol, SymbolError, pars
 log = logging.getLogger(__name__)
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+NEWS_FILE = "news.csv"
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 TIME_COLUMNS = ("datetime", "date")
 
@@ -89,7 +90,8 @@ def load_bars(
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.csv") if p.is_file())
+        # news.csv beside the bars holds a replay's headlines (news/replay_news.py), not bars.
+        files = sorted(p for p in path.glob("*.csv") if p.is_file() and p.name.lower() != NEWS_FILE)
         described = [_describe_file(p) for p in files]
         if market is not None:
             described = [d for d in described if d.symbol.market is market]

@@ -380,7 +380,9 @@ def test_compare_puts_the_agent_row_equal_to_the_replay_and_a_seeded_random_cont
     assert agent_row["worst_net_pct"] == round(min(t["net_pnl_pct"] for t in trades), 4)
     # The same entries re-exited: as many trades under every policy; the time exit sells every one of them.
     assert r["policies"]["close"]["trades"] == r["policies"]["backstop"]["trades"] == len(trades)
-    assert set(r["regret"]) == {t["exit_reason"] for t in trades}
+    # Regret per exit reason; a technical exit names its deciding signal (signals:volume_dying).
+    assert set(r["regret"]) == {t["exit_reason"] + (f":{t['exit_signal']}" if t["exit_signal"] else "") for t in trades}
+    assert all(t["exit_signal"] is None for t in trades if t["exit_reason"] != "signals")
     assert sum(v["trades"] for v in r["regret"].values()) == len(trades)
     random1 = r["policies"]["random"]
     assert random1["seed"] == 7 and random1["trades"] <= len(trades)

@@ -19,6 +19,8 @@ How it behaves (chosen deliberately, change per test):
 * Duplicate ``client_order_id`` -> 422 "client_order_id must be unique" (as the real API).
 * Buys above 2x cash -> 403 "insufficient buying power".
 * ``inject_error(method, path, status, message)`` makes the next matching request(s) fail.
+* News API (``/v1beta1/news``, alpaca-py's ``NewsClient``): articles given by ``add_news``,
+  filtered by symbols and start/end (inclusive), newest first, at most ``limit``.
 * Every request is recorded (``requests``; ``count``/``bodies`` for assertions).
 * Account activities ``FILL`` record every execution (fills and partial fills).
 * Websocket pushes: trade_updates (new, fill, partial_fill, canceled); data frames t/q/b/d
@@ -126,6 +128,7 @@ class FakeAlpaca:
         self.account_id = str(uuid.uuid4())
         self.now = now                             # the venue's clock (serve_market replaces it)
         self.names = dict(ASSET_NAMES)
+        self.news: list[dict] = []                 # the news API's articles (add_news), any order
         self._tapes: dict[str, BarTape] = {}        # market-data mode: ticker -> bars
         self._states: dict[str, MarketState] = {}
         self._synced_at: datetime | None = None
@@ -429,7 +432,32 @@ class FakeAlpaca:
             return self._asset(path.rsplit("/", 1)[1])
         return None
 
+    def add_news(self, headline: str, symbols: list[str], created_at: datetime, summary: str = "",
+                 url: str | None = None, source: str = "benzinga") -> dict:
+        """An article of the news API (``/v1beta1/news``, what ``NewsClient.get_news`` calls)."""
+        with self.lock:
+            article = {"id": 24_000_000 + len(self.news), "headline": headline, "author": "Fake Author",
+                       "created_at": iso(created_at), "updated_at": iso(created_at), "summary": summary,
+                       "content": "", "url": url or f"https://news.invalid/alpaca/{len(self.news)}", "images": [],
+                       "symbols": list(symbols), "source": source}
+            self.news.append(article)
+            return article
+
+    def _news(self, q: dict) -> tuple[int, object]:
+        wanted = set(q["symbols"].split(",")) if q.get("symbols") else None
+        start = parse_time(q["start"]) if q.get("start") else None
+        end = parse_time(q["end"]) if q.get("end") else None
+        hits = [a for a in self.news
+                if (wanted is None or wanted & set(a["symbols"]))
+                and (start is None or parse_time(a["created_at"]) >= start)
+                and (end is None or parse_time(a["created_at"]) <= end)]
+        hits.sort(key=lambda a: a["created_at"], reverse=q.get("sort", "desc") == "desc")
+        limit = int(q.get("limit") or 10)
+        return 200, {"news": hits[:limit], "next_page_token": None}
+
     def _data_routes(self, method, path, q, body):
+        if path == "/v1beta1/news" and method == "GET":
+            return self._news(q)
         if path == "/v2/stocks/bars":
             return self._bars(q)
         if path == "/v2/stocks/snapshots":
