@@ -27,7 +27,8 @@ Threshold semantics (levels checked STRONG, then MODERATE, then WEAK; the first 
 * take_profit: P&L % >= level, or the price reached the position's target (STRONG).
 * trailing_stop: once the watermark was >= ``trailing_activation_pct`` in profit, the give-back
   from the watermark in % >= level.
-* rsi_overbought: RSI >= level.  volume_dying: recent volume rate / entry volume rate < level.
+* rsi_overbought: RSI >= level.  volume_dying: recent volume pace / pace at entry < level (a pace
+  is volume over the usual volume of those minutes: ``MarketData.volume_pace``).
 * market_close / lunch_break: minutes to the close / break < level.
 * time_stop: |P&L %| < ``time_stop_flat_pct`` and minutes held > level.
 * below_vwap / below_ema9: price strictly below the line and at least level % below it.
@@ -158,7 +159,7 @@ class PositionView:
     """What the exit rules need to know about one open position.
 
     ``high_watermark`` is the best price since entry: the highest for a long, the lowest for a
-    short. ``entry_volume_rate`` is the per-minute volume at entry (None: unknown).
+    short. ``entry_volume_rate`` is the volume pace at entry (None: unknown).
     """
 
     symbol: str

@@ -614,7 +614,7 @@ async def open_position_from_fill(ctx: CycleContext, symbol: Symbol, order: Orde
         position = await ctx.store.open_position(
             symbol=symbol, side=PositionSide.LONG, quantity=order.filled_quantity, entry_price=order.avg_fill_price,
             entry_time=ctx.clock.now(), trading_day=ctx.today(), stop_price=inp.stop_loss, target_price=inp.take_profit,
-            tier=inp.tier, entry_reason=inp.reason, entry_volume_rate=ctx.market.recent_volume_rate(bars),
+            tier=inp.tier, entry_reason=inp.reason, entry_volume_rate=await ctx.market.volume_pace(symbol, bars),
             entry_fees=order.fees, cycle_id=ctx.cycle_id, entry_client_order_id=client_order_id,
         )
     except DuplicateOpenPosition:

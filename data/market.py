@@ -238,7 +238,7 @@ class MarketData:
         return ExitTechnicals(
             rsi=tech.rsi14, macd=tech.macd, macd_signal=tech.macd_signal, macd_prev=tech.macd_prev,
             macd_signal_prev=tech.macd_signal_prev, ema9=tech.ema9, vwap=tech.vwap,
-            volume_rate=self.recent_volume_rate(bars),
+            volume_rate=await self.volume_pace(position.symbol, bars),
         )
 
     @staticmethod
@@ -247,6 +247,33 @@ class MarketData:
         if minute_bars.empty:
             return None
         return float(minute_bars["volume"].tail(VOLUME_RATE_BARS).mean())
+
+    async def volume_pace(self, symbol: Symbol, minute_bars: pd.DataFrame) -> float | None:
+        """The last few minutes' volume over the usual volume of those minutes of the session (1.0: usual).
+
+        Volume is U-shaped through the day: a raw rate taken at 09:45 falls by half by 10:30 on any
+        ordinary day, so ``volume_dying`` compares paces, not raw rates (docs/exit-quality.md). None
+        without a baseline or before a few minutes of the session have traded.
+        """
+        raw = self.recent_volume_rate(minute_bars)
+        now = self.clock.now()
+        session = self.calendar.session_at(now)
+        if raw is None or session is None:
+            return None
+        minute = int(session.minutes_since_open(now))
+        if minute < VOLUME_RATE_BARS:
+            return None
+        baseline = await self._baseline(symbol, session)
+        if baseline is None:
+            return None
+        if isinstance(baseline, np.ndarray):
+            end = min(minute, len(baseline)) - 1
+            expected = float(baseline[end] - baseline[end - VOLUME_RATE_BARS]) / VOLUME_RATE_BARS
+        else:
+            total = session.trading_minutes
+            expected = baseline * (u_shaped_cumulative_share(minute / total)
+                                   - u_shaped_cumulative_share((minute - VOLUME_RATE_BARS) / total)) / VOLUME_RATE_BARS
+        return raw / expected if expected > 0 else None
 
     # --- scan ------------------------------------------------------------------------------------
     def scan_list(self, index: str) -> list[Symbol]:

@@ -227,7 +227,7 @@ class Harness:
         position = await self.store.open_position(
             symbol=symbol, side=PositionSide.LONG, quantity=quantity, entry_price=order.avg_fill_price,
             entry_time=now, trading_day=day, stop_price=stop, target_price=target, tier=2, entry_reason="test",
-            entry_volume_rate=self.market.recent_volume_rate(bars), entry_fees=order.fees, cycle_id="test-cycle",
+            entry_volume_rate=await self.market.volume_pace(symbol, bars), entry_fees=order.fees, cycle_id="test-cycle",
             entry_client_order_id=cid,
         )
         await self.store.link_order(cid, position.position_id)

@@ -64,3 +64,35 @@ def test_the_volume_ratio_tells_busy_days_from_quiet_ones_and_symbols_apart(real
     assert len(same_days) >= 10
     apart = [d for d in same_days if abs(hk[d] - us[d]) > 0.3]
     assert len(apart) >= len(same_days) // 3, "two unrelated stocks show the same ratios day after day"
+
+
+def test_an_ordinary_mornings_volume_decay_does_not_read_as_dying_volume():
+    """09988 on every real session after the warm-up: the raw volume rate at 10:45 is well under the rate
+    at 09:45 (the U-shape of the day), which the original volume_dying read as a STRONG exit; the pace
+    (volume over the usual volume of those minutes) stays of the same order."""
+    profile = load_profile(profile_path("hk"), {})
+    calendar = MarketCalendar(Market.HK)
+    [(symbol, series)] = load_samples(Market.HK).items()
+    sessions = full_sessions({symbol: series}, calendar)[WARM_UP:]
+    clock = SimClock(sessions[0].open)
+    data = MarketData(PaperExchange({symbol: series}, clock, calendar, profile), clock, calendar, profile, [symbol])
+
+    async def read() -> list[tuple[float, float, float, float]]:
+        from brokers.base import Timeframe
+
+        out = []
+        for session in sessions:
+            rows = []
+            for hhmm in ("09:45", "10:45"):
+                await clock.sleep_until(calendar.at_local(session.day, __import__("datetime").time.fromisoformat(hhmm)))
+                bars = await data.bars(symbol, Timeframe.M1, 30)
+                rows += [data.recent_volume_rate(bars), await data.volume_pace(symbol, bars)]
+            out.append(tuple(rows))
+        return out
+
+    readings = clock.run(read())
+    raw_falls = [later / early for early, _, later, _ in readings]
+    pace_falls = [later / early for _, early, _, later in readings]
+    assert statistics.median(raw_falls) < 0.6, raw_falls             # raw: dying every ordinary morning
+    assert 0.6 < statistics.median(pace_falls) < 1.6, pace_falls      # pace: usual for the time of day
+    assert statistics.median(pace_falls) > statistics.median(raw_falls) * 1.5
