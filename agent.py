@@ -13,14 +13,16 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from dotenv import dotenv_values
 
 from clock import Clock, WallClock
-from config.settings import PROJECT_DIR, ConfigError, Profile, Secrets, load_profile, load_secrets, profile_path
+from config.settings import (
+    PROJECT_DIR, ConfigError, Profile, Secrets, live_env_note, load_profile, load_secrets, profile_path,
+)
 from data.calendar import MarketCalendar
 from logsetup import setup_logging
 
@@ -58,6 +60,7 @@ class Settings:
     profile: Profile
     secrets: Secrets
     profile_file: Path
+    label: str | None = None  # "demo" or "replay": a run that is not the live agent says so in what it posts
 
     @property
     def var_dir(self) -> Path:
@@ -88,6 +91,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     profile = settings.profile
+    note = live_env_note(env, settings.profile_file)
+    if note:
+        print(note, file=sys.stderr)
     if args.live and not profile.live:
         print(
             f"refused: --live needs the profile to say `live: true` too ({settings.profile_file}); "
@@ -101,13 +107,25 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     clock = clock or WallClock()
     calendar = MarketCalendar(profile.market)
     if args.mode == "status":
-        return clock.run(run_status(settings, calendar, clock, as_json=args.json))
+        hint = None
+        if settings.secrets.broker_for(profile.market) == "paper":
+            from demo import demo_settings
+
+            if args.force:  # what `--force` runs without a broker: the demo's records
+                settings = demo_settings(settings)
+            else:
+                hint = (f"(no broker configured: the sample sessions of `make run` / `--force` are recorded under "
+                        f"agent id {demo_settings(settings).profile.agent_id}; `agent.py --mode status --force` shows them)")
+            # No live broker: nothing of this agent trades real money, whatever the profile says.
+            settings = replace(settings, profile=settings.profile.model_copy(update={"live": False}))
+        return clock.run(run_status(settings, calendar, clock, as_json=args.json, hint=hint))
     from run import run_agent  # the trading run pulls in brokers and models; status stays light
 
     return run_agent(args, settings, calendar, clock, env)
 
 
-async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock, as_json: bool) -> int:
+async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock, as_json: bool,
+                     hint: str | None = None) -> int:
     from status import build_status, render_status
     from store import TradingStore, open_databases
     from store.db import DatabaseError
@@ -132,6 +150,8 @@ async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock,
         print(json.dumps(status, indent=2, default=str))
     else:
         print(render_status(status, calendar))
+        if hint:
+            print(hint)
     return EXIT_OK
 
 

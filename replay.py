@@ -87,6 +87,7 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         settings,
         profile=profile.model_copy(update={"agent_id": replay_id}),
         secrets=settings.secrets.model_copy(update={name: None for name in _ALERT_SECRETS}),
+        label="replay",
     )
     out_root = Path(reports_dir or env.get(REPORTS_ENV) or PROJECT_DIR / "reports")
     sessions = feed.sessions

@@ -109,6 +109,10 @@ def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, cloc
 
         return run_replay(args, settings, calendar, clock=clock, env=env)
     if broker_kind == "paper":
+        if args.live:
+            print(f"refused: --live needs a live {profile.market.value} broker, and none is configured "
+                  "(see .env.example); nothing was traded", file=sys.stderr)
+            return EXIT_REFUSED
         if args.mode == "heartbeat" and not args.force:
             print(f"heartbeat: no {profile.market.value} broker configured (see .env.example); nothing to watch")
             return EXIT_OK
@@ -116,8 +120,11 @@ def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, cloc
             print(f"no {profile.market.value} broker configured (see .env.example); `--force` trades the bundled "
                   "sample session on the paper exchange")
             return EXIT_OK
+        from demo import demo_settings
         from sessions import sample_feed
 
+        settings = demo_settings(settings)  # never the live agent: its own id, lock, inbox and records
+        profile = settings.profile
         feed = sample_feed(profile, calendar)
         session = feed.sessions[-1]
         sim = SimClock(session.open)
@@ -136,11 +143,7 @@ def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, cloc
 
 
 def configured_broker(profile: Profile, secrets) -> str:
-    if profile.market.value == "HK" and secrets.moomoo_host:
-        return "moomoo"
-    if profile.market.value == "US" and secrets.alpaca_api_key and secrets.alpaca_secret_key:
-        return "alpaca"
-    return "paper"
+    return secrets.broker_for(profile.market)
 
 
 def is_cycle_time(profile: Profile, calendar: MarketCalendar, now: datetime) -> bool:
@@ -157,7 +160,8 @@ async def _paper_run(args, settings, calendar, clock: SimClock, feed, session: S
 
     broker = PaperExchange(feed.series, clock, calendar, settings.profile)
     print(f"Catalyst {settings.profile.market.value} on the paper exchange: sample session {session.day} "
-          f"({len(feed.real_symbols)} real symbol(s), {len(feed.synthetic_symbols)} synthetic), simulated clock")
+          f"({len(feed.real_symbols)} real symbol(s), {len(feed.synthetic_symbols)} synthetic), simulated clock, "
+          f"agent id {settings.profile.agent_id}")
     return await _run(args, settings, calendar, clock, broker, feed.universe, live, session=session,
                       fresh_paper_day=args.mode == "trade")
 
@@ -301,7 +305,7 @@ async def set_aside_earlier_paper_runs(db: Database, profile: Profile, calendar:
     to_agent = f"{profile.agent_id}-paper-before-{owner.rsplit('-', 1)[-1]}"
     day_start = calendar.at_local(session.day, time(0))
     positions, cycles = await TradingStore(db, profile.agent_id, profile.market).set_aside_day(
-        session.day, day_start, day_start + timedelta(days=1), to_agent)
+        session.day, day_start, day_start + timedelta(days=1), to_agent, keep_halts_starting=CONTROL_HALT)
     if positions or cycles:
         print(f"earlier paper runs of {session.day} ({cycles} cycle(s), {positions} position(s)) are kept under "
               f"agent id {to_agent}; this run starts the day afresh")
@@ -313,7 +317,8 @@ async def _tell_without_databases(settings, clock: Clock, owner: str, subject: s
 
     profile, secrets = settings.profile, settings.secrets
     notifier = Notifier(None, profile.agent_id, clock, settings.var_dir / f"outbox-{profile.agent_id}.jsonl", owner,
-                        alerters=build_alerters(secrets, clock), redact=RedactSecrets(secrets.secret_values()).redact)
+                        alerters=build_alerters(secrets, clock), redact=RedactSecrets(secrets.secret_values()).redact,
+                        label=getattr(settings, "label", None))
     await notifier.send(Event(EventType.RUN_FAILED, subject, error, {"error": error}))
     await notifier.close()
 
@@ -326,7 +331,8 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
 
     redactor = RedactSecrets(secrets.secret_values())
     notifier = Notifier(dbs.research, profile.agent_id, clock, settings.var_dir / f"outbox-{profile.agent_id}.jsonl",
-                        owner, alerters=build_alerters(secrets, clock), redact=redactor.redact)
+                        owner, alerters=build_alerters(secrets, clock), redact=redactor.redact,
+                        label=getattr(settings, "label", None))
     consciousness = Consciousness(dbs.research, profile.agent_id)
     spend = SpendLedger(store, clock, calendar, profile.budget.daily_usd, on_spend=_safe_spend(consciousness))
     market = MarketData(broker, clock, calendar, profile, universe)

@@ -285,6 +285,14 @@ class Secrets(Strict):
     alert_webhook_url: SecretStr | None = None
     var_dir: Path = PROJECT_DIR / "var"
 
+    def broker_for(self, market: Market) -> str:
+        """The broker these settings reach for ``market``: moomoo, alpaca, or paper (none configured)."""
+        if market is Market.HK and self.moomoo_host:
+            return "moomoo"
+        if market is Market.US and self.alpaca_api_key and self.alpaca_secret_key:
+            return "alpaca"
+        return "paper"
+
     def secret_values(self) -> list[str]:
         """Every secret value, for the log redactor."""
         values = []
@@ -353,12 +361,26 @@ def load_profile(path: Path, env: Mapping[str, str] | None = None) -> Profile:
         if not var.startswith(ENV_PREFIX):
             continue
         keys = tuple(part.lower() for part in var[len(ENV_PREFIX):].split("__"))
+        if keys == LIVE_KEY:
+            continue  # real money needs the profile file and --live, never the environment (see live_env_note)
         _set_nested(data, keys, yaml.safe_load(raw) if raw.strip() else raw)
         overridden[keys] = var
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, overridden)) from None
+
+
+LIVE_KEY = ("live",)
+LIVE_ENV = ENV_PREFIX + "LIVE"
+
+
+def live_env_note(env: Mapping[str, str], path: Path) -> str | None:
+    """What to tell a user who set ``CATALYST__LIVE``: it is ignored, and what counts instead."""
+    if LIVE_ENV not in env:
+        return None
+    return (f"note: {LIVE_ENV} is ignored: real money needs `live: true` in the profile file ({path}) "
+            "and --live on the command line")
 
 
 def _set_nested(data: dict, keys: tuple[str, ...], value: Any) -> None:

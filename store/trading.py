@@ -323,10 +323,12 @@ class TradingStore:
         return PositionRecord.from_row(row)
 
     async def set_aside_day(self, trading_day: date, day_start: datetime, day_end: datetime,
-                            to_agent_id: str) -> tuple[int, int]:
+                            to_agent_id: str, keep_halts_starting: str | None = None) -> tuple[int, int]:
         """Move this agent's records of one trading day (positions and their monitors, orders, cycles
         and their decisions, LLM usage, the risk day) to ``to_agent_id``; nothing is deleted.
-        Returns the numbers of positions and cycles moved."""
+        A halt whose reason starts with ``keep_halts_starting`` (a halt from Big Bro) stays with this
+        agent: it lasts the trading day, whatever is set aside. Returns the numbers of positions and
+        cycles moved."""
         async with self.db.transaction() as conn:
             moved = await conn.fetch(
                 "UPDATE positions SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3 RETURNING position_id",
@@ -343,8 +345,14 @@ class TradingStore:
                                self.agent_id, to_agent_id, [r["cycle_id"] for r in cycles])
             await conn.execute("UPDATE api_usage SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3",
                                self.agent_id, to_agent_id, trading_day)
-            await conn.execute("UPDATE risk_day SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3",
-                               self.agent_id, to_agent_id, trading_day)
+            day = await conn.fetchrow("UPDATE risk_day SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3 RETURNING *",
+                                      self.agent_id, to_agent_id, trading_day)
+            if (day is not None and keep_halts_starting is not None and day["halted"]
+                    and (day["halt_reason"] or "").startswith(keep_halts_starting)):
+                await conn.execute(
+                    """INSERT INTO risk_day (agent_id, trading_day, start_equity, halted, halt_reason, halted_at)
+                       VALUES ($1, $2, $3, true, $4, $5)""",
+                    self.agent_id, trading_day, day["start_equity"], day["halt_reason"], day["halted_at"])
         return len(ids), len(cycles)
 
     async def mark_reconciled_missing(self, position_id: int, at: datetime, note: str) -> None:
