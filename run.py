@@ -345,7 +345,8 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
         import anthropic
 
         client = anthropic.AsyncAnthropic(api_key=secrets.anthropic_api_key.get_secret_value(),
-                                          base_url=secrets.anthropic_base_url or None, max_retries=2)
+                                          base_url=secrets.anthropic_base_url or None,
+                                          max_retries=0)  # retried by the brain on the run's clock (brains.py)
         advisor = HaikuAdvisor(client, profile.models.consult, profile.monitor.haiku_timeout_seconds)
     monitor_ctx = MonitorContext(broker=broker, technicals=market, store=store, notifier=notifier, clock=clock,
                                  calendar=calendar, profile=profile, owner=owner, advisor=advisor, spend=spend, live=live)
@@ -710,6 +711,8 @@ async def _cycle_steps(rt: Runtime, ctx: CycleContext, inbox: list[InboxMessage]
     if result.status is CycleStatus.FAILED:
         log.error("cycle %s failed: %s", cycle_id, result.error)
         await record_error(rt, f"cycle {cycle_id} failed: {result.error}")
+        print(f"cycle {cycle_id} failed: {rt.notifier.redact(result.error or 'the brain failed')}", file=sys.stderr)
+        code = EXIT_FAILED
     outage = ctx.data_outage()
     if outage and result.status is CycleStatus.COMPLETED:
         status, error, code = CycleStatus.FAILED.value, f"market data unavailable: {outage}", EXIT_FAILED

@@ -7,8 +7,11 @@ Exit codes: 0 done or skipped; 1 the run failed; 2 bad usage or configuration; 3
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -175,3 +178,46 @@ def test_status_never_says_live_for_an_agent_without_a_live_broker(database_url,
 
     assert ran.code == 0, ran.err
     assert ran.out.splitlines()[0] == f"Catalyst {LIVE_AGENT} — HK (paper)"
+
+
+# --- 5. an unreachable Messages API never hangs a run -------------------------------------------------
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def silent_api():
+    """A server that takes the connection and never answers (a black hole behind a proxy)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("api", ["closed port", "never answers"])
+def test_an_unreachable_messages_api_ends_a_simulated_clock_run_with_one_line(database_url, tmp_path, api):
+    """The SDK's back-off and timeouts ran on the event loop's timers, which never come due under the
+    simulated clock while a call is in flight: the demo hung for ever on the first retryable error."""
+    with contextlib.ExitStack() as stack:
+        url = closed_port_url() if api == "closed port" else stack.enter_context(silent_api())
+        ran = agent_cli(database_url, tmp_path, "--force", timeout=60, ANTHROPIC_API_KEY="sk-ant-fault-matrix",
+                        ANTHROPIC_BASE_URL=url, CATALYST__MODELS__REQUEST_TIMEOUT_SECONDS="2")
+
+    assert ran.code == 1, ran.out + ran.err
+    [line] = ran.lines
+    said = "APIConnectionError: Connection error." if api == "closed port" else "did not answer within 2 s (3 attempts)"
+    assert re.fullmatch(r"cycle hk_\d{8}_\d{6}_[0-9a-f]{6} failed: .*", line) and said in line, line
+    [cycle] = query(database_url, "SELECT status, error FROM cycles")
+    assert cycle["status"] == "failed" and said in cycle["error"]
+    assert "sk-ant-fault-matrix" not in ran.out + ran.err
+
+
+def test_an_unreachable_messages_api_ends_a_replay_with_its_report(database_url, tmp_path):
+    ran = agent_cli(database_url, tmp_path, "--replay", "data/samples/hk", "--from", "2022-06-15", "--to", "2022-06-15",
+                    timeout=60, ANTHROPIC_API_KEY="sk-ant-fault-matrix", ANTHROPIC_BASE_URL=closed_port_url())
+
+    assert ran.code == 1
+    assert "APIConnectionError: Connection error." in ran.err and ran.lines[-1].startswith("replay failed: ")
+    assert list((tmp_path / "reports").glob("replay-*/report.json")), ran.out + ran.err
