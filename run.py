@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import hashlib
 import logging
-import signal
 import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -27,8 +26,10 @@ from exit_advisor import ExitAdvisor, HaikuAdvisor
 from position_monitor import MonitorContext, MonitorManager, MonitorOutcome
 from reconcile import Reconciler
 from signals import ExitReason
+from logsetup import current_log_file
 from spend import BudgetExhausted, SpendLedger
-from store.db import Database, DatabaseError, Databases, open_databases
+from stopping import StopOnSignal
+from store.db import Database, DatabaseError, Databases, agent_lock_key, open_databases
 from store.trading import TradingStore
 from tool_executor import CycleContext, ToolExecutor, close_everything
 from workflow import Phase, WorkflowTracker, default_progress_stream
@@ -68,10 +69,6 @@ class Runtime:
     cycles: list[CycleContext] = field(default_factory=list)
     cycle_results: list[dict[str, Any]] = field(default_factory=list)
     lock_conn: Any = None
-
-
-def agent_lock_key(agent_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"catalyst:{agent_id}".encode()).digest()[:8], "big", signed=True)
 
 
 async def take_lock(db: Database, agent_id: str):
@@ -190,47 +187,9 @@ def build_broker(kind: str, settings, clock: Clock, calendar: MarketCalendar, li
     return AlpacaBroker(secrets, clock, live=live, streaming=push)
 
 
-class StopOnSigterm:
-    """SIGTERM (``kill``, a shutdown, a container stop) cancels the run's task instead of ending the
-    process on the spot, so that the run's cleanup happens: monitors release their leases (the next
-    heartbeat adopts the positions at once, not after the lease has lapsed), Big Bro is told what is
-    left open, the outbox is flushed, the broker and the databases are closed.
-
-    Signal handlers can only be set from the main thread; elsewhere (a run started from another
-    thread) SIGTERM keeps its default action."""
-
-    def __init__(self) -> None:
-        self.received = False
-        self.finishing = False  # the run's own cleanup is under way: a SIGTERM now would only cut it short
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def __enter__(self) -> "StopOnSigterm":
-        loop, task = asyncio.get_running_loop(), asyncio.current_task()
-        self._previous = signal.getsignal(signal.SIGTERM)
-        try:
-            loop.add_signal_handler(signal.SIGTERM, self._stop, task)
-        except (ValueError, RuntimeError, NotImplementedError):
-            return self
-        self._loop = loop
-        return self
-
-    def _stop(self, task: asyncio.Task) -> None:
-        if self.finishing:
-            log.warning("SIGTERM: the run is finishing already")
-        elif not self.received:  # a second SIGTERM changes nothing: the cleanup is under way
-            self.received = True
-            log.warning("SIGTERM: stopping the run (monitors release their positions)")
-            task.cancel()
-
-    def __exit__(self, *exc_info) -> None:
-        if self._loop is not None:
-            self._loop.remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe, live: bool,
                session: Session | None, fresh_paper_day: bool = False) -> int:
-    with StopOnSigterm() as stop:
+    with StopOnSignal() as stop:
         try:
             return await _run_until_stopped(args, settings, calendar, clock, broker, universe, live, session, stop,
                                             fresh_paper_day)
@@ -238,12 +197,12 @@ async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: B
             if not stop.received:
                 raise
             asyncio.current_task().uncancel()  # stopped while starting: nothing was being watched yet
-            print("stopped by SIGTERM while starting; nothing was traded by this run", file=sys.stderr)
+            print(f"stopped by {stop.signal_name} while starting; nothing was traded by this run", file=sys.stderr)
             return EXIT_FAILED
 
 
 async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe,
-                             live: bool, session: Session | None, stop: StopOnSigterm, fresh_paper_day: bool) -> int:
+                             live: bool, session: Session | None, stop: StopOnSignal, fresh_paper_day: bool) -> int:
     profile = settings.profile
     secrets = settings.secrets
     started = clock.now()
@@ -265,6 +224,7 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
         except LockHeld as exc:
             print(str(exc))
             return EXIT_OK
+        await repair_after_stopped_runs(TradingStore(dbs.trading, profile.agent_id, profile.market), clock)
         if fresh_paper_day and session is not None:
             await set_aside_earlier_paper_runs(dbs.trading, profile, calendar, session, owner)
         rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
@@ -276,7 +236,7 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
                 raise
             asyncio.current_task().uncancel()
             await rt.monitors.cancel()  # each monitor releases its lease as it ends
-            await stopped_by_signal(rt)
+            await stopped_by_signal(rt, stop.signal_name or "SIGTERM")
             return EXIT_FAILED
         finally:
             stop.finishing = True
@@ -294,6 +254,16 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
             with external_io():
                 await lock_conn.close()
         await dbs.close()
+
+
+async def repair_after_stopped_runs(store: TradingStore, clock: Clock) -> None:
+    """Put right what a killed run of this agent left: its cycles still 'running' are closed as
+    interrupted (said in one line), its monitors whose lease lapsed are marked dead (adoption, in
+    the modes that adopt, says which positions it takes over)."""
+    cycles, _monitors = await store.repair_after_stopped_runs(clock.now())
+    if cycles:
+        print(f"repaired: {len(cycles)} cycle(s) left running by a stopped run are marked interrupted "
+              f"({', '.join(cycles)})")
 
 
 async def set_aside_earlier_paper_runs(db: Database, profile: Profile, calendar: MarketCalendar, session: Session,
@@ -415,28 +385,28 @@ async def run_failed(rt: Runtime, subject: str, error: str) -> None:
     await record_error(rt, f"{subject}: {error}")
 
 
-async def stopped_by_signal(rt: Runtime) -> None:
-    """After SIGTERM: say what is left open at the broker and who picks it up. Urgent (and alerted)
+async def stopped_by_signal(rt: Runtime, name: str) -> None:
+    """After SIGTERM or SIGINT: say what is left open at the broker and who picks it up. Urgent (and alerted)
     when a position is left without a broker-side backstop: nothing protects it until a heartbeat
     or a run adopts it."""
     try:
         still_open = await rt.store.open_positions()
     except Exception as exc:  # noqa: BLE001 - the message goes out even when the database does not answer
-        log.warning("could not list the open positions after SIGTERM: %s", type(exc).__name__)
+        log.warning("could not list the open positions after %s: %s", name, type(exc).__name__)
         still_open = []
     unprotected = [p for p in still_open if p.backstop_status not in ("placed", "bracket")]
     listed = "; ".join(f"{p.symbol} {p.quantity} (backstop: {p.backstop_status})" for p in still_open) or "none"
-    body = (f"Stopped by SIGTERM. Open positions left at the broker: {listed}. Their monitor leases are released: "
+    body = (f"Stopped by {name}. Open positions left at the broker: {listed}. Their monitor leases are released: "
             "the next heartbeat or trade run adopts them; `agent.py --mode close` flattens them.")
-    print(f"stopped by SIGTERM: {len(still_open)} open position(s) left at the broker ({listed}); "
+    print(f"stopped by {name}: {len(still_open)} open position(s) left at the broker ({listed}); "
           "the next heartbeat or run adopts them", file=sys.stderr)
     await rt.notifier.send(Event(
-        EventType.RUN_STOPPED, f"Run stopped by SIGTERM: {len(still_open)} position(s) left open", body,
-        {"signal": "SIGTERM", "open_positions": [p.position_id for p in still_open],
+        EventType.RUN_STOPPED, f"Run stopped by {name}: {len(still_open)} position(s) left open", body,
+        {"signal": name, "open_positions": [p.position_id for p in still_open],
          "without_backstop": [p.position_id for p in unprotected]},
         Priority.URGENT if unprotected else Priority.HIGH))
-    await record_error(rt, "stopped by SIGTERM")
-    await sleep_state(rt, f"stopped by SIGTERM; {len(still_open)} position(s) left open")
+    await record_error(rt, f"stopped by {name}")
+    await sleep_state(rt, f"stopped by {name}; {len(still_open)} position(s) left open")
 
 
 async def record_error(rt: Runtime, error: str) -> None:
@@ -657,16 +627,18 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
     await rt.store.start_cycle(cycle_id, "trade", rt.brain_name, now)
     try:
         return await _cycle_steps(rt, ctx, inbox)
-    except Exception as exc:
+    except BaseException as exc:  # a signal (CancelledError) as well: the row must not stay 'running'
         if not any(r["cycle_id"] == cycle_id for r in rt.cycle_results):
             await _abandon_cycle(rt, ctx, exc)
         raise
 
 
-async def _abandon_cycle(rt: Runtime, ctx: CycleContext, exc: Exception) -> None:
-    """An unexpected error ended the cycle: its row says so (the run then fails loudly)."""
+async def _abandon_cycle(rt: Runtime, ctx: CycleContext, exc: BaseException) -> None:
+    """An unexpected error or a stop ended the cycle: its row says so (the run then fails loudly)."""
+    stopped = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+    error = "the run was stopped during the cycle" if stopped else f"{type(exc).__name__}: {exc}"
     try:
-        await _record_cycle_end(rt, ctx, "failed", None, rt.notifier.redact(f"{type(exc).__name__}: {exc}"))
+        await _record_cycle_end(rt, ctx, "interrupted" if stopped else "failed", None, rt.notifier.redact(error))
     except Exception as again:  # noqa: BLE001 - the original error is the one to report
         log.warning("could not mark cycle %s failed: %s", ctx.cycle_id, type(again).__name__)
 
@@ -846,4 +818,4 @@ def print_summary(rt: Runtime) -> None:
     print(f"P&L: realized {cur} {total:+,.2f} over {len(closed)} closed trade(s), {wins} win(s)")
     where = f"embedded PostgreSQL {rt.dbs.embedded.data_dir}" if rt.dbs.embedded else rt.dbs.trading.where
     print(f"Records: {where} (cycles, decisions, orders, positions, monitor_status, api_usage); "
-          f"Big Bro: claude_messages ({len(rt.notifier.sent)} event(s)); log: logs/agent.log")
+          f"Big Bro: claude_messages ({len(rt.notifier.sent)} event(s)); log: {current_log_file()}")

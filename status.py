@@ -6,7 +6,8 @@ JSON shape (``--mode status --json``)::
      "session": {"state": "open"|"lunch"|"closed", "trading_day": date, "is_trading_day": bool,
                  "minutes_to_close": float|null, "minutes_to_break": float|null, "next_open": ISO time},
      "positions": [{"position_id", "symbol", "side", "quantity", "entry_price", "entry_time",
-                    "stop_price", "target_price", "backstop_status", "monitor": {"status", "owner",
+                    "stop_price", "target_price", "backstop_status", "monitor": {"status" (running, stopped,
+                    error, dead: its run was killed and the lease lapsed), "owner",
                     "last_check_at", "last_price", "pnl_pct", "decision"}|null}],
      "today": {"realized_pnl": str, "currency": str, "entries": int, "max_entries": int,
                "closed_trades": int, "halted": bool, "halt_reason": str|null},
@@ -58,7 +59,7 @@ async def build_status(store: TradingStore, calendar: MarketCalendar, profile: P
                 "stop_price": _s(p.stop_price),
                 "target_price": _s(p.target_price),
                 "backstop_status": p.backstop_status,
-                "monitor": _monitor(monitors.get(p.position_id)),
+                "monitor": _monitor(monitors.get(p.position_id), now),
             }
             for p in positions
         ],
@@ -92,11 +93,14 @@ def _s(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _monitor(row: dict[str, Any] | None) -> dict[str, Any] | None:
+def _monitor(row: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
     if row is None:
         return None
+    status = row["status"]
+    if status == "running" and (row["lease_expires_at"] is None or row["lease_expires_at"] < now):
+        status = "dead"  # its process stopped renewing the lease (killed): the next run or heartbeat adopts it
     return {
-        "status": row["status"],
+        "status": status,
         "owner": row["owner"],
         "last_check_at": row["last_check_at"].isoformat() if row["last_check_at"] else None,
         "last_price": _s(row["last_price"]),

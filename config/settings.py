@@ -285,6 +285,11 @@ class Secrets(Strict):
     alert_webhook_url: SecretStr | None = None
     var_dir: Path = PROJECT_DIR / "var"
 
+    @field_validator("var_dir", mode="before")
+    @classmethod
+    def _home(cls, v: Any) -> Any:
+        return Path(v).expanduser() if isinstance(v, (str, Path)) else v  # CATALYST_VAR_DIR=~/catalyst-var
+
     def broker_for(self, market: Market) -> str:
         """The broker these settings reach for ``market``: moomoo, alpaca, or paper (none configured)."""
         if market is Market.HK and self.moomoo_host:

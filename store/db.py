@@ -27,6 +27,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_LOCK_KEY = 0x43617461  # "Cata"
 
 
+def agent_lock_key(agent_id: str) -> int:
+    """The advisory lock a run of ``agent_id`` holds for its whole life (one run per agent at a time)."""
+    return int.from_bytes(hashlib.sha256(f"catalyst:{agent_id}".encode()).digest()[:8], "big", signed=True)
+
+
 class DatabaseError(Exception):
     """The database could not be reached or used; the message names which one and why."""
 
@@ -192,6 +197,8 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
             import pgserver
 
+            self._forget_dead_users()
+
             try:
                 self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
             except Exception as exc:  # pgserver raises plain exceptions with the initdb/pg_ctl output
@@ -200,6 +207,32 @@ class EmbeddedPostgres:
                     "set DATABASE_URL to use an existing server instead"
                 ) from None
         return self._server.get_uri()
+
+    def _forget_dead_users(self) -> list[int]:
+        """pgserver stops the server when its last user exits, counting users in ``.handle_pids.json``.
+        A killed run never takes itself off that list, so the server would outlive every later run.
+        Processes that no longer exist are taken off first: a running server is then reused, and
+        stopped by the last live run as it should be. Returns the pids forgotten."""
+        import json
+
+        import psutil
+        from pgserver.postgres_server import PostgresServer  # its inter-process lock guards the list
+
+        path = self.data_dir / ".handle_pids.json"
+        with PostgresServer._lock:
+            try:
+                pids = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return []
+            if not isinstance(pids, list):
+                return []
+            dead = [pid for pid in pids if not (isinstance(pid, int) and psutil.pid_exists(pid))]
+            if dead:
+                path.write_text(json.dumps([pid for pid in pids if pid not in dead]))
+        if dead:
+            log.warning("embedded PostgreSQL %s: forgot %d user(s) that died without stopping it (pids %s)",
+                        self.data_dir, len(dead), ", ".join(map(str, dead)))
+        return dead
 
     def uri(self, database: str | None = None) -> str:
         return self._server.get_uri(database)

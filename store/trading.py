@@ -355,6 +355,24 @@ class TradingStore:
                     self.agent_id, trading_day, day["start_equity"], day["halt_reason"], day["halted_at"])
         return len(ids), len(cycles)
 
+    async def repair_after_stopped_runs(self, now: datetime) -> tuple[list[str], list[int]]:
+        """What a killed run of this agent left behind, put right by the next run (which holds the
+        agent lock, so no other run of the agent is alive): its cycles still 'running' are closed as
+        'interrupted', its monitors whose lease lapsed are marked 'dead' (the run adopts their
+        positions). Returns the cycle ids and the position ids concerned."""
+        async with self.db.transaction() as conn:
+            cycles = await conn.fetch(
+                """UPDATE cycles SET status='interrupted', completed_at=$2,
+                       error=COALESCE(error, 'the run stopped before the cycle ended; closed by the next run')
+                   WHERE agent_id=$1 AND status='running' RETURNING cycle_id""",
+                self.agent_id, now)
+            monitors = await conn.fetch(
+                """UPDATE monitor_status SET status='dead', updated_at=$2
+                   WHERE agent_id=$1 AND status='running' AND (lease_expires_at IS NULL OR lease_expires_at < $2)
+                   RETURNING position_id""",
+                self.agent_id, now)
+        return [r["cycle_id"] for r in cycles], [r["position_id"] for r in monitors]
+
     async def mark_reconciled_missing(self, position_id: int, at: datetime, note: str) -> None:
         await self.db.execute(
             """UPDATE positions SET status='reconciled_missing', exit_time=$3, exit_reason='reconciled_missing',

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -221,3 +222,139 @@ def test_an_unreachable_messages_api_ends_a_replay_with_its_report(database_url,
     assert ran.code == 1
     assert "APIConnectionError: Connection error." in ran.err and ran.lines[-1].startswith("replay failed: ")
     assert list((tmp_path / "reports").glob("replay-*/report.json")), ran.out + ran.err
+
+
+# --- 6. a run stopped mid-cycle: Ctrl-C, kill, kill -9 -----------------------------------------------------
+def wait_for_row(url: str, sql: str, proc: subprocess.Popen, deadline_s: float = 60) -> dict:
+    """Poll until ``sql`` returns a row (the run got that far); fail if the run ended first."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        rows = query(url, sql)
+        if rows:
+            return rows[0]
+        assert proc.poll() is None, f"the run ended first: {proc.communicate()}"
+        time.sleep(0.1)
+    raise AssertionError(f"nothing matched {sql!r} in {deadline_s} s")
+
+
+def start_agent(url: str, tmp_path: Path, *argv: str, **env: str) -> subprocess.Popen:
+    base = {**inherited_env(), **NO_SECRETS, "DATABASE_URL": url, "CATALYST_VAR_DIR": str(tmp_path / "var"),
+            "CATALYST_LOG_DIR": str(tmp_path / "logs"), "CATALYST_REPORTS_DIR": str(tmp_path / "reports")}
+    return subprocess.Popen([sys.executable, str(PROJECT / "agent.py"), *argv], cwd=PROJECT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**base, **env})
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_run_stopped_during_a_cycle_leaves_no_cycle_running(database_url, tmp_path, how):
+    """Ctrl-C acts like `kill`: one line, exit 1, the cycle recorded as interrupted, Big Bro told.
+    After kill -9 nothing can be said at once: the next run (here `--mode status`) closes the cycle."""
+    url = migrated(database_url)
+    with silent_api() as api:  # the cycle waits for the model: a moment to stop it in
+        proc = start_agent(url, tmp_path, "--force", ANTHROPIC_API_KEY="sk-ant-fault-matrix", ANTHROPIC_BASE_URL=api,
+                           CATALYST__MODELS__REQUEST_TIMEOUT_SECONDS="120")
+        try:
+            cycle = wait_for_row(url, "SELECT cycle_id FROM cycles WHERE status='running'", proc)
+            proc.send_signal(how)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+    if how is signal.SIGKILL:
+        assert query(url, "SELECT status FROM cycles")[0]["status"] == "running", "premise: nothing ran after kill -9"
+        after = agent_cli(url, tmp_path, "--mode", "status", "--force", "--json")
+        assert after.code == 0 and after.lines == [
+            "repaired: 1 cycle(s) left running by a stopped run are marked interrupted"], after.err
+        assert [c["status"] for c in json.loads(after.out)["cycles"]] == ["interrupted"]
+    else:
+        assert proc.returncode == 1, out + err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert "Traceback" not in err and "Event loop is closed" not in err, err
+        assert lines == [f"stopped by {how.name}: 0 open position(s) left at the broker (none); "
+                         "the next heartbeat or run adopts them"], err
+        [stopped] = query(url, "SELECT priority, subject FROM claude_messages WHERE from_agent=$1 "
+                               "AND data->>'event' = 'RUN_STOPPED'", DEMO_AGENT)
+        assert stopped["subject"] == f"[demo] Run stopped by {how.name}: 0 position(s) left open"
+    [row] = query(url, "SELECT cycle_id, status, error FROM cycles")
+    assert row["cycle_id"] == cycle["cycle_id"] and row["status"] == "interrupted" and "stopped" in row["error"]
+
+
+def test_a_stopped_replay_writes_a_partial_report_that_says_so(database_url, tmp_path):
+    url = migrated(database_url)
+    with silent_api() as api:
+        proc = start_agent(url, tmp_path, "--replay", "data/samples/hk", "--from", "2022-06-14", "--to", "2022-06-15",
+                           ANTHROPIC_API_KEY="sk-ant-fault-matrix", ANTHROPIC_BASE_URL=api,
+                           CATALYST__MODELS__REQUEST_TIMEOUT_SECONDS="120")
+        try:
+            wait_for_row(url, "SELECT cycle_id FROM cycles WHERE status='running'", proc)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in err, err
+    said = "stopped by SIGINT during the session of 2022-06-14; the report covers the 0 session(s) replayed before it"
+    assert err.strip().splitlines()[-1] == f"replay failed: {said}"
+    [folder] = (tmp_path / "reports").glob("replay-*")
+    assert json.loads((folder / "report.json").read_text())["run"]["partial"] == said
+    assert f"**Partial report**: {said}." in (folder / "report.md").read_text()
+    assert "PARTIAL report" in out
+    assert not list((tmp_path / "var").glob("outbox-*.jsonl")), "the replay's Big Bro events were delivered"
+
+
+def test_status_shows_a_monitor_whose_run_was_killed_as_dead(database_url, tmp_path):
+    """kill -9 leaves the monitor row 'running'; once its lease has lapsed nobody watches the position."""
+    from datetime import datetime, timedelta, timezone
+
+    url = migrated(database_url)
+    long_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    [position] = query(url, """INSERT INTO positions (agent_id, market, symbol, side, quantity, entry_price, entry_time,
+                                                      trading_day, stop_price, target_price)
+                               VALUES ($1, 'HK', 'HK.09988', 'long', 100, 104.5, $2, $3, 101, 110)
+                               RETURNING position_id""", LIVE_AGENT, long_ago, long_ago.date())
+    query(url, """INSERT INTO monitor_status (position_id, agent_id, symbol, status, owner, lease_expires_at,
+                                              started_at, updated_at)
+                  VALUES ($1, $2, 'HK.09988', 'running', 'intl_claude@killed-run', $3, $3, $3)""",
+          position["position_id"], LIVE_AGENT, long_ago + timedelta(minutes=2))
+
+    ran = agent_cli(url, tmp_path, "--mode", "status")
+
+    assert ran.code == 0, ran.err
+    [line] = [line for line in ran.out.splitlines() if "HK.09988" in line]
+    assert "monitor dead" in line, ran.out
+    assert query(url, "SELECT status FROM monitor_status")[0]["status"] == "dead"
+
+
+# --- 7. the embedded PostgreSQL of a killed run -------------------------------------------------------
+def test_an_embedded_postgresql_left_by_a_killed_run_is_reused_and_stopped_by_the_next_run(tmp_path):
+    import psutil
+
+    pg = tmp_path / "var" / "pg"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom store.db import EmbeddedPostgres\n"
+         "EmbeddedPostgres(Path(sys.argv[1])).start()\nprint('up', flush=True)\ntime.sleep(600)", str(pg)],
+        cwd=PROJECT, text=True, stdout=subprocess.PIPE)
+    postmaster = None
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        holder.kill()  # kill -9: pgserver's exit handler never runs
+        holder.wait()
+        postmaster = psutil.Process(int((pg / "postmaster.pid").read_text().split()[0]))
+        assert postmaster.is_running(), "premise: the server outlives the killed run"
+
+        ran = agent_cli(None, tmp_path, "--mode", "status")
+
+        assert ran.code == 0, ran.err
+        assert f"embedded PostgreSQL ({pg})" in ran.out
+        assert not (pg / "postmaster.pid").exists(), "the last live user stopped the server"
+        assert json.loads((pg / ".handle_pids.json").read_text()) == []
+        postmaster.wait(timeout=30)
+    finally:
+        if postmaster is not None and postmaster.is_running():
+            postmaster.kill()
