@@ -82,8 +82,23 @@ def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
+    """A flag the chosen mode would silently ignore: refused, so that nobody believes it acted."""
+    if (args.date_from or args.date_to) and args.replay is None:
+        return "--from and --to only go with --replay PATH"
+    if args.json and args.mode != "status":
+        return "--json only goes with --mode status"
+    if args.replay is not None and args.mode != "trade":
+        return f"--replay runs trading sessions; it does not go with --mode {args.mode}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> int:
     args = parse_args(argv)
+    misplaced = flags_that_do_nothing(args)
+    if misplaced:
+        print(f"agent.py: {misplaced} (see --help)", file=sys.stderr)
+        return EXIT_USAGE
     env = read_environment(env)
     try:
         settings = load_settings(args, env)
@@ -91,6 +106,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     profile = settings.profile
+    if args.brain == "claude" and not settings.secrets.anthropic_api_key and args.mode != "status":
+        print("agent.py: --brain claude needs ANTHROPIC_API_KEY (in the environment or .env, see .env.example)",
+              file=sys.stderr)
+        return EXIT_USAGE
     note = live_env_note(env, settings.profile_file)
     if note:
         print(note, file=sys.stderr)

@@ -478,6 +478,14 @@ class Consciousness:
             "UPDATE claude_messages SET status='processed', processed_at=$2 WHERE id=$1", message_id, at
         )
 
+    async def mark_failed(self, message_id: int, at: datetime, why: str) -> None:
+        """A control that could not be carried out: 'failed', with the reason (the answer says it too)."""
+        await self.db.execute(
+            """UPDATE claude_messages SET status='failed', processed_at=$2,
+                   data = COALESCE(data, '{}'::jsonb) || jsonb_build_object('failure', $3::text) WHERE id=$1""",
+            message_id, at, why[:500],
+        )
+
     async def observe(self, at: datetime, subject: str, content: str, market: str, tags: dict[str, Any] | None = None) -> None:
         await self.db.execute(
             """INSERT INTO claude_observations (agent_id, observation_type, subject, content, market, tags, created_at)

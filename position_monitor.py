@@ -348,7 +348,9 @@ class PositionMonitor:
             return True
         except BudgetExhausted:
             return False
-        except Exception:  # noqa: BLE001 - without the ledger, do not spend
+        except Exception as exc:  # noqa: BLE001 - without the ledger, do not spend; but say why
+            await self._record_error(f"the LLM spend ledger could not be read ({type(exc).__name__}: {exc}); "
+                                     "no Haiku consult, the rules decide")
             return False
 
     async def _consult(self, signals: list[Signal], decision: Decision, price: Decimal) -> tuple[Decision, ExitRequest | None]:

@@ -35,9 +35,10 @@ from typing import Any, Mapping, Sequence
 
 from clock import Clock, SimClock, WallClock, external_io
 from config.settings import PROJECT_DIR
+from data.bars import BarFileError
 from data.calendar import MarketCalendar, Session
 from logsetup import current_log_file
-from sessions import PaperFeed, replay_feed
+from sessions import NoReplayData, PaperFeed, replay_feed
 from store.trading import PositionRecord
 
 log = logging.getLogger("catalyst.replay")
@@ -73,9 +74,14 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         if start and end and start > end:
             raise ReplayUsageError(f"--from {start} is after --to {end}; nothing to replay")
         feed = replay_feed(args.replay, profile, calendar, start, end)
-    except (ReplayUsageError, ValueError, FileNotFoundError, OSError) as exc:
+    except (ReplayUsageError, NoReplayData, BarFileError, OSError) as exc:  # what the user gave cannot be replayed
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - a bug reading good data: a failure of ours, not bad usage
+        log.exception("reading the bars failed")
+        print(f"replay failed while reading {args.replay}: {type(exc).__name__}: {exc} "
+              f"(a bug; the trace is in {current_log_file()})", file=sys.stderr)
+        return EXIT_FAILED
     if getattr(args, "live", False):
         print("note: a replay always trades on the paper exchange; --live is ignored", file=sys.stderr)
 

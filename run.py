@@ -331,10 +331,8 @@ def _safe_spend(consciousness: Consciousness):
 
 
 def build_alerters(secrets, clock) -> list:
-    try:
-        from alerts import build_alerters as build
-    except ImportError:
-        return []
+    from alerts import build_alerters as build  # a broken import must fail loudly, not turn urgent alerts off
+
     return build(secrets, clock)
 
 
@@ -504,9 +502,14 @@ async def obey(rt: Runtime, message: InboxMessage) -> None:
                                  {"command": command, "in_reply_to": message.id, "ok": ok}, Priority.HIGH,
                                  msg_type="response", reply_to_id=message.id))
     try:
-        await rt.consciousness.mark_processed(message.id, now)  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001
-        pass
+        if ok:
+            await rt.consciousness.mark_processed(message.id, now)  # type: ignore[union-attr]
+        else:  # answered "NOT done" above; the row says so too, never 'read' as if handled
+            await rt.consciousness.mark_failed(message.id, now, answer)  # type: ignore[union-attr]
+    except Exception as exc:  # noqa: BLE001 - the answer went out; the row's status is what failed
+        log.warning("could not mark Big Bro's message %s %s: %s", message.id, "processed" if ok else "failed",
+                    type(exc).__name__)
+        await record_error(rt, f"Big Bro's {command} (message {message.id}) answered but not marked: {type(exc).__name__}")
     print(f"Big Bro {command}: {answer}")
 
 

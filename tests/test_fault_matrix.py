@@ -358,3 +358,101 @@ def test_an_embedded_postgresql_left_by_a_killed_run_is_reused_and_stopped_by_th
     finally:
         if postmaster is not None and postmaster.is_running():
             postmaster.kill()
+
+
+# --- errors a user makes: one line, exit 2, before anything runs ------------------------------------------
+def _file_in_the_way(tmp_path: Path) -> str:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    return str(blocker / "reports")
+
+
+def _profile_without_agent_id(tmp_path: Path) -> str:
+    path = tmp_path / "no-agent-id.yaml"
+    path.write_text("".join(line + "\n" for line in (PROJECT / "config" / "hk.yaml").read_text().splitlines()
+                            if not line.startswith("agent_id:")))
+    return str(path)
+
+
+USAGE_ERRORS = {
+    "brain claude without a key": (["--brain", "claude", "--force"], {},
+                                   "agent.py: --brain claude needs ANTHROPIC_API_KEY"),
+    "DATABASE_URL not a URL": (["--force"], {"DATABASE_URL": "not-a-url"},
+                               "environment variable DATABASE_URL: must be a PostgreSQL URL"),
+    "DATABASE_URL of MySQL": (["--mode", "status"], {"DATABASE_URL": "mysql://cat:hunter2@db/trading"},
+                              "environment variable DATABASE_URL: must be a PostgreSQL URL like "
+                              "postgresql://user:password@host:5432/database; got a 'mysql' URL"),
+    "override not YAML": (["--mode", "status"], {"CATALYST__RISK__MAX_POSITIONS": "[1"},
+                          "environment variable CATALYST__RISK__MAX_POSITIONS: not a YAML value"),
+    "config is a folder": (["--config", "config"], {}, "profile file config is a folder"),
+    "--from without --replay": (["--force", "--from", "2022-06-01"], {},
+                                "agent.py: --from and --to only go with --replay PATH"),
+    "--json outside status": (["--force", "--json"], {}, "agent.py: --json only goes with --mode status"),
+    "US data with the HK profile": (["--replay", "data/samples/us"], {},
+                                    "replay: data/samples/us: no HK bars here, only US bars (AAPL, MSFT): add --market us"),
+    "profile without agent_id": (["--config", _profile_without_agent_id, "--mode", "status"], {},
+                                 "required key 'agent_id' is missing"),
+    "reports folder unwritable": (["--replay", "data/samples/hk", "--from", "2022-06-15", "--to", "2022-06-15"],
+                                  {"CATALYST_REPORTS_DIR": _file_in_the_way}, "cannot be written"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS))
+def test_a_usage_or_configuration_error_is_one_line_and_exit_2(database_url, tmp_path, case):
+    argv, env, said = USAGE_ERRORS[case]
+    argv = [a(tmp_path) if callable(a) else a for a in argv]
+    env = {k: v(tmp_path) if callable(v) else v for k, v in env.items()}
+
+    ran = agent_cli(database_url, tmp_path, *argv, **env)
+
+    assert ran.code == 2, ran.out + ran.err
+    assert len(ran.lines) == 1 and said in ran.lines[0], ran.err
+    assert ran.out == "", "refused before anything ran"
+    assert "hunter2" not in ran.err and "max_positions" not in ran.err, "no secret and no echo of the file"
+
+
+# --- output piped into a reader that stops early: `... | head -1` -----------------------------------------
+@pytest.mark.parametrize("command, keep", [
+    (["agent.py", "--force"], 1),
+    (["agent.py", "--mode", "status"], 3),
+    (["signals.py"], 1),
+    (["agent.py", "--replay", "data/samples/hk", "--from", "2022-06-15", "--to", "2022-06-15"], 2),
+], ids=["force", "status", "signals", "replay"])
+def test_output_piped_into_head_ends_quietly_and_loses_no_work(database_url, tmp_path, command, keep):
+    env = {**inherited_env(), **NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(tmp_path / "var"),
+           "CATALYST_LOG_DIR": str(tmp_path / "logs"), "CATALYST_REPORTS_DIR": str(tmp_path / "reports"),
+           "PYTHONUNBUFFERED": "1"}  # every print reaches the pipe at once, as on a terminal
+    proc = subprocess.Popen([sys.executable, *command], cwd=PROJECT, text=True, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        head = [proc.stdout.readline() for _ in range(keep)]
+        proc.stdout.close()  # what `head` does once it has its lines
+        err = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    assert all(head), head
+    assert code == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    if "--replay" in command:
+        assert list((tmp_path / "reports").glob("replay-*/report.json")), "the report is written all the same"
+    if "--force" in command:
+        assert query(database_url, "SELECT count(*) AS n FROM cycles")[0]["n"] == 2, "the run went on to the end"
+
+
+# --- errors that were swallowed -------------------------------------------------------------------------
+def test_a_control_that_cannot_be_carried_out_is_answered_and_marked_failed(database_url, tmp_path):
+    url = migrated(database_url)
+    query(url, "ALTER TABLE risk_day ADD CONSTRAINT fault_matrix_no_halts CHECK (NOT halted)")  # the halt cannot be stored
+    [halt] = big_bro_sends(url, DEMO_AGENT, "halt")
+
+    ran = agent_cli(url, tmp_path, "--force")
+
+    assert "Big Bro halt: halt failed: CheckViolationError" in ran.out, ran.out + ran.err
+    [message] = query(url, "SELECT status, processed_at, data FROM claude_messages WHERE id=$1", halt)
+    assert message["status"] == "failed" and message["processed_at"] is not None
+    assert "CheckViolationError" in json.loads(message["data"])["failure"]
+    [answer] = query(url, "SELECT subject, body FROM claude_messages WHERE reply_to_id=$1", halt)
+    assert answer["subject"] == "[demo] halt: NOT done" and "halt failed" in answer["body"]
