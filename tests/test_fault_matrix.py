@@ -110,6 +110,8 @@ def test_a_demo_run_leaves_the_live_agents_inbox_lock_and_records_alone(database
 
     assert demo.code == 0, demo.err
     assert f"agent id {DEMO_AGENT}" in demo.out and "ENTRY" in demo.out
+    assert demo.out.rstrip().endswith(f"log: {tmp_path / 'logs' / 'agent.log'}"), "the summary names the real log"
+    assert (tmp_path / "logs" / "agent.log").exists()
     assert "Big Bro close_all" not in demo.out and "Big Bro halt" not in demo.out, "the demo obeyed the live agent's controls"
     inbox = query(url, "SELECT id, status, read_at FROM claude_messages WHERE id = ANY($1::int[]) ORDER BY id", pending)
     assert [(m["status"], m["read_at"]) for m in inbox] == [("pending", None), ("pending", None)]
@@ -456,3 +458,24 @@ def test_a_control_that_cannot_be_carried_out_is_answered_and_marked_failed(data
     assert "CheckViolationError" in json.loads(message["data"])["failure"]
     [answer] = query(url, "SELECT subject, body FROM claude_messages WHERE reply_to_id=$1", halt)
     assert answer["subject"] == "[demo] halt: NOT done" and "halt failed" in answer["body"]
+
+
+def test_a_bug_while_reading_good_bars_is_a_failure_not_bad_usage(database_url, tmp_path, monkeypatch, capsys,
+                                                                 restore_logging):
+    """Exit 2 says "you gave something wrong"; a bug of ours reading good data is exit 1 and says so.
+    (A bug cannot be produced by real input, so this one is injected.)"""
+    import agent
+    import sessions
+
+    def broken_reader(*_args, **_kwargs):
+        raise KeyError("time_key")
+    monkeypatch.setattr(sessions, "load_bars", broken_reader)
+
+    code = agent.main(["--replay", "data/samples/hk"], env={
+        **NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(tmp_path / "var"),
+        "CATALYST_LOG_DIR": str(tmp_path / "logs"), "CATALYST_REPORTS_DIR": str(tmp_path / "reports")})
+    err = capsys.readouterr().err
+
+    assert code == 1
+    [line] = err.strip().splitlines()
+    assert line.startswith("replay failed while reading data/samples/hk: KeyError: 'time_key' (a bug;")

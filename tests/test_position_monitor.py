@@ -250,6 +250,33 @@ def test_haiku_exit_answer_sells_at_that_check(database_url, tmp_path, fake_anth
     assert outcome.haiku_calls == 1
 
 
+def test_an_unreadable_spend_ledger_stops_the_consults_and_says_so(database_url, tmp_path, fake_anthropic):
+    """Without the ledger nobody knows what is left of the budget: no Haiku call, and a recorded
+    monitor error instead of a silent "no budget"."""
+    from spend import SpendLedger
+
+    series = _one_moderate_series("08037")
+
+    async def scenario(clock):
+        h, client = await _haiku_harness(database_url, clock, series, fake_anthropic, tmp_path)
+        try:
+            h.ctx.spend = SpendLedger(h.store, clock, CALENDAR, Decimal("5"))
+            await h.db.execute("ALTER TABLE api_usage RENAME TO api_usage_unreachable")
+            position = await h.open_position(series.symbol, ONE_HUNDRED, stop=Decimal("76.00"))
+            outcome = await h.run_monitor(position, until=hkt(DAY, "10:07"))
+            await h.db.execute("ALTER TABLE api_usage_unreachable RENAME TO api_usage")
+            return outcome, await h.messages()
+        finally:
+            await client.close()
+            await h.close()
+
+    outcome, messages = simulate(hkt(DAY, "10:00"), scenario)
+
+    assert fake_anthropic.requests == [], "no consult without a budget anyone can read"
+    errors = [m for m in messages if m["event"] == "MONITOR_ERROR"]
+    assert errors and "spend ledger could not be read" in errors[0]["body"] and outcome.errors >= 1
+
+
 def test_haiku_hold_holds_is_recorded_and_the_same_signals_are_not_asked_again_within_15_minutes(
         database_url, tmp_path, fake_anthropic):
     series = _one_moderate_series("08011")
