@@ -479,3 +479,26 @@ def test_a_bug_while_reading_good_bars_is_a_failure_not_bad_usage(database_url, 
     assert code == 1
     [line] = err.strip().splitlines()
     assert line.startswith("replay failed while reading data/samples/hk: KeyError: 'time_key' (a bug;")
+
+
+def test_the_decision_model_call_gives_up_on_a_closed_port_on_the_wall_clock_too():
+    """The same retries as on the simulated clock (three attempts, then the connection error)."""
+    import anthropic
+
+    from brains import ClaudeBrain
+    from clock import WallClock
+    from config.settings import load_profile, profile_path
+
+    profile = load_profile(profile_path("hk"), {})
+    clock = WallClock()
+
+    async def ask():
+        client = anthropic.AsyncAnthropic(api_key="sk-ant-fault-matrix", base_url=closed_port_url(), max_retries=0)
+        try:
+            await ClaudeBrain(client, profile, spend=None)._create(
+                clock, profile.models.decision, [{"role": "user", "content": "hello"}])
+        finally:
+            await client.close()
+
+    with pytest.raises(anthropic.APIConnectionError):
+        clock.run(ask())
