@@ -23,10 +23,10 @@ from consciousness_notify import Consciousness, Event, EventType, InboxMessage, 
 from data.calendar import MarketCalendar, Session, SessionState
 from data.market import MarketData
 from exit_advisor import ExitAdvisor, HaikuAdvisor
+from logsetup import current_log_file
 from position_monitor import MonitorContext, MonitorManager, MonitorOutcome
 from reconcile import Reconciler
 from signals import ExitReason
-from logsetup import current_log_file
 from spend import BudgetExhausted, SpendLedger
 from stopping import StopOnSignal
 from store.db import Database, DatabaseError, Databases, agent_lock_key, open_databases
@@ -227,7 +227,11 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
         await repair_after_stopped_runs(TradingStore(dbs.trading, profile.agent_id, profile.market), clock)
         if fresh_paper_day and session is not None:
             await set_aside_earlier_paper_runs(dbs.trading, profile, calendar, session, owner)
-        rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
+        try:
+            rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
+        except RunFailed as exc:
+            print(f"run failed: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         rt.lock_conn = lock_conn
         try:
             return await _mode(args, rt, session)
@@ -286,8 +290,13 @@ async def _tell_without_databases(settings, clock: Clock, owner: str, subject: s
     from logsetup import RedactSecrets
 
     profile, secrets = settings.profile, settings.secrets
+    try:
+        alerters = build_alerters(secrets, clock)
+    except RunFailed as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        alerters = []
     notifier = Notifier(None, profile.agent_id, clock, settings.var_dir / f"outbox-{profile.agent_id}.jsonl", owner,
-                        alerters=build_alerters(secrets, clock), redact=RedactSecrets(secrets.secret_values()).redact,
+                        alerters=alerters, redact=RedactSecrets(secrets.secret_values()).redact,
                         label=getattr(settings, "label", None))
     await notifier.send(Event(EventType.RUN_FAILED, subject, error, {"error": error}))
     await notifier.close()
@@ -331,8 +340,11 @@ def _safe_spend(consciousness: Consciousness):
 
 
 def build_alerters(secrets, clock) -> list:
-    from alerts import build_alerters as build  # a broken import must fail loudly, not turn urgent alerts off
-
+    try:
+        from alerts import build_alerters as build
+    except ImportError as exc:  # never silently without urgent alerts: the run does not start
+        raise RunFailed(f"urgent alerts cannot be sent: alerts.py does not import ({type(exc).__name__}: {exc}); "
+                        "reinstall the requirements (make test)") from None
     return build(secrets, clock)
 
 

@@ -502,3 +502,17 @@ def test_the_decision_model_call_gives_up_on_a_closed_port_on_the_wall_clock_too
 
     with pytest.raises(anthropic.APIConnectionError):
         clock.run(ask())
+
+
+def test_a_broken_alerts_module_stops_the_run_instead_of_silencing_urgent_alerts(database_url, tmp_path):
+    env = {**inherited_env(), **NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(tmp_path / "var"),
+           "CATALYST_LOG_DIR": str(tmp_path / "logs")}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['alerts'] = None  # as if alerts.py failed to import\n"
+         "import agent; sys.exit(agent.cli())", "--force"],
+        cwd=PROJECT, text=True, capture_output=True, timeout=120, env=env)
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [line] = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith("run failed: urgent alerts cannot be sent: alerts.py does not import ("), line
+    assert "ENTRY" not in proc.stdout
