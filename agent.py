@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock, as_json: bool,
                      hint: str | None = None) -> int:
-    from status import build_status, render_status
+    from status import build_status, render_status, repair_when_no_run_is_alive
     from store import TradingStore, open_databases
     from store.db import DatabaseError
 
@@ -161,7 +161,7 @@ async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock,
         return EXIT_FAILED
     try:
         store = TradingStore(dbs.trading, settings.profile.agent_id, settings.profile.market)
-        await repair_when_no_run_is_alive(dbs.trading, store, clock)
+        await repair_when_no_run_is_alive(dbs.trading, store, clock.now())
         where = f"embedded PostgreSQL ({dbs.embedded.data_dir})" if dbs.embedded else dbs.trading.where
         status = await build_status(store, calendar, settings.profile, clock.now(), where)
     finally:
@@ -185,30 +185,6 @@ def cli() -> int:
     except KeyboardInterrupt:  # Ctrl-C before or after the run's own handler (which stops it cleanly)
         print("interrupted (SIGINT); the next run or heartbeat picks up whatever was left open", file=sys.stderr)
         return EXIT_FAILED
-
-
-async def repair_when_no_run_is_alive(db, store, clock: Clock) -> None:
-    """Status is a run too: when no run of the agent holds its lock, what a killed one left (cycles
-    'running', monitors whose lease lapsed) is put right before it is shown."""
-    import asyncpg
-
-    from clock import external_io
-    from store.db import agent_lock_key
-
-    key = agent_lock_key(store.agent_id)
-    with external_io():
-        conn = await asyncpg.connect(db.url)
-    try:
-        with external_io():
-            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
-        if got:
-            cycles, monitors = await store.repair_after_stopped_runs(clock.now())
-            if cycles:
-                print(f"repaired: {len(cycles)} cycle(s) left running by a stopped run are marked interrupted",
-                      file=sys.stderr)
-    finally:
-        with external_io():
-            await conn.close()
 
 
 if __name__ == "__main__":

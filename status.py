@@ -17,12 +17,17 @@ JSON shape (``--mode status --json``)::
 """
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
+
+from clock import external_io
 from config.settings import Profile
 from data.calendar import MarketCalendar
+from store.db import Database, agent_lock_key
 from store.trading import TradingStore
 
 
@@ -87,6 +92,25 @@ async def build_status(store: TradingStore, calendar: MarketCalendar, profile: P
         "database": database,
         "empty": not positions and not cycles and not closed,
     }
+
+
+async def repair_when_no_run_is_alive(db: Database, store: TradingStore, now: datetime) -> None:
+    """Status is a run too: when no run of the agent holds its lock, what a killed one left (cycles
+    'running', monitors whose lease lapsed) is put right before it is shown."""
+    key = agent_lock_key(store.agent_id)
+    with external_io():
+        conn = await asyncpg.connect(db.url)
+    try:
+        with external_io():
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        if got:
+            cycles, _monitors = await store.repair_after_stopped_runs(now)
+            if cycles:
+                print(f"repaired: {len(cycles)} cycle(s) left running by a stopped run are marked interrupted",
+                      file=sys.stderr)
+    finally:
+        with external_io():
+            await conn.close()
 
 
 def _s(value: Decimal | None) -> str | None:

@@ -90,6 +90,20 @@ def big_bro_sends(url: str, to_agent: str, *commands: str) -> list[int]:
             for command in commands]
 
 
+def holding_the_lock_of(url: str, agent_id: str, action):
+    """``action()`` while another session holds ``agent_id``'s run lock (as a live run does)."""
+    from store.db import agent_lock_key
+
+    async def go():
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", agent_lock_key(agent_id))
+            return await asyncio.to_thread(action)
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
 def profile_file(tmp_path: Path, market: str = "hk", **changes: str) -> Path:
     """A copy of the market's profile with top-level keys changed (e.g. live="true")."""
     text = (PROJECT / "config" / f"{market}.yaml").read_text()
@@ -106,7 +120,8 @@ def test_a_demo_run_leaves_the_live_agents_inbox_lock_and_records_alone(database
     url = migrated(database_url)
     pending = big_bro_sends(url, LIVE_AGENT, "close_all", "halt")
 
-    demo = agent_cli(url, tmp_path, "--force")
+    # The live agent's run is in progress (it holds its lock): the demo has a lock of its own.
+    demo = holding_the_lock_of(url, LIVE_AGENT, lambda: agent_cli(url, tmp_path, "--force"))
 
     assert demo.code == 0, demo.err
     assert f"agent id {DEMO_AGENT}" in demo.out and "ENTRY" in demo.out
