@@ -266,6 +266,8 @@ class Notifier:
     async def close(self) -> None:
         """End of the run: a last attempt at the outbox (whatever the back-off), then the alerters."""
         self._retry_at = None
+        if self.db is not None:
+            self.db.retry_now()  # nor the database's own reconnect pause
         try:
             await self.flush_outbox()
         except Exception:  # noqa: BLE001

@@ -97,6 +97,10 @@ class Database:
     def connected(self) -> bool:
         return self._pool is not None
 
+    def retry_now(self) -> None:
+        """Let the next call try to connect at once (a run's last attempt at its outbox)."""
+        self._next_attempt = None
+
     async def ready(self) -> asyncpg.Pool:
         """The pool; an optional database that is not connected yet is connected (and migrated) here."""
         if self._pool is not None or self._optional_migrations is None:

@@ -531,3 +531,44 @@ def test_a_broken_alerts_module_stops_the_run_instead_of_silencing_urgent_alerts
     [line] = [line for line in proc.stderr.splitlines() if line.strip()]
     assert line.startswith("run failed: urgent alerts cannot be sent: alerts.py does not import ("), line
     assert "ENTRY" not in proc.stdout
+
+
+def test_a_replay_delivers_its_waiting_big_bro_events_when_it_ends(database_url, pg_server, tmp_path, capsys,
+                                                                   restore_logging):
+    """Big Bro's database is unreachable while the replay trades and back just before it ends: the
+    events that waited in the replay's outbox are delivered by its last step, not left in a file
+    that nothing would ever read (the next replay has another agent id)."""
+    import agent
+
+    class BackAfterTheLastSession:
+        """stdout that brings Big Bro's database up when the last session's line is printed."""
+
+        def __init__(self, stream):
+            self.stream = stream
+            self.up = False
+
+        def write(self, text):
+            if not self.up and text.startswith("  2022-06-15 Wed:"):
+                pg_server._server.psql("CREATE DATABASE research_later;")
+                self.up = True
+            return self.stream.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    out = BackAfterTheLastSession(sys.stdout)
+    with contextlib.redirect_stdout(out):
+        code = agent.main(["--replay", "data/samples/hk", "--from", "2022-06-14", "--to", "2022-06-15"], env={
+            **NO_SECRETS, "DATABASE_URL": database_url, "RESEARCH_DATABASE_URL": pg_server.uri("research_later"),
+            "CATALYST_VAR_DIR": str(tmp_path / "var"), "CATALYST_LOG_DIR": str(tmp_path / "logs"),
+            "CATALYST_REPORTS_DIR": str(tmp_path / "reports")})
+    capsys.readouterr()
+
+    assert code == 0 and out.up
+    assert not list((tmp_path / "var").glob("outbox-*.jsonl")), "every waiting event was delivered"
+    delivered = query(pg_server.uri("research_later"), "SELECT from_agent, subject FROM claude_messages")
+    sent = [line for line in (tmp_path / "logs" / "agent.log").read_text().splitlines()
+            if "consciousness_notify: event " in line]
+    assert len(delivered) == len(sent) > 0
+    assert all(m["from_agent"].startswith("intl_claude-replay-") for m in delivered)
+    assert all(m["subject"].startswith("[replay] ") for m in delivered)
