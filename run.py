@@ -29,7 +29,7 @@ from reconcile import Reconciler
 from signals import ExitReason
 from spend import BudgetExhausted, SpendLedger
 from stopping import StopOnSignal
-from store.db import Database, DatabaseError, Databases, agent_lock_key, open_databases
+from store.db import Database, DatabaseError, Databases, agent_lock_key, connect_once, open_databases
 from store.trading import TradingStore
 from tool_executor import CycleContext, ToolExecutor, close_everything
 from workflow import Phase, WorkflowTracker, default_progress_stream
@@ -73,10 +73,8 @@ class Runtime:
 
 async def take_lock(db: Database, agent_id: str):
     """A session advisory lock held for the whole run; two runs for one agent never trade at once."""
-    import asyncpg
-
+    conn = await connect_once(db.url)
     with external_io():
-        conn = await asyncpg.connect(db.url)
         got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", agent_lock_key(agent_id))
     if not got:
         with external_io():

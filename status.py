@@ -22,12 +22,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
 from clock import external_io
 from config.settings import Profile
 from data.calendar import MarketCalendar
-from store.db import Database, agent_lock_key
+from store.db import Database, agent_lock_key, connect_once
 from store.trading import TradingStore
 
 
@@ -98,8 +96,7 @@ async def repair_when_no_run_is_alive(db: Database, store: TradingStore, now: da
     """Status is a run too: when no run of the agent holds its lock, what a killed one left (cycles
     'running', monitors whose lease lapsed) is put right before it is shown."""
     key = agent_lock_key(store.agent_id)
-    with external_io():
-        conn = await asyncpg.connect(db.url)
+    conn = await connect_once(db.url)
     try:
         with external_io():
             got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)

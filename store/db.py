@@ -18,13 +18,18 @@ from typing import Any, AsyncIterator
 
 import asyncpg
 
-from clock import external_io
+from clock import external_io, io
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Migrations of one database never run concurrently: two agents starting together wait here.
 _MIGRATION_LOCK_KEY = 0x43617461  # "Cata"
+
+
+async def connect_once(url: str, timeout: float = 10) -> asyncpg.Connection:
+    """One connection outside the pool (a run's lock), with a real-time deadline on either clock."""
+    return await io(asyncpg.connect(url, timeout=timeout), timeout=timeout)
 
 
 def agent_lock_key(agent_id: str) -> int:
@@ -73,10 +78,11 @@ class Database:
 
     async def connect(self, min_size: int = 1, max_size: int = 5, timeout: float = 10) -> "Database":
         try:
-            with external_io():
-                self._pool = await asyncpg.create_pool(
-                    self.url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=30
-                )
+            # A real-time deadline: asyncpg's own timeout runs on the loop's timers, which never come
+            # due under the simulated clock while the connection is in flight (a silent host hung a demo).
+            self._pool = await io(asyncpg.create_pool(
+                self.url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=30
+            ), timeout=timeout)
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
             raise DatabaseError(f"cannot connect to the {self.name} database at {self.where}: {type(exc).__name__}") from None
         return self

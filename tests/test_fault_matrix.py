@@ -572,3 +572,13 @@ def test_a_replay_delivers_its_waiting_big_bro_events_when_it_ends(database_url,
     assert len(delivered) == len(sent) > 0
     assert all(m["from_agent"].startswith("intl_claude-replay-") for m in delivered)
     assert all(m["subject"].startswith("[replay] ") for m in delivered)
+
+
+def test_a_database_host_that_never_answers_ends_a_simulated_clock_run_with_one_line(tmp_path):
+    """asyncpg's connect timeout runs on the loop's timers: under the simulated clock it never fired."""
+    with silent_api() as silent:
+        url = silent.replace("http://", "postgresql://catalyst:pw@") + "/trading"
+        ran = agent_cli(url, tmp_path, "--force", timeout=60)
+
+    assert ran.code == 1, ran.out + ran.err
+    assert ran.lines == [f"run failed: cannot connect to the trading database at {url.split('@')[1]}: TimeoutError"]
