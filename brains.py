@@ -95,6 +95,10 @@ def _is_fatal(exc: Exception) -> bool:
     return False
 
 
+# Seconds to wait before the second and the third attempt of a Messages API call.
+RETRY_DELAYS = (1.0, 4.0)
+
+
 class ClaudeBrain:
     name = "claude"
 
@@ -164,7 +168,6 @@ class ClaudeBrain:
             messages.append({"role": "user", "content": tool_results})
         return result
 
-
     async def _create(self, clock, spec, messages: list[dict[str, Any]]):
         """One Messages API call, retried on the errors worth retrying.
 
@@ -186,10 +189,6 @@ class ClaudeBrain:
                 log.warning("Messages API call failed (%s); retrying in %g s", type(exc).__name__, delay)
             await clock.sleep(delay)
         raise AssertionError("unreachable")
-
-
-# Seconds to wait before the second and the third attempt of a Messages API call.
-RETRY_DELAYS = (1.0, 4.0)
 
 
 def _retryable(exc: BaseException) -> bool:
