@@ -2,7 +2,7 @@
 """Catalyst: the command line and the run.
 
     python agent.py [--market hk|us] [--mode trade|close|heartbeat|status] [--force] [--live]
-                    [--brain claude|rules] [--config PATH] [--replay PATH [--from D] [--to D]]
+                    [--brain claude|rules] [--config PATH] [--replay PATH [--from D] [--to D] [--compare [--seed N]]]
 
 Exit codes: 0 done or skipped; 1 the run failed; 2 bad usage or configuration; 3 refused for safety.
 """
@@ -13,14 +13,16 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from dotenv import dotenv_values
 
 from clock import Clock, WallClock
-from config.settings import PROJECT_DIR, ConfigError, Profile, Secrets, load_profile, load_secrets, profile_path
+from config.settings import (
+    PROJECT_DIR, ConfigError, Profile, Secrets, live_env_note, load_profile, load_secrets, profile_path,
+)
 from data.calendar import MarketCalendar
 from logsetup import setup_logging
 
@@ -61,6 +63,7 @@ class Settings:
     profile: Profile
     secrets: Secrets
     profile_file: Path
+    label: str | None = None  # "demo" or "replay": a run that is not the live agent says so in what it posts
 
     @property
     def var_dir(self) -> Path:
@@ -93,8 +96,27 @@ def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
+    """A flag the chosen mode would silently ignore: refused, so that nobody believes it acted."""
+    if (args.date_from or args.date_to) and args.replay is None:
+        return "--from and --to only go with --replay PATH"
+    if args.json and args.mode != "status":
+        return "--json only goes with --mode status"
+    if args.compare and args.replay is None:
+        return "--compare only goes with --replay PATH"
+    if args.seed is not None and not args.compare:
+        return "--seed (the random control's) only goes with --replay PATH --compare"
+    if args.replay is not None and args.mode != "trade":
+        return f"--replay runs trading sessions; it does not go with --mode {args.mode}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> int:
     args = parse_args(argv)
+    misplaced = flags_that_do_nothing(args)
+    if misplaced:
+        print(f"agent.py: {misplaced} (see --help)", file=sys.stderr)
+        return EXIT_USAGE
     env = read_environment(env)
     try:
         settings = load_settings(args, env)
@@ -102,6 +124,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     profile = settings.profile
+    if args.brain == "claude" and not settings.secrets.anthropic_api_key and args.mode != "status":
+        print("agent.py: --brain claude needs ANTHROPIC_API_KEY (in the environment or .env, see .env.example)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    note = live_env_note(env, settings.profile_file)
+    if note:
+        print(note, file=sys.stderr)
     if args.live and not profile.live:
         print(
             f"refused: --live needs the profile to say `live: true` too ({settings.profile_file}); "
@@ -111,18 +140,30 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_REFUSED
     if profile.live and not args.live and args.mode != "status":
         print(f"note: {settings.profile_file} says live: true but --live was not given; trading on paper", file=sys.stderr)
-    setup_logging(Path(env.get("CATALYST_LOG_DIR") or PROJECT_DIR / "logs"), settings.secrets.secret_values())
+    setup_logging(Path(env.get("CATALYST_LOG_DIR") or PROJECT_DIR / "logs").expanduser(), settings.secrets.secret_values())
     clock = clock or WallClock()
     calendar = MarketCalendar(profile.market)
     if args.mode == "status":
-        return clock.run(run_status(settings, calendar, clock, as_json=args.json))
+        hint = None
+        if settings.secrets.broker_for(profile.market) == "paper":
+            from demo import demo_settings
+
+            if args.force:  # what `--force` runs without a broker: the demo's records
+                settings = demo_settings(settings)
+            else:
+                hint = (f"(no broker configured: the sample sessions of `make run` / `--force` are recorded under "
+                        f"agent id {demo_settings(settings).profile.agent_id}; `agent.py --mode status --force` shows them)")
+            # No live broker: nothing of this agent trades real money, whatever the profile says.
+            settings = replace(settings, profile=settings.profile.model_copy(update={"live": False}))
+        return clock.run(run_status(settings, calendar, clock, as_json=args.json, hint=hint))
     from run import run_agent  # the trading run pulls in brokers and models; status stays light
 
     return run_agent(args, settings, calendar, clock, env)
 
 
-async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock, as_json: bool) -> int:
-    from status import build_status, render_status
+async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock, as_json: bool,
+                     hint: str | None = None) -> int:
+    from status import build_status, render_status, repair_when_no_run_is_alive
     from store import TradingStore, open_databases
     from store.db import DatabaseError
 
@@ -138,6 +179,7 @@ async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock,
         return EXIT_FAILED
     try:
         store = TradingStore(dbs.trading, settings.profile.agent_id, settings.profile.market)
+        await repair_when_no_run_is_alive(dbs.trading, store, clock.now())
         where = f"embedded PostgreSQL ({dbs.embedded.data_dir})" if dbs.embedded else dbs.trading.where
         status = await build_status(store, calendar, settings.profile, clock.now(), where)
     finally:
@@ -146,8 +188,22 @@ async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock,
         print(json.dumps(status, indent=2, default=str))
     else:
         print(render_status(status, calendar))
+        if hint:
+            print(hint)
     return EXIT_OK
 
 
+def cli() -> int:
+    """``python agent.py``: main() with the two ways a shell ends a program made quiet and clear."""
+    from quiet_pipe import quiet_when_the_reader_leaves
+
+    quiet_when_the_reader_leaves()  # `agent.py ... | head`: the run goes on, its output goes nowhere
+    try:
+        return main()
+    except KeyboardInterrupt:  # Ctrl-C before or after the run's own handler (which stops it cleanly)
+        print("interrupted (SIGINT); the next run or heartbeat picks up whatever was left open", file=sys.stderr)
+        return EXIT_FAILED
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -95,6 +95,10 @@ def _is_fatal(exc: Exception) -> bool:
     return False
 
 
+# Seconds to wait before the second and the third attempt of a Messages API call.
+RETRY_DELAYS = (1.0, 4.0)
+
+
 class ClaudeBrain:
     name = "claude"
 
@@ -128,15 +132,17 @@ class ClaudeBrain:
                 return result
             _mark_last_block(messages)
             try:
-                response = await io(self.client.messages.create(
-                    model=spec.name, max_tokens=spec.max_tokens, system=self.system, tools=self.tools, messages=messages,
-                    timeout=self.profile.models.request_timeout_seconds,
-                ))
+                response = await self._create(ctx.clock, spec, messages)
             except anthropic.APIError as exc:
                 if _is_fatal(exc):
                     raise FatalBrainError(_describe(exc)) from None
                 result.status = CycleStatus.FAILED
                 result.error = _describe(exc)
+                return result
+            except TimeoutError:
+                result.status = CycleStatus.FAILED
+                result.error = (f"the Messages API did not answer within "
+                                f"{self.profile.models.request_timeout_seconds:g} s ({1 + len(RETRY_DELAYS)} attempts)")
                 return result
             result.requests += 1
             result.iterations += 1
@@ -161,6 +167,36 @@ class ClaudeBrain:
                                      "is_error": outcome.is_error})
             messages.append({"role": "user", "content": tool_results})
         return result
+
+    async def _create(self, clock, spec, messages: list[dict[str, Any]]):
+        """One Messages API call, retried on the errors worth retrying.
+
+        The client does not retry by itself (``max_retries=0``): its back-off sleeps on the event
+        loop's timers, which never come due while a call is in flight on the simulated clock. Here
+        the wait between attempts is the run's clock, and each attempt has a real-time deadline."""
+        from clock import io
+
+        timeout = self.profile.models.request_timeout_seconds
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return await io(self.client.messages.create(
+                    model=spec.name, max_tokens=spec.max_tokens, system=self.system, tools=self.tools,
+                    messages=messages, timeout=timeout,
+                ), timeout=timeout)
+            except (anthropic.APIError, TimeoutError) as exc:
+                if delay is None or not _retryable(exc):
+                    raise
+                log.warning("Messages API call failed (%s); retrying in %g s", type(exc).__name__, delay)
+            await clock.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Connection errors, timeouts, rate limits and server errors (overloaded included) pass with time."""
+    if isinstance(exc, (TimeoutError, anthropic.APIConnectionError)):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
 
 
 def _mark_last_block(messages: list[dict[str, Any]]) -> None:

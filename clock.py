@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import selectors
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Coroutine, Iterator, Protocol, TypeVar
 
@@ -134,10 +135,40 @@ def external_io() -> Iterator[None]:
         loop._io_end()
 
 
-async def io(awaitable: Awaitable[T]) -> T:
-    """``await`` something external under ``external_io()``."""
-    with external_io():
-        return await awaitable
+async def io(awaitable: Awaitable[T], timeout: float | None = None) -> T:
+    """``await`` something external under ``external_io()``.
+
+    ``timeout``: seconds of real time, on either clock; past it the call is cancelled and
+    ``TimeoutError`` raised. A timer of the event loop cannot bound such a call under the simulated
+    clock (no virtual time passes while it is in flight), nor can the SDKs' own timeouts and back-off
+    sleeps that run on the loop's timers: a call that hangs there would hang the run for ever. The
+    deadline is therefore kept by a real-time timer thread.
+    """
+    if timeout is None:
+        with external_io():
+            return await awaitable
+    loop = asyncio.get_running_loop()
+    call = asyncio.ensure_future(awaitable)
+    expired = []
+
+    def expire() -> None:
+        if not call.done():
+            expired.append(True)
+            call.cancel()
+
+    timer = threading.Timer(timeout, loop.call_soon_threadsafe, args=(expire,))
+    timer.daemon = True
+    timer.start()
+    try:
+        with external_io():
+            return await call
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if expired and not (current is not None and current.cancelling()):
+            raise TimeoutError(f"no answer within {timeout:g} s") from None
+        raise
+    finally:
+        timer.cancel()
 
 
 class SimClock:

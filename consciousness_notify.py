@@ -138,8 +138,12 @@ class Notifier:
         run_id: str,
         alerters: list[Alerter] | None = None,
         redact: Callable[[str], str] = lambda s: s,
+        label: str | None = None,
     ) -> None:
         self.db = db
+        # "demo" or "replay": what such a run posts says so (subject prefix, data.run_kind), so that
+        # nobody reading claude_messages takes a sample session on a simulated clock for the agent's day.
+        self.label = label
         self.agent_id = agent_id
         self.clock = clock
         self.outbox_path = outbox_path
@@ -168,6 +172,10 @@ class Notifier:
         self.sent.append(event)
         at = self.clock.now()
         data = self._redact_data({"event": event.type.value, **event.data})
+        subject = event.subject
+        if self.label:
+            data["run_kind"] = self.label
+            subject = f"[{self.label}] {subject}"
         record = {
             "table": MESSAGES,
             "idempotency_key": self._next_key(),
@@ -175,7 +183,7 @@ class Notifier:
             "to_agent": BIG_BRO,
             "msg_type": event.msg_type,
             "priority": event.effective_priority.value,
-            "subject": self.redact(event.subject)[:500],
+            "subject": self.redact(subject)[:500],
             "body": self.redact(event.body),
             "data": data,
             "reply_to_id": event.reply_to_id,
@@ -258,6 +266,8 @@ class Notifier:
     async def close(self) -> None:
         """End of the run: a last attempt at the outbox (whatever the back-off), then the alerters."""
         self._retry_at = None
+        if self.db is not None:
+            self.db.retry_now()  # nor the database's own reconnect pause
         try:
             await self.flush_outbox()
         except Exception:  # noqa: BLE001
@@ -468,6 +478,14 @@ class Consciousness:
     async def mark_processed(self, message_id: int, at: datetime) -> None:
         await self.db.execute(
             "UPDATE claude_messages SET status='processed', processed_at=$2 WHERE id=$1", message_id, at
+        )
+
+    async def mark_failed(self, message_id: int, at: datetime, why: str) -> None:
+        """A control that could not be carried out: 'failed', with the reason (the answer says it too)."""
+        await self.db.execute(
+            """UPDATE claude_messages SET status='failed', processed_at=$2,
+                   data = COALESCE(data, '{}'::jsonb) || jsonb_build_object('failure', $3::text) WHERE id=$1""",
+            message_id, at, why[:500],
         )
 
     async def observe(self, at: datetime, subject: str, content: str, market: str, tags: dict[str, Any] | None = None) -> None:

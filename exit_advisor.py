@@ -13,11 +13,10 @@
 * ``ConsultGate``: per position, at most ``haiku_max_calls_per_position`` consults, and none within
   ``haiku_min_interval_minutes`` of the previous one unless the set of (signal, strength) changed.
 
-The timeout is ``asyncio.wait_for``, so it follows the running event loop's time. The HTTP call is
-marked as external I/O (``clock.io``): under the simulated clock no virtual time passes while it is
-in flight. Without that mark the virtual loop would jump straight to the deadline and every consult
-in a replay would "time out" at once; with it, a replay waits for the (fake) server in real time
-and the timeout only acts under the wall clock.
+The HTTP call is marked as external I/O (``clock.io``): under the simulated clock no virtual time
+passes while it is in flight (without that mark the virtual loop would jump straight to the deadline
+and every consult in a replay would "time out" at once). Its timeout is real seconds on either clock
+(``clock.io(..., timeout=)``), so a consult that hangs ends a replay's wait too.
 """
 from __future__ import annotations
 
@@ -145,7 +144,7 @@ class HaikuAdvisor:
 
     async def advise(self, request: AdviceRequest) -> Advice:
         try:
-            response = await asyncio.wait_for(io(self._create(request)), timeout=self._timeout)
+            response = await io(self._create(request), timeout=self._timeout)  # real seconds on either clock
         except (asyncio.TimeoutError, anthropic.APITimeoutError):
             return self._hold(f"Haiku did not answer within {self._timeout:g} s", AdviceFailure.TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any failure of the consult means HOLD, never a crash

@@ -60,3 +60,11 @@ def setup_logging(log_dir: Path, secrets: Iterable[str], level: int = logging.IN
                   "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return redactor
+
+
+def current_log_file() -> str:
+    """Where this process logs (the file of the handler set up above), for the one-line messages."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.handlers.TimedRotatingFileHandler):
+            return handler.baseFilename
+    return "logs/agent.log"

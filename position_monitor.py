@@ -118,6 +118,8 @@ class PositionMonitor:
         self._exit_fills: list[Order] = []
         self._retry_exit: ExitRequest | None = None  # an exit that failed: tried again after the retry delay
         self._failed_checks = 0                       # full checks failed in a row (retry backoff)
+        self._lease_until: datetime | None = None     # until when the lease is ours for certain
+        self._lease_unknown: str | None = None        # why the lease could not be renewed (it lapsed)
         self._failed_exits = 0                        # exits failed in a row (retry backoff)
 
     # --- public -----------------------------------------------------------------------------
@@ -143,6 +145,7 @@ class PositionMonitor:
             self.outcome.note = "another live process holds this position's monitor lease"
             log.info("%s: %s", pos.symbol, self.outcome.note)
             return self.outcome
+        self._lease_until = now + timedelta(seconds=ctx.profile.monitor.lease_seconds)
         await self._notify(EventType.MONITOR_STARTED, f"Monitoring {pos.symbol.short}",
                            f"Watching {pos.side.value} {pos.quantity} {pos.symbol} from {pos.entry_price}; "
                            f"stop {pos.stop_price}, target {pos.target_price}, backstop {pos.backstop_status}.",
@@ -345,7 +348,9 @@ class PositionMonitor:
             return True
         except BudgetExhausted:
             return False
-        except Exception:  # noqa: BLE001 - without the ledger, do not spend
+        except Exception as exc:  # noqa: BLE001 - without the ledger, do not spend; but say why
+            await self._record_error(f"the LLM spend ledger could not be read ({type(exc).__name__}: {exc}); "
+                                     "no Haiku consult, the rules decide")
             return False
 
     async def _consult(self, signals: list[Signal], decision: Decision, price: Decimal) -> tuple[Decision, ExitRequest | None]:
@@ -582,18 +587,38 @@ class PositionMonitor:
             log.warning("%s: could not record the check: %s", pos.symbol, exc)
 
     async def _renew_lease(self, now: datetime) -> bool:
-        """Extend this monitor's lease; False when another live process holds it now."""
+        """Extend this monitor's lease; False when another live process may hold it now.
+
+        Fails closed: when the renewal itself fails (the database does not answer), the monitor goes
+        on only while the lease it last renewed is certainly still its own; once that has lapsed,
+        another run may have adopted the position, so this one stops rather than risk a second sale."""
+        lease_seconds = self.ctx.profile.monitor.lease_seconds
         try:
-            return await self.ctx.store.claim_monitor(self.position.position_id, self.position.symbol, self.ctx.owner,
-                                                      now, self.ctx.profile.monitor.lease_seconds)
-        except Exception as exc:  # noqa: BLE001 - the database hiccuped: keep watching, try again later
-            log.warning("%s: lease renewal failed: %s", self.position.symbol, exc)
-            return True
+            held = await self.ctx.store.claim_monitor(self.position.position_id, self.position.symbol, self.ctx.owner,
+                                                      now, lease_seconds)
+        except Exception as exc:  # noqa: BLE001 - decided below: the lease we know of, or nothing
+            if self._lease_until is not None and now < self._lease_until:
+                log.warning("%s: lease renewal failed (%s); the lease holds until %s, trying again",
+                            self.position.symbol, type(exc).__name__, self._lease_until.isoformat())
+                return True
+            self._lease_unknown = f"{type(exc).__name__}: {exc}"
+            return False
+        if held:
+            self._lease_until = now + timedelta(seconds=lease_seconds)
+        return held
 
     async def _step_down(self) -> None:
-        """Another process took the position over (our lease had lapsed): stop, so that only one
-        monitor ever sells it."""
+        """Another process took the position over (our lease had lapsed), or may have (the lease
+        could not be renewed in time): stop, so that only one monitor ever sells it."""
         pos = self.position
+        if self._lease_unknown is not None:
+            self.outcome.note = ("the monitor lease could not be renewed and has lapsed "
+                                 f"({self._lease_unknown}); stopped watching so that no two processes sell it")
+            await self._record_error(self.outcome.note)
+            await self._notify(EventType.MONITOR_ENDED, f"Monitor stopped: {pos.symbol.short} lease lost",
+                               f"{pos.symbol}: {self.outcome.note}. The next run or heartbeat adopts it.",
+                               {"lease_lost": True, "owner": self.ctx.owner}, Priority.HIGH)
+            return
         self.outcome.note = "another process holds this position's monitor lease now; stopped watching"
         log.warning("%s: %s", pos.symbol, self.outcome.note)
         await self._notify(EventType.MONITOR_ENDED, f"Monitor handed over: {pos.symbol.short}",

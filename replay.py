@@ -36,11 +36,13 @@ from typing import Any, Mapping, Sequence
 
 from clock import Clock, SimClock, WallClock, external_io
 from config.settings import PROJECT_DIR
+from data.bars import BarFileError
 from data.calendar import MarketCalendar, Session
-from news.replay_news import PROVIDER, catalyst_markdown, catalyst_summary, load_for_replay, mark_catalysts
-from sessions import PaperFeed, replay_feed
 from brains import cycle_key
+from logsetup import current_log_file
+from news.replay_news import PROVIDER, NewsFileError, catalyst_markdown, catalyst_summary, load_for_replay, mark_catalysts
 from policy_lab import EntryFill
+from sessions import NoReplayData, PaperFeed, replay_feed
 from store.trading import PositionRecord
 
 log = logging.getLogger("catalyst.replay")
@@ -77,9 +79,14 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
             raise ReplayUsageError(f"--from {start} is after --to {end}; nothing to replay")
         feed = replay_feed(args.replay, profile, calendar, start, end)
         news = load_for_replay(Path(args.replay), profile.market, calendar.tz)  # news.csv beside the bars
-    except (ReplayUsageError, ValueError, FileNotFoundError, OSError) as exc:
+    except (ReplayUsageError, NoReplayData, BarFileError, NewsFileError, OSError) as exc:  # what the user gave cannot be replayed
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - a bug reading good data: a failure of ours, not bad usage
+        log.exception("reading the bars failed")
+        print(f"replay failed while reading {args.replay}: {type(exc).__name__}: {exc} "
+              f"(a bug; the trace is in {current_log_file()})", file=sys.stderr)
+        return EXIT_FAILED
     if getattr(args, "live", False):
         print("note: a replay always trades on the paper exchange; --live is ignored", file=sys.stderr)
 
@@ -92,8 +99,14 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         settings,
         profile=profile.model_copy(update={"agent_id": replay_id}),
         secrets=settings.secrets.model_copy(update={name: None for name in _ALERT_SECRETS}),
+        label="replay",
     )
-    out_root = Path(reports_dir or env.get(REPORTS_ENV) or PROJECT_DIR / "reports")
+    out_root = Path(reports_dir or env.get(REPORTS_ENV) or PROJECT_DIR / "reports").expanduser()
+    problem = _unwritable(out_root)
+    if problem:  # found now, not after the replay has run for minutes
+        print(f"replay: the reports folder {out_root} cannot be written ({problem}); "
+              f"set {REPORTS_ENV} to a folder you can write", file=sys.stderr)
+        return EXIT_USAGE
     sessions = feed.sessions
     print(f"Catalyst replay {profile.market.value}: {len(sessions)} session(s) {sessions[0].day} to {sessions[-1].day} "
           f"from {args.replay} ({', '.join(s.short for s in feed.real_symbols)}"
@@ -210,6 +223,19 @@ def _re_exits(entries, tapes, calendar: MarketCalendar, profile, *, backstop: bo
     return out
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot take a report, or None when it can."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
 def _parse_day(text: str | None, flag: str) -> date | None:
     if text is None or not str(text).strip():
         return None
@@ -244,10 +270,8 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
     (the random control); ``say`` prints."""
     from brokers.base import BrokerError
     from brokers.paper import PaperExchange
-    from reconcile import Reconciler
-    from run import (
-        EXIT_FAILED as CYCLE_FAILED, LockHeld, RunFailed, adopt, build_runtime, read_inbox, run_owner, take_lock, wake,
-    )
+    from run import LockHeld, RunFailed, build_runtime, run_owner, take_lock
+    from stopping import StopOnSignal
     from store.db import DatabaseError, open_databases
 
     profile, secrets = settings.profile, settings.secrets
@@ -285,39 +309,20 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
         stuck: Counter[int] = Counter()
         error = None
         replayed: list[Session] = []
-        for session in feed.sessions:
-            if clock.now() < session.open:
-                await clock.sleep_until(session.open)
-            closed_before = len([o for o in rt.monitors.outcomes if o.closed])
-            pnl_before = sum((o.realized_pnl or Decimal(0) for o in rt.monitors.outcomes if o.closed), Decimal(0))
-            rt.market.universe = feed.trading_in(session)
-            driver = broker.start(until=session.close)
+        partial = None
+        with StopOnSignal() as stop:
             try:
-                await wake(rt)
-                reconciled = await Reconciler(broker, rt.store, rt.notifier, clock, calendar, profile).run()
-                if reconciled.changes:
-                    say(f"  {session.day} reconcile: {reconciled.summary()}")
-                inbox = await read_inbox(rt)
-                await adopt(rt)
-                if feed.has_history_before(session):
-                    code = await _trade_session(rt, session, inbox, stuck, say)
-                else:
-                    code = EXIT_OK
-                    say(f"  {session.day:%Y-%m-%d %a}: no bars before this session, so no volume ratio: "
-                          "a warm-up session, no cycle")
-                await driver  # the tape to the close, so the close marks the account
-            finally:
-                await broker.stop()
-            replayed.append(session)
-            account = await broker.account()
-            equity_curve.append(_equity_point(session.day.isoformat(), session.close, account, calendar))
-            outcomes = [o for o in rt.monitors.outcomes if o.closed]
-            day_pnl = sum((o.realized_pnl or Decimal(0) for o in outcomes), Decimal(0)) - pnl_before
-            say(f"  {session.day:%Y-%m-%d %a}: {len(outcomes) - closed_before} trade(s) closed, "
-                  f"P&L {profile.currency} {day_pnl:+,.2f}, equity {account.equity:,.2f}")
-            if code == CYCLE_FAILED:
-                error = f"a cycle on {session.day} failed; the replay stopped there (see logs/agent.log)"
-                break
+                error = await _replay_sessions(rt, broker, feed, calendar, clock, profile, equity_curve, stuck, replayed,
+                                               say)
+            except asyncio.CancelledError:
+                if not stop.received:
+                    raise
+                asyncio.current_task().uncancel()
+                await rt.monitors.cancel()
+                day = feed.sessions[len(replayed)].day if len(replayed) < len(feed.sessions) else feed.sessions[-1].day
+                partial = error = (f"stopped by {stop.signal_name} during the session of {day}; the report covers "
+                                   f"the {len(replayed)} session(s) replayed before it")
+            stop.finishing = True
         positions = await _positions(rt)
         watches = _watches(rt, stuck)
         monitor_rows = {r["position_id"]: r for r in await rt.store.monitor_rows()}
@@ -331,10 +336,13 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
         )
         report["pass_reasons"] = pass_reasons
         await mark_catalysts(report, rt.news, news_loaded)
+        if partial:
+            report["run"]["partial"] = partial
         return ReplayResult(report, error, _entries(positions), await _entries_by_cycle(rt))
     finally:
         if rt is not None:
             await rt.monitors.cancel()
+            await rt.notifier.close()  # the run lifecycle's last step: the outbox is delivered, not left behind
             if rt.anthropic_client is not None:
                 with external_io():
                     await rt.anthropic_client.close()
@@ -343,6 +351,50 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
             with external_io():
                 await lock_conn.close()
         await dbs.close()
+
+
+async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar, clock: SimClock, profile,
+                           equity_curve: list, stuck: Counter[int], replayed: list[Session],
+                           say=print) -> str | None:
+    """Every session in turn, as cron and the agent would have run it; the error that stopped it, if any."""
+    from reconcile import Reconciler
+    from run import EXIT_FAILED as CYCLE_FAILED, adopt, read_inbox, wake
+
+    error = None
+    for session in feed.sessions:
+        if clock.now() < session.open:
+            await clock.sleep_until(session.open)
+        closed_before = len([o for o in rt.monitors.outcomes if o.closed])
+        pnl_before = sum((o.realized_pnl or Decimal(0) for o in rt.monitors.outcomes if o.closed), Decimal(0))
+        rt.market.universe = feed.trading_in(session)
+        driver = broker.start(until=session.close)
+        try:
+            await wake(rt)
+            reconciled = await Reconciler(broker, rt.store, rt.notifier, clock, calendar, profile).run()
+            if reconciled.changes:
+                say(f"  {session.day} reconcile: {reconciled.summary()}")
+            inbox = await read_inbox(rt)
+            await adopt(rt)
+            if feed.has_history_before(session):
+                code = await _trade_session(rt, session, inbox, stuck, say)
+            else:
+                code = EXIT_OK
+                say(f"  {session.day:%Y-%m-%d %a}: no bars before this session, so no volume ratio: "
+                    "a warm-up session, no cycle")
+            await driver  # the tape to the close, so the close marks the account
+        finally:
+            await broker.stop()
+        replayed.append(session)
+        account = await broker.account()
+        equity_curve.append(_equity_point(session.day.isoformat(), session.close, account, calendar))
+        outcomes = [o for o in rt.monitors.outcomes if o.closed]
+        day_pnl = sum((o.realized_pnl or Decimal(0) for o in outcomes), Decimal(0)) - pnl_before
+        say(f"  {session.day:%Y-%m-%d %a}: {len(outcomes) - closed_before} trade(s) closed, "
+            f"P&L {profile.currency} {day_pnl:+,.2f}, equity {account.equity:,.2f}")
+        if code == CYCLE_FAILED:
+            error = f"a cycle on {session.day} failed; the replay stopped there (see {current_log_file()})"
+            return error
+    return error
 
 
 async def _trade_session(rt, session: Session, inbox, stuck: Counter[int], say=print) -> int:
@@ -648,6 +700,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- Profile: `{run.get('profile_file')}`; brain: {run['brain']}; universe seed {run['universe_seed']}; "
         f"cycles at {', '.join(run['cycle_times'])}; starting cash {_money(run['starting_cash'], cur, sign=False)}.",
         f"- Database rows under agent id `{run['agent_id']}` (kept apart from the live agent).",
+        *([f"- **Partial report**: {run['partial']}."] if run.get("partial") else []),
         "",
         "## Key figures",
         "",
@@ -766,6 +819,8 @@ def print_report(r: dict[str, Any], folder: Path) -> None:
         print(f"Still open at the end: {', '.join(t['symbol'] for t in r['open_positions'])}")
     if r["synthetic_symbols"]:
         print(f"Synthetic symbols: {', '.join(r['synthetic_symbols'])}")
+    if r["run"].get("partial"):
+        print(f"PARTIAL report: {r['run']['partial']}")
     print(f"Report: {folder}")
 
 

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import hashlib
 import logging
-import signal
 import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -24,11 +23,13 @@ from consciousness_notify import Consciousness, Event, EventType, InboxMessage, 
 from data.calendar import MarketCalendar, Session, SessionState
 from data.market import MarketData
 from exit_advisor import ExitAdvisor, HaikuAdvisor
+from logsetup import current_log_file
 from position_monitor import MonitorContext, MonitorManager, MonitorOutcome
 from reconcile import Reconciler
 from signals import ExitReason
 from spend import BudgetExhausted, SpendLedger
-from store.db import Database, DatabaseError, Databases, open_databases
+from stopping import StopOnSignal
+from store.db import Database, DatabaseError, Databases, agent_lock_key, connect_once, open_databases
 from store.trading import TradingStore
 from tool_executor import CycleContext, ToolExecutor, close_everything
 from workflow import Phase, WorkflowTracker, default_progress_stream
@@ -73,16 +74,10 @@ class Runtime:
     news: Any = None  # news.service.NewsService
 
 
-def agent_lock_key(agent_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"catalyst:{agent_id}".encode()).digest()[:8], "big", signed=True)
-
-
 async def take_lock(db: Database, agent_id: str):
     """A session advisory lock held for the whole run; two runs for one agent never trade at once."""
-    import asyncpg
-
+    conn = await connect_once(db.url)
     with external_io():
-        conn = await asyncpg.connect(db.url)
         got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", agent_lock_key(agent_id))
     if not got:
         with external_io():
@@ -112,6 +107,10 @@ def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, cloc
 
         return run_replay(args, settings, calendar, clock=clock, env=env)
     if broker_kind == "paper":
+        if args.live:
+            print(f"refused: --live needs a live {profile.market.value} broker, and none is configured "
+                  "(see .env.example); nothing was traded", file=sys.stderr)
+            return EXIT_REFUSED
         if args.mode == "heartbeat" and not args.force:
             print(f"heartbeat: no {profile.market.value} broker configured (see .env.example); nothing to watch")
             return EXIT_OK
@@ -119,8 +118,11 @@ def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, cloc
             print(f"no {profile.market.value} broker configured (see .env.example); `--force` trades the bundled "
                   "sample session on the paper exchange")
             return EXIT_OK
+        from demo import demo_settings
         from sessions import sample_feed
 
+        settings = demo_settings(settings)  # never the live agent: its own id, lock, inbox and records
+        profile = settings.profile
         feed = sample_feed(profile, calendar)
         session = feed.sessions[-1]
         sim = SimClock(session.open)
@@ -139,11 +141,7 @@ def run_agent(args: argparse.Namespace, settings, calendar: MarketCalendar, cloc
 
 
 def configured_broker(profile: Profile, secrets) -> str:
-    if profile.market.value == "HK" and secrets.moomoo_host:
-        return "moomoo"
-    if profile.market.value == "US" and secrets.alpaca_api_key and secrets.alpaca_secret_key:
-        return "alpaca"
-    return "paper"
+    return secrets.broker_for(profile.market)
 
 
 def is_cycle_time(profile: Profile, calendar: MarketCalendar, now: datetime) -> bool:
@@ -160,7 +158,8 @@ async def _paper_run(args, settings, calendar, clock: SimClock, feed, session: S
 
     broker = PaperExchange(feed.series, clock, calendar, settings.profile)
     print(f"Catalyst {settings.profile.market.value} on the paper exchange: sample session {session.day} "
-          f"({len(feed.real_symbols)} real symbol(s), {len(feed.synthetic_symbols)} synthetic), simulated clock")
+          f"({len(feed.real_symbols)} real symbol(s), {len(feed.synthetic_symbols)} synthetic), simulated clock, "
+          f"agent id {settings.profile.agent_id}")
     return await _run(args, settings, calendar, clock, broker, feed.universe, live, session=session,
                       fresh_paper_day=args.mode == "trade")
 
@@ -189,47 +188,9 @@ def build_broker(kind: str, settings, clock: Clock, calendar: MarketCalendar, li
     return AlpacaBroker(secrets, clock, live=live, streaming=push)
 
 
-class StopOnSigterm:
-    """SIGTERM (``kill``, a shutdown, a container stop) cancels the run's task instead of ending the
-    process on the spot, so that the run's cleanup happens: monitors release their leases (the next
-    heartbeat adopts the positions at once, not after the lease has lapsed), Big Bro is told what is
-    left open, the outbox is flushed, the broker and the databases are closed.
-
-    Signal handlers can only be set from the main thread; elsewhere (a run started from another
-    thread) SIGTERM keeps its default action."""
-
-    def __init__(self) -> None:
-        self.received = False
-        self.finishing = False  # the run's own cleanup is under way: a SIGTERM now would only cut it short
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def __enter__(self) -> "StopOnSigterm":
-        loop, task = asyncio.get_running_loop(), asyncio.current_task()
-        self._previous = signal.getsignal(signal.SIGTERM)
-        try:
-            loop.add_signal_handler(signal.SIGTERM, self._stop, task)
-        except (ValueError, RuntimeError, NotImplementedError):
-            return self
-        self._loop = loop
-        return self
-
-    def _stop(self, task: asyncio.Task) -> None:
-        if self.finishing:
-            log.warning("SIGTERM: the run is finishing already")
-        elif not self.received:  # a second SIGTERM changes nothing: the cleanup is under way
-            self.received = True
-            log.warning("SIGTERM: stopping the run (monitors release their positions)")
-            task.cancel()
-
-    def __exit__(self, *exc_info) -> None:
-        if self._loop is not None:
-            self._loop.remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe, live: bool,
                session: Session | None, fresh_paper_day: bool = False) -> int:
-    with StopOnSigterm() as stop:
+    with StopOnSignal() as stop:
         try:
             return await _run_until_stopped(args, settings, calendar, clock, broker, universe, live, session, stop,
                                             fresh_paper_day)
@@ -237,12 +198,12 @@ async def _run(args, settings, calendar: MarketCalendar, clock: Clock, broker: B
             if not stop.received:
                 raise
             asyncio.current_task().uncancel()  # stopped while starting: nothing was being watched yet
-            print("stopped by SIGTERM while starting; nothing was traded by this run", file=sys.stderr)
+            print(f"stopped by {stop.signal_name} while starting; nothing was traded by this run", file=sys.stderr)
             return EXIT_FAILED
 
 
 async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Clock, broker: Broker, universe,
-                             live: bool, session: Session | None, stop: StopOnSigterm, fresh_paper_day: bool) -> int:
+                             live: bool, session: Session | None, stop: StopOnSignal, fresh_paper_day: bool) -> int:
     profile = settings.profile
     secrets = settings.secrets
     started = clock.now()
@@ -264,9 +225,14 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
         except LockHeld as exc:
             print(str(exc))
             return EXIT_OK
+        await repair_after_stopped_runs(TradingStore(dbs.trading, profile.agent_id, profile.market), clock)
         if fresh_paper_day and session is not None:
             await set_aside_earlier_paper_runs(dbs.trading, profile, calendar, session, owner)
-        rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
+        try:
+            rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
+        except RunFailed as exc:
+            print(f"run failed: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         rt.lock_conn = lock_conn
         try:
             return await _mode(args, rt, session)
@@ -275,7 +241,7 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
                 raise
             asyncio.current_task().uncancel()
             await rt.monitors.cancel()  # each monitor releases its lease as it ends
-            await stopped_by_signal(rt)
+            await stopped_by_signal(rt, stop.signal_name or "SIGTERM")
             return EXIT_FAILED
         finally:
             stop.finishing = True
@@ -295,6 +261,16 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
         await dbs.close()
 
 
+async def repair_after_stopped_runs(store: TradingStore, clock: Clock) -> None:
+    """Put right what a killed run of this agent left: its cycles still 'running' are closed as
+    interrupted (said in one line), its monitors whose lease lapsed are marked dead (adoption, in
+    the modes that adopt, says which positions it takes over)."""
+    cycles, _monitors = await store.repair_after_stopped_runs(clock.now())
+    if cycles:
+        print(f"repaired: {len(cycles)} cycle(s) left running by a stopped run are marked interrupted "
+              f"({', '.join(cycles)})")
+
+
 async def set_aside_earlier_paper_runs(db: Database, profile: Profile, calendar: MarketCalendar, session: Session,
                                        owner: str) -> None:
     """The paper exchange opens a fresh account on every run, and every `--force` run replays the same
@@ -304,7 +280,7 @@ async def set_aside_earlier_paper_runs(db: Database, profile: Profile, calendar:
     to_agent = f"{profile.agent_id}-paper-before-{owner.rsplit('-', 1)[-1]}"
     day_start = calendar.at_local(session.day, time(0))
     positions, cycles = await TradingStore(db, profile.agent_id, profile.market).set_aside_day(
-        session.day, day_start, day_start + timedelta(days=1), to_agent)
+        session.day, day_start, day_start + timedelta(days=1), to_agent, keep_halts_starting=CONTROL_HALT)
     if positions or cycles:
         print(f"earlier paper runs of {session.day} ({cycles} cycle(s), {positions} position(s)) are kept under "
               f"agent id {to_agent}; this run starts the day afresh")
@@ -315,8 +291,14 @@ async def _tell_without_databases(settings, clock: Clock, owner: str, subject: s
     from logsetup import RedactSecrets
 
     profile, secrets = settings.profile, settings.secrets
+    try:
+        alerters = build_alerters(secrets, clock)
+    except RunFailed as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        alerters = []
     notifier = Notifier(None, profile.agent_id, clock, settings.var_dir / f"outbox-{profile.agent_id}.jsonl", owner,
-                        alerters=build_alerters(secrets, clock), redact=RedactSecrets(secrets.secret_values()).redact)
+                        alerters=alerters, redact=RedactSecrets(secrets.secret_values()).redact,
+                        label=getattr(settings, "label", None))
     await notifier.send(Event(EventType.RUN_FAILED, subject, error, {"error": error}))
     await notifier.close()
 
@@ -329,7 +311,8 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
 
     redactor = RedactSecrets(secrets.secret_values())
     notifier = Notifier(dbs.research, profile.agent_id, clock, settings.var_dir / f"outbox-{profile.agent_id}.jsonl",
-                        owner, alerters=build_alerters(secrets, clock), redact=redactor.redact)
+                        owner, alerters=build_alerters(secrets, clock), redact=redactor.redact,
+                        label=getattr(settings, "label", None))
     consciousness = Consciousness(dbs.research, profile.agent_id)
     spend = SpendLedger(store, clock, calendar, profile.budget.daily_usd, on_spend=_safe_spend(consciousness))
     market = MarketData(broker, clock, calendar, profile, universe)
@@ -342,7 +325,8 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
         import anthropic
 
         client = anthropic.AsyncAnthropic(api_key=secrets.anthropic_api_key.get_secret_value(),
-                                          base_url=secrets.anthropic_base_url or None, max_retries=2)
+                                          base_url=secrets.anthropic_base_url or None,
+                                          max_retries=0)  # retried by the brain on the run's clock (brains.py)
         advisor = HaikuAdvisor(client, profile.models.consult, profile.monitor.haiku_timeout_seconds)
     monitor_ctx = MonitorContext(broker=broker, technicals=market, store=store, notifier=notifier, clock=clock,
                                  calendar=calendar, profile=profile, owner=owner, advisor=advisor, spend=spend, live=live)
@@ -364,8 +348,9 @@ def _safe_spend(consciousness: Consciousness):
 def build_alerters(secrets, clock) -> list:
     try:
         from alerts import build_alerters as build
-    except ImportError:
-        return []
+    except ImportError as exc:  # never silently without urgent alerts: the run does not start
+        raise RunFailed(f"urgent alerts cannot be sent: alerts.py does not import ({type(exc).__name__}: {exc}); "
+                        "reinstall the requirements (make test)") from None
     return build(secrets, clock)
 
 
@@ -416,28 +401,28 @@ async def run_failed(rt: Runtime, subject: str, error: str) -> None:
     await record_error(rt, f"{subject}: {error}")
 
 
-async def stopped_by_signal(rt: Runtime) -> None:
-    """After SIGTERM: say what is left open at the broker and who picks it up. Urgent (and alerted)
+async def stopped_by_signal(rt: Runtime, name: str) -> None:
+    """After SIGTERM or SIGINT: say what is left open at the broker and who picks it up. Urgent (and alerted)
     when a position is left without a broker-side backstop: nothing protects it until a heartbeat
     or a run adopts it."""
     try:
         still_open = await rt.store.open_positions()
     except Exception as exc:  # noqa: BLE001 - the message goes out even when the database does not answer
-        log.warning("could not list the open positions after SIGTERM: %s", type(exc).__name__)
+        log.warning("could not list the open positions after %s: %s", name, type(exc).__name__)
         still_open = []
     unprotected = [p for p in still_open if p.backstop_status not in ("placed", "bracket")]
     listed = "; ".join(f"{p.symbol} {p.quantity} (backstop: {p.backstop_status})" for p in still_open) or "none"
-    body = (f"Stopped by SIGTERM. Open positions left at the broker: {listed}. Their monitor leases are released: "
+    body = (f"Stopped by {name}. Open positions left at the broker: {listed}. Their monitor leases are released: "
             "the next heartbeat or trade run adopts them; `agent.py --mode close` flattens them.")
-    print(f"stopped by SIGTERM: {len(still_open)} open position(s) left at the broker ({listed}); "
+    print(f"stopped by {name}: {len(still_open)} open position(s) left at the broker ({listed}); "
           "the next heartbeat or run adopts them", file=sys.stderr)
     await rt.notifier.send(Event(
-        EventType.RUN_STOPPED, f"Run stopped by SIGTERM: {len(still_open)} position(s) left open", body,
-        {"signal": "SIGTERM", "open_positions": [p.position_id for p in still_open],
+        EventType.RUN_STOPPED, f"Run stopped by {name}: {len(still_open)} position(s) left open", body,
+        {"signal": name, "open_positions": [p.position_id for p in still_open],
          "without_backstop": [p.position_id for p in unprotected]},
         Priority.URGENT if unprotected else Priority.HIGH))
-    await record_error(rt, "stopped by SIGTERM")
-    await sleep_state(rt, f"stopped by SIGTERM; {len(still_open)} position(s) left open")
+    await record_error(rt, f"stopped by {name}")
+    await sleep_state(rt, f"stopped by {name}; {len(still_open)} position(s) left open")
 
 
 async def record_error(rt: Runtime, error: str) -> None:
@@ -535,9 +520,14 @@ async def obey(rt: Runtime, message: InboxMessage) -> None:
                                  {"command": command, "in_reply_to": message.id, "ok": ok}, Priority.HIGH,
                                  msg_type="response", reply_to_id=message.id))
     try:
-        await rt.consciousness.mark_processed(message.id, now)  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001
-        pass
+        if ok:
+            await rt.consciousness.mark_processed(message.id, now)  # type: ignore[union-attr]
+        else:  # answered "NOT done" above; the row says so too, never 'read' as if handled
+            await rt.consciousness.mark_failed(message.id, now, answer)  # type: ignore[union-attr]
+    except Exception as exc:  # noqa: BLE001 - the answer went out; the row's status is what failed
+        log.warning("could not mark Big Bro's message %s %s: %s", message.id, "processed" if ok else "failed",
+                    type(exc).__name__)
+        await record_error(rt, f"Big Bro's {command} (message {message.id}) answered but not marked: {type(exc).__name__}")
     print(f"Big Bro {command}: {answer}")
 
 
@@ -658,16 +648,18 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
     await rt.store.start_cycle(cycle_id, "trade", rt.brain_name, now)
     try:
         return await _cycle_steps(rt, ctx, inbox)
-    except Exception as exc:
+    except BaseException as exc:  # a signal (CancelledError) as well: the row must not stay 'running'
         if not any(r["cycle_id"] == cycle_id for r in rt.cycle_results):
             await _abandon_cycle(rt, ctx, exc)
         raise
 
 
-async def _abandon_cycle(rt: Runtime, ctx: CycleContext, exc: Exception) -> None:
-    """An unexpected error ended the cycle: its row says so (the run then fails loudly)."""
+async def _abandon_cycle(rt: Runtime, ctx: CycleContext, exc: BaseException) -> None:
+    """An unexpected error or a stop ended the cycle: its row says so (the run then fails loudly)."""
+    stopped = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+    error = "the run was stopped during the cycle" if stopped else f"{type(exc).__name__}: {exc}"
     try:
-        await _record_cycle_end(rt, ctx, "failed", None, rt.notifier.redact(f"{type(exc).__name__}: {exc}"))
+        await _record_cycle_end(rt, ctx, "interrupted" if stopped else "failed", None, rt.notifier.redact(error))
     except Exception as again:  # noqa: BLE001 - the original error is the one to report
         log.warning("could not mark cycle %s failed: %s", ctx.cycle_id, type(again).__name__)
 
@@ -712,6 +704,8 @@ async def _cycle_steps(rt: Runtime, ctx: CycleContext, inbox: list[InboxMessage]
     if result.status is CycleStatus.FAILED:
         log.error("cycle %s failed: %s", cycle_id, result.error)
         await record_error(rt, f"cycle {cycle_id} failed: {result.error}")
+        print(f"cycle {cycle_id} failed: {rt.notifier.redact(result.error or 'the brain failed')}", file=sys.stderr)
+        code = EXIT_FAILED
     outage = ctx.data_outage()
     if outage and result.status is CycleStatus.COMPLETED:
         status, error, code = CycleStatus.FAILED.value, f"market data unavailable: {outage}", EXIT_FAILED
@@ -845,4 +839,4 @@ def print_summary(rt: Runtime) -> None:
     print(f"P&L: realized {cur} {total:+,.2f} over {len(closed)} closed trade(s), {wins} win(s)")
     where = f"embedded PostgreSQL {rt.dbs.embedded.data_dir}" if rt.dbs.embedded else rt.dbs.trading.where
     print(f"Records: {where} (cycles, decisions, orders, positions, monitor_status, api_usage); "
-          f"Big Bro: claude_messages ({len(rt.notifier.sent)} event(s)); log: logs/agent.log")
+          f"Big Bro: claude_messages ({len(rt.notifier.sent)} event(s)); log: {current_log_file()}")

@@ -6,13 +6,17 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from config.settings import Profile
-from data.bars import KNOWN_LOT_SIZES, BarSeries, load_bars, load_samples
+from data.bars import KNOWN_LOT_SIZES, BarSeries, load_bars, load_samples, symbols_in
 from data.calendar import MarketCalendar, Session
 from data.universe import build_universe
 from instruments import Market, Symbol
 
 # A session counts as "in the data" when at least this share of its minute bars is present.
 FULL_SESSION_SHARE = 0.9
+
+
+class NoReplayData(ValueError):
+    """The path holds no bars to replay for this market or these dates (bad usage, exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +74,16 @@ def replay_feed(path, profile: Profile, calendar: MarketCalendar, start: date | 
     """User bars (a CSV or a folder) for the replay; only the data's own symbols are traded."""
     series = {s: v for s, v in load_bars(path, profile.market).items() if s.market is profile.market}
     if not series:
-        raise ValueError(f"{path}: no {profile.market.value} bars found (files like 09988_1m_*.csv or AAPL.csv)")
+        others = [s for s in symbols_in(path) if s.market is not profile.market]
+        if others:
+            market = others[0].market.value
+            raise NoReplayData(f"{path}: no {profile.market.value} bars here, only {market} bars "
+                               f"({', '.join(s.short for s in others)}): add --market {market.lower()}")
+        raise NoReplayData(f"{path}: no {profile.market.value} bars found (files like 09988_1m_*.csv or AAPL.csv)")
     sessions = [s for s in full_sessions(series, calendar)
                 if (start is None or s.day >= start) and (end is None or s.day <= end)]
     if not sessions:
-        raise ValueError(f"{path}: no full {profile.market.value} session between {start or 'the start'} and {end or 'the end'}")
+        raise NoReplayData(f"{path}: no full {profile.market.value} session between {start or 'the start'} and {end or 'the end'}")
     lots = profile.paper.lot_sizes
     series = {s: dataclasses.replace(v, lot_size=lots[str(s)]) if str(s) in lots else v for s, v in series.items()}
     assumed = {s: v.lot_size for s, v in series.items()

@@ -668,4 +668,7 @@ def self_test(out=sys.stdout) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(self_test())
+    from quiet_pipe import quiet_when_the_reader_leaves
+
+    quiet_when_the_reader_leaves()
+    sys.exit(self_test(sys.stdout))

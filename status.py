@@ -6,7 +6,8 @@ JSON shape (``--mode status --json``)::
      "session": {"state": "open"|"lunch"|"closed", "trading_day": date, "is_trading_day": bool,
                  "minutes_to_close": float|null, "minutes_to_break": float|null, "next_open": ISO time},
      "positions": [{"position_id", "symbol", "side", "quantity", "entry_price", "entry_time",
-                    "stop_price", "target_price", "backstop_status", "monitor": {"status", "owner",
+                    "stop_price", "target_price", "backstop_status", "monitor": {"status" (running, stopped,
+                    error, dead: its run was killed and the lease lapsed), "owner",
                     "last_check_at", "last_price", "pnl_pct", "decision"}|null}],
      "today": {"realized_pnl": str, "currency": str, "entries": int, "max_entries": int,
                "closed_trades": int, "halted": bool, "halt_reason": str|null},
@@ -16,12 +17,15 @@ JSON shape (``--mode status --json``)::
 """
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from clock import external_io
 from config.settings import Profile
 from data.calendar import MarketCalendar
+from store.db import Database, agent_lock_key, connect_once
 from store.trading import TradingStore
 
 
@@ -58,7 +62,7 @@ async def build_status(store: TradingStore, calendar: MarketCalendar, profile: P
                 "stop_price": _s(p.stop_price),
                 "target_price": _s(p.target_price),
                 "backstop_status": p.backstop_status,
-                "monitor": _monitor(monitors.get(p.position_id)),
+                "monitor": _monitor(monitors.get(p.position_id), now),
             }
             for p in positions
         ],
@@ -88,15 +92,36 @@ async def build_status(store: TradingStore, calendar: MarketCalendar, profile: P
     }
 
 
+async def repair_when_no_run_is_alive(db: Database, store: TradingStore, now: datetime) -> None:
+    """Status is a run too: when no run of the agent holds its lock, what a killed one left (cycles
+    'running', monitors whose lease lapsed) is put right before it is shown."""
+    key = agent_lock_key(store.agent_id)
+    conn = await connect_once(db.url)
+    try:
+        with external_io():
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        if got:
+            cycles, _monitors = await store.repair_after_stopped_runs(now)
+            if cycles:
+                print(f"repaired: {len(cycles)} cycle(s) left running by a stopped run are marked interrupted",
+                      file=sys.stderr)
+    finally:
+        with external_io():
+            await conn.close()
+
+
 def _s(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _monitor(row: dict[str, Any] | None) -> dict[str, Any] | None:
+def _monitor(row: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
     if row is None:
         return None
+    status = row["status"]
+    if status == "running" and (row["lease_expires_at"] is None or row["lease_expires_at"] < now):
+        status = "dead"  # its process stopped renewing the lease (killed): the next run or heartbeat adopts it
     return {
-        "status": row["status"],
+        "status": status,
         "owner": row["owner"],
         "last_check_at": row["last_check_at"].isoformat() if row["last_check_at"] else None,
         "last_price": _s(row["last_price"]),

@@ -1,6 +1,6 @@
 """The profile: every number the program uses, validated, immutable.
 
-Defaults follow SPEC.md. A profile file (``config/hk.yaml``, ``config/us.yaml``) overrides them;
+Defaults follow the project's specification. A profile file (``config/hk.yaml``, ``config/us.yaml``) overrides them;
 environment variables ``CATALYST__SECTION__KEY=value`` override the file. Unknown keys, wrong
 types and out-of-range values are refused with one message naming the file, the key, the bad
 value and what is allowed (``ConfigError``; the CLI exits 2).
@@ -334,6 +334,19 @@ class Secrets(Strict):
     newsapi_url: str | None = None
     var_dir: Path = PROJECT_DIR / "var"
 
+    @field_validator("var_dir", mode="before")
+    @classmethod
+    def _home(cls, v: Any) -> Any:
+        return Path(v).expanduser() if isinstance(v, (str, Path)) else v  # CATALYST_VAR_DIR=~/catalyst-var
+
+    def broker_for(self, market: Market) -> str:
+        """The broker these settings reach for ``market``: moomoo, alpaca, or paper (none configured)."""
+        if market is Market.HK and self.moomoo_host:
+            return "moomoo"
+        if market is Market.US and self.alpaca_api_key and self.alpaca_secret_key:
+            return "alpaca"
+        return "paper"
+
     def secret_values(self) -> list[str]:
         """Every secret value, for the log redactor."""
         values = []
@@ -369,8 +382,18 @@ ENV_VARS = {
 }
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
 def load_secrets(env: Mapping[str, str]) -> Secrets:
     values = {field: env[var] for var, field in ENV_VARS.items() if env.get(var, "").strip()}
+    for var in ("DATABASE_URL", "RESEARCH_DATABASE_URL"):
+        url = env.get(var, "").strip()
+        scheme = url.split("://", 1)[0].lower() if "://" in url else None
+        if url and scheme not in POSTGRES_SCHEMES:  # name the scheme, never the URL (it holds a password)
+            got = f"a '{scheme}' URL" if scheme else "no URL scheme"
+            raise ConfigError(f"environment variable {var}: must be a PostgreSQL URL like "
+                              f"postgresql://user:password@host:5432/database; got {got}")
     try:
         return Secrets(**values)
     except ValidationError as exc:
@@ -393,6 +416,10 @@ def load_profile(path: Path, env: Mapping[str, str] | None = None) -> Profile:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"profile file {path} does not exist (profiles: config/hk.yaml, config/us.yaml)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"profile file {path} is a folder; name a YAML file (e.g. config/hk.yaml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"profile file {path} cannot be read: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -404,12 +431,32 @@ def load_profile(path: Path, env: Mapping[str, str] | None = None) -> Profile:
         if not var.startswith(ENV_PREFIX):
             continue
         keys = tuple(part.lower() for part in var[len(ENV_PREFIX):].split("__"))
-        _set_nested(data, keys, yaml.safe_load(raw) if raw.strip() else raw)
+        if keys == LIVE_KEY:
+            continue  # real money needs the profile file and --live, never the environment (see live_env_note)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"environment variable {var}: not a YAML value ({problem}); "
+                              "write e.g. 3, true, 0.5 or '[\"09:30\", \"13:00\"]'") from None
+        _set_nested(data, keys, value)
         overridden[keys] = var
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, overridden)) from None
+
+
+LIVE_KEY = ("live",)
+LIVE_ENV = ENV_PREFIX + "LIVE"
+
+
+def live_env_note(env: Mapping[str, str], path: Path) -> str | None:
+    """What to tell a user who set ``CATALYST__LIVE``: it is ignored, and what counts instead."""
+    if LIVE_ENV not in env:
+        return None
+    return (f"note: {LIVE_ENV} is ignored: real money needs `live: true` in the profile file ({path}) "
+            "and --live on the command line")
 
 
 def _set_nested(data: dict, keys: tuple[str, ...], value: Any) -> None:
@@ -430,7 +477,9 @@ def _explain(exc: ValidationError, path: Path, overridden: dict[tuple[str, ...],
         key = ".".join(loc) or "(profile)"
         source = overridden.get(loc)
         where = f"environment variable {source} (over {path})" if source else str(path)
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "missing":  # the input is the whole section: never echo it
+            lines.append(f"{where}: required key '{key}' is missing")
+        elif err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
             lines.append(f"{where}: unknown key '{key}'; allowed here: {', '.join(allowed)}")
         else:

@@ -109,6 +109,19 @@ def load_bars(
     }
 
 
+def symbols_in(path: str | Path) -> list[Symbol]:
+    """The symbols a bar file or folder holds, from the file names alone (nothing is read)."""
+    path = Path(path)
+    files = sorted(p for p in path.glob("*.csv") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    found = set()
+    for f in files:
+        try:
+            found.add(_describe_file(f).symbol)
+        except BarFileError:
+            continue
+    return sorted(found)
+
+
 @dataclass(frozen=True)
 class _BarFile:
     path: Path

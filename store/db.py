@@ -18,13 +18,23 @@ from typing import Any, AsyncIterator
 
 import asyncpg
 
-from clock import external_io
+from clock import external_io, io
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Migrations of one database never run concurrently: two agents starting together wait here.
 _MIGRATION_LOCK_KEY = 0x43617461  # "Cata"
+
+
+async def connect_once(url: str, timeout: float = 10) -> asyncpg.Connection:
+    """One connection outside the pool (a run's lock), with a real-time deadline on either clock."""
+    return await io(asyncpg.connect(url, timeout=timeout), timeout=timeout)
+
+
+def agent_lock_key(agent_id: str) -> int:
+    """The advisory lock a run of ``agent_id`` holds for its whole life (one run per agent at a time)."""
+    return int.from_bytes(hashlib.sha256(f"catalyst:{agent_id}".encode()).digest()[:8], "big", signed=True)
 
 
 class DatabaseError(Exception):
@@ -68,10 +78,11 @@ class Database:
 
     async def connect(self, min_size: int = 1, max_size: int = 5, timeout: float = 10) -> "Database":
         try:
-            with external_io():
-                self._pool = await asyncpg.create_pool(
-                    self.url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=30
-                )
+            # A real-time deadline: asyncpg's own timeout runs on the loop's timers, which never come
+            # due under the simulated clock while the connection is in flight (a silent host hung a demo).
+            self._pool = await io(asyncpg.create_pool(
+                self.url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=30
+            ), timeout=timeout)
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
             raise DatabaseError(f"cannot connect to the {self.name} database at {self.where}: {type(exc).__name__}") from None
         return self
@@ -91,6 +102,10 @@ class Database:
     @property
     def connected(self) -> bool:
         return self._pool is not None
+
+    def retry_now(self) -> None:
+        """Let the next call try to connect at once (a run's last attempt at its outbox)."""
+        self._next_attempt = None
 
     async def ready(self) -> asyncpg.Pool:
         """The pool; an optional database that is not connected yet is connected (and migrated) here."""
@@ -192,6 +207,8 @@ class EmbeddedPostgres:
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
             import pgserver
 
+            self._forget_dead_users()
+
             try:
                 self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
             except Exception as exc:  # pgserver raises plain exceptions with the initdb/pg_ctl output
@@ -200,6 +217,32 @@ class EmbeddedPostgres:
                     "set DATABASE_URL to use an existing server instead"
                 ) from None
         return self._server.get_uri()
+
+    def _forget_dead_users(self) -> list[int]:
+        """pgserver stops the server when its last user exits, counting users in ``.handle_pids.json``.
+        A killed run never takes itself off that list, so the server would outlive every later run.
+        Processes that no longer exist are taken off first: a running server is then reused, and
+        stopped by the last live run as it should be. Returns the pids forgotten."""
+        import json
+
+        import psutil
+        from pgserver.postgres_server import PostgresServer  # its inter-process lock guards the list
+
+        path = self.data_dir / ".handle_pids.json"
+        with PostgresServer._lock:
+            try:
+                pids = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return []
+            if not isinstance(pids, list):
+                return []
+            dead = [pid for pid in pids if not (isinstance(pid, int) and psutil.pid_exists(pid))]
+            if dead:
+                path.write_text(json.dumps([pid for pid in pids if pid not in dead]))
+        if dead:
+            log.warning("embedded PostgreSQL %s: forgot %d user(s) that died without stopping it (pids %s)",
+                        self.data_dir, len(dead), ", ".join(map(str, dead)))
+        return dead
 
     def uri(self, database: str | None = None) -> str:
         return self._server.get_uri(database)

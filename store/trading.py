@@ -323,10 +323,12 @@ class TradingStore:
         return PositionRecord.from_row(row)
 
     async def set_aside_day(self, trading_day: date, day_start: datetime, day_end: datetime,
-                            to_agent_id: str) -> tuple[int, int]:
+                            to_agent_id: str, keep_halts_starting: str | None = None) -> tuple[int, int]:
         """Move this agent's records of one trading day (positions and their monitors, orders, cycles
         and their decisions, LLM usage, the risk day) to ``to_agent_id``; nothing is deleted.
-        Returns the numbers of positions and cycles moved."""
+        A halt whose reason starts with ``keep_halts_starting`` (a halt from Big Bro) stays with this
+        agent: it lasts the trading day, whatever is set aside. Returns the numbers of positions and
+        cycles moved."""
         async with self.db.transaction() as conn:
             moved = await conn.fetch(
                 "UPDATE positions SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3 RETURNING position_id",
@@ -343,9 +345,33 @@ class TradingStore:
                                self.agent_id, to_agent_id, [r["cycle_id"] for r in cycles])
             await conn.execute("UPDATE api_usage SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3",
                                self.agent_id, to_agent_id, trading_day)
-            await conn.execute("UPDATE risk_day SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3",
-                               self.agent_id, to_agent_id, trading_day)
+            day = await conn.fetchrow("UPDATE risk_day SET agent_id=$2 WHERE agent_id=$1 AND trading_day=$3 RETURNING *",
+                                      self.agent_id, to_agent_id, trading_day)
+            if (day is not None and keep_halts_starting is not None and day["halted"]
+                    and (day["halt_reason"] or "").startswith(keep_halts_starting)):
+                await conn.execute(
+                    """INSERT INTO risk_day (agent_id, trading_day, start_equity, halted, halt_reason, halted_at)
+                       VALUES ($1, $2, $3, true, $4, $5)""",
+                    self.agent_id, trading_day, day["start_equity"], day["halt_reason"], day["halted_at"])
         return len(ids), len(cycles)
+
+    async def repair_after_stopped_runs(self, now: datetime) -> tuple[list[str], list[int]]:
+        """What a killed run of this agent left behind, put right by the next run (which holds the
+        agent lock, so no other run of the agent is alive): its cycles still 'running' are closed as
+        'interrupted', its monitors whose lease lapsed are marked 'dead' (the run adopts their
+        positions). Returns the cycle ids and the position ids concerned."""
+        async with self.db.transaction() as conn:
+            cycles = await conn.fetch(
+                """UPDATE cycles SET status='interrupted', completed_at=$2,
+                       error=COALESCE(error, 'the run stopped before the cycle ended; closed by the next run')
+                   WHERE agent_id=$1 AND status='running' RETURNING cycle_id""",
+                self.agent_id, now)
+            monitors = await conn.fetch(
+                """UPDATE monitor_status SET status='dead', updated_at=$2
+                   WHERE agent_id=$1 AND status='running' AND (lease_expires_at IS NULL OR lease_expires_at < $2)
+                   RETURNING position_id""",
+                self.agent_id, now)
+        return [r["cycle_id"] for r in cycles], [r["position_id"] for r in monitors]
 
     async def mark_reconciled_missing(self, position_id: int, at: datetime, note: str) -> None:
         await self.db.execute(

@@ -1,8 +1,10 @@
 """Suite-wide setup: a private HOME (the moomoo SDK writes logs under it), loopback only."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -11,6 +13,8 @@ import pytest
 
 _HOME = Path(tempfile.mkdtemp(prefix="catalyst-test-home-"))
 os.environ["HOME"] = str(_HOME)
+# Registered first, so it runs last: after the SDKs' and pgserver's own exit handlers.
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 os.environ["no_proxy"] = "127.0.0.1,localhost"
 for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):

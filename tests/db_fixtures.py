@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,10 +15,14 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def pg_server():
-    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="catalyst-pg-")) / "pg")
-    server.start()
-    yield server
-    server.stop()
+    folder = Path(tempfile.mkdtemp(prefix="catalyst-pg-"))
+    server = EmbeddedPostgres(folder / "pg")
+    try:
+        server.start()
+        yield server
+    finally:  # the server's folder (~90 MB) goes too, whatever the tests did
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fresh_database(server: EmbeddedPostgres, prefix: str) -> str:

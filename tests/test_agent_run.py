@@ -29,6 +29,8 @@ from tests.fakes.scripted_trader import ScriptedTrader, call, calls, pick_entry
 from workflow import ORDER
 
 PROJECT = Path(__file__).resolve().parent.parent
+# `--force` with no broker trades the sample session as the demo agent, never as the live `intl_claude`.
+DEMO = "intl_claude-demo"
 PHASES = [p.value for p in ORDER]
 
 
@@ -152,7 +154,8 @@ def test_make_run_trades_the_sample_session_and_records_everything(database_url,
 
     by_event: dict[str, list[dict]] = {}
     for m in messages(database_url):
-        assert (m["from_agent"], m["to_agent"]) == ("intl_claude", "big_bro")
+        assert (m["from_agent"], m["to_agent"]) == (DEMO, "big_bro")
+        assert m["subject"].startswith("[demo] ") and m["data"]["run_kind"] == "demo"
         by_event.setdefault(m["event"], []).append(m)
     for p in positions:
         for kind in ("ENTRY", "MONITOR_STARTED", "EXIT", "MONITOR_ENDED"):
@@ -180,15 +183,15 @@ def test_every_make_run_trades_the_sample_day_afresh_and_keeps_the_earlier_runs_
     second = capsys.readouterr().out
     assert entries(second) == entries(first), "the second run trades the day like the first"
     [kept_as] = re.findall(r"kept under agent id (\S+);", second)
-    assert kept_as.startswith("intl_claude-paper-before-")
+    assert kept_as.startswith(f"{DEMO}-paper-before-")
     assert "(2 cycle(s), 2 position(s))" in second
 
     by_agent = query(database_url, "SELECT agent_id, position_id, symbol, realized_pnl FROM positions ORDER BY position_id")
     assert [(r["position_id"], r["symbol"], r["realized_pnl"]) for r in by_agent if r["agent_id"] == kept_as] == [
         (p["position_id"], p["symbol"], p["realized_pnl"]) for p in first_positions], "nothing of the first run is lost"
-    assert len([r for r in by_agent if r["agent_id"] == "intl_claude"]) == 2
+    assert len([r for r in by_agent if r["agent_id"] == DEMO]) == 2
     cycles = query(database_url, "SELECT agent_id, count(*) AS n FROM cycles GROUP BY agent_id ORDER BY agent_id")
-    assert [(c["agent_id"], c["n"]) for c in cycles] == [("intl_claude", 2), (kept_as, 2)]
+    assert [(c["agent_id"], c["n"]) for c in cycles] == [(DEMO, 2), (kept_as, 2)]
     orphans = query(database_url, """SELECT count(*) AS n FROM decisions d JOIN cycles c USING (cycle_id)
                                      WHERE d.agent_id <> c.agent_id""")
     assert orphans[0]["n"] == 0, "decisions moved with their cycles"
@@ -374,7 +377,7 @@ def test_authentication_or_credit_error_fails_the_run_with_an_urgent_message_and
 
 
 # --- 6. two runs at once -----------------------------------------------------------------------------------
-LOCK_MESSAGE = "another Catalyst run for intl_claude is in progress"
+LOCK_MESSAGE = f"another Catalyst run for {DEMO} is in progress"
 
 
 def test_two_runs_started_together_only_one_trades(database_url, tmp_path):
@@ -484,7 +487,7 @@ def test_a_phantom_position_is_never_booked_at_price_zero(database_url, var_dir,
         try:
             await db.migrate("trading")
             await db.migrate("research")
-            store = TradingStore(db, "intl_claude", Market.HK)
+            store = TradingStore(db, DEMO, Market.HK)
             when = datetime(2022, 6, 14, 2, 0, tzinfo=timezone.utc)
             return await store.open_position(
                 symbol=parse_symbol("9988"), side=PositionSide.LONG, quantity=100, entry_price=Decimal("104.5"),

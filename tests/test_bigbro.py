@@ -37,6 +37,7 @@ from store.db import Database, DatabaseError, open_databases
 from tests.fakes import free_port
 
 AGENT = "intl_claude"
+DEMO = "intl_claude-demo"  # who `agent.main(["--force"])` speaks as with no broker (the sample session)
 EVENT_LINE = re.compile(r"consciousness_notify: event (\w+): (.*)$")
 
 
@@ -192,8 +193,8 @@ def _decoded(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def agent_messages(url: str) -> list[dict]:
-    return _decoded(query(url, AGENT_MESSAGES, AGENT))
+def agent_messages(url: str, agent_id: str = AGENT) -> list[dict]:
+    return _decoded(query(url, AGENT_MESSAGES, agent_id))
 
 
 async def agent_messages_async(url: str) -> list[dict]:
@@ -205,7 +206,7 @@ def test_research_db_down_for_the_first_part_of_a_run_loses_nothing_duplicates_n
         database_url, make_database_url, tmp_path, capsys, restore_logging):
     research_url = make_database_url("research")
     proxy = PgProxy(research_url)  # down: connection refused, from the very start of the run
-    outbox = tmp_path / "var" / f"outbox-{AGENT}.jsonl"
+    outbox = tmp_path / "var" / f"outbox-{DEMO}.jsonl"
     seen = {"max_lines": 0}
     stop = threading.Event()
 
@@ -228,7 +229,7 @@ def test_research_db_down_for_the_first_part_of_a_run_loses_nothing_duplicates_n
             stop.set()
             watcher.join(5)
         out = capsys.readouterr().out
-        rows = agent_messages(research_url)
+        rows = agent_messages(research_url, DEMO)
         listen.wait_for(len(rows))
     proxy.down()
 
@@ -246,7 +247,7 @@ def test_research_db_down_for_the_first_part_of_a_run_loses_nothing_duplicates_n
     assert listen.ids() == [r["id"] for r in rows]
     # trade results reached claude_observations through the same outbox
     exits = [r for r in rows if r["data"]["event"] == "EXIT"]
-    observations = query(research_url, "SELECT * FROM claude_observations WHERE agent_id=$1 ORDER BY id", AGENT)
+    observations = query(research_url, "SELECT * FROM claude_observations WHERE agent_id=$1 ORDER BY id", DEMO)
     assert len(observations) == len(exits) == 2
     assert {o["observation_type"] for o in observations} == {"market"}
     assert [json.loads(o["tags"])["reason"] for o in observations] == [e["data"]["reason"] for e in exits]

@@ -70,3 +70,39 @@ def test_no_simulated_time_passes_during_external_io():
         return clock.now() - before
 
     assert clock.run(main()) == timedelta(0)
+
+
+def _silent_server():
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)  # the kernel takes the connection; nobody ever answers
+    return server
+
+
+def test_an_external_call_that_never_answers_times_out_in_real_time_on_either_clock():
+    """Under the simulated clock no loop timer comes due while a call is in flight, so only a
+    real-time deadline can end a call to a server that never answers (it hung the run for ever)."""
+    import pytest
+
+    from clock import WallClock
+
+    with _silent_server() as server:
+        host, port = server.getsockname()
+
+        async def ask() -> bytes:
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                return await reader.read(1)
+            finally:
+                writer.close()
+
+        for clock in (WallClock(), SimClock(START)):
+            async def main():
+                return await io(ask(), timeout=0.3)
+
+            with pytest.raises(TimeoutError, match="no answer within 0.3 s"):
+                clock.run(main())
+        assert isinstance(clock, SimClock) and clock.now() == START, "no simulated time passed meanwhile"

@@ -92,3 +92,8 @@ def test_secret_values_never_appear_in_config_errors():
     assert "MOOMOO_PORT" in str(err.value) and "sk-ant-secret" not in str(err.value)
     secrets = load_secrets({"ANTHROPIC_API_KEY": "sk-ant-abcdef123456"})
     assert "sk-ant-abcdef123456" not in repr(secrets)
+
+
+def test_a_var_folder_under_home_is_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_secrets({"CATALYST_VAR_DIR": "~/catalyst-var"}).var_dir == tmp_path / "catalyst-var"

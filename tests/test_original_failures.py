@@ -385,7 +385,7 @@ def test_bars_in_a_shape_the_agent_cannot_read_fail_the_run_loudly_and_out_of_ba
     [failed] = events(database_url, "RUN_FAILED")
     assert failed["priority"] == "urgent" and "KeyError" in failed["body"]
     assert [(p["event"]["type"], p["event"]["priority"]) for _, p in received] == [("RUN_FAILED", "urgent")]
-    [state] = query(database_url, "SELECT error_count_today, last_error FROM claude_state WHERE agent_id='intl_claude'")
+    [state] = query(database_url, "SELECT error_count_today, last_error FROM claude_state WHERE agent_id='intl_claude-demo'")
     assert state["error_count_today"] == 1 and "KeyError" in state["last_error"]
     assert query(database_url, "SELECT * FROM orders") == [] and query(database_url, "SELECT * FROM positions") == []
     [cycle] = query(database_url, "SELECT status, error, completed_at FROM cycles")
@@ -424,7 +424,7 @@ def test_a_broker_that_gives_no_history_fails_the_cycle_loudly_instead_of_a_quie
     [event] = events(database_url, "DATA_UNAVAILABLE")
     assert event["priority"] == "urgent" and said in event["body"]
     assert ("DATA_UNAVAILABLE", "urgent") in [(p["event"]["type"], p["event"]["priority"]) for _, p in received]
-    [state] = query(database_url, "SELECT error_count_today FROM claude_state WHERE agent_id='intl_claude'")
+    [state] = query(database_url, "SELECT error_count_today FROM claude_state WHERE agent_id='intl_claude-demo'")
     assert state["error_count_today"] >= 1
     assert query(database_url, "SELECT * FROM orders") == [], "nothing traded on data it could not see"
 

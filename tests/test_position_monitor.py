@@ -250,6 +250,33 @@ def test_haiku_exit_answer_sells_at_that_check(database_url, tmp_path, fake_anth
     assert outcome.haiku_calls == 1
 
 
+def test_an_unreadable_spend_ledger_stops_the_consults_and_says_so(database_url, tmp_path, fake_anthropic):
+    """Without the ledger nobody knows what is left of the budget: no Haiku call, and a recorded
+    monitor error instead of a silent "no budget"."""
+    from spend import SpendLedger
+
+    series = _one_moderate_series("08037")
+
+    async def scenario(clock):
+        h, client = await _haiku_harness(database_url, clock, series, fake_anthropic, tmp_path)
+        try:
+            h.ctx.spend = SpendLedger(h.store, clock, CALENDAR, Decimal("5"))
+            await h.db.execute("ALTER TABLE api_usage RENAME TO api_usage_unreachable")
+            position = await h.open_position(series.symbol, ONE_HUNDRED, stop=Decimal("76.00"))
+            outcome = await h.run_monitor(position, until=hkt(DAY, "10:07"))
+            await h.db.execute("ALTER TABLE api_usage_unreachable RENAME TO api_usage")
+            return outcome, await h.messages()
+        finally:
+            await client.close()
+            await h.close()
+
+    outcome, messages = simulate(hkt(DAY, "10:00"), scenario)
+
+    assert fake_anthropic.requests == [], "no consult without a budget anyone can read"
+    errors = [m for m in messages if m["event"] == "MONITOR_ERROR"]
+    assert errors and "spend ledger could not be read" in errors[0]["body"] and outcome.errors >= 1
+
+
 def test_haiku_hold_holds_is_recorded_and_the_same_signals_are_not_asked_again_within_15_minutes(
         database_url, tmp_path, fake_anthropic):
     series = _one_moderate_series("08011")
@@ -668,6 +695,37 @@ def test_a_monitor_whose_lease_was_taken_over_stops_watching_so_only_one_process
     assert row["owner"] == "intl_claude@other-run" and row["status"] == "running"
     handed = [m for m in messages if m["event"] == "MONITOR_ENDED"]
     assert len(handed) == 1 and handed[0]["data"]["lease_lost"] is True
+
+
+def test_a_monitor_that_cannot_renew_its_lease_stops_once_the_lease_lapses_and_sells_nothing(database_url, tmp_path):
+    """Fail closed: a lease that cannot be renewed is not assumed to be held. Once the last renewed
+    lease has lapsed another run may have adopted the position, so this monitor stops (and says so)
+    instead of selling it at the stop a second time."""
+    series = hk_series("08036", DAY, levels=[("09:30", 80.0), ("10:30", 77.0)])
+
+    async def scenario(clock):
+        h = await Harness.start(database_url, clock, {series.symbol: series}, tmp_path / "outbox.jsonl")
+        try:
+            position = await h.open_position(series.symbol, ONE_HUNDRED, stop=Decimal("78.00"))
+
+            async def the_lease_table_stops_answering():
+                await h.db.execute("ALTER TABLE monitor_status RENAME TO monitor_status_unreachable")
+            h.at(hkt(DAY, "10:10"), the_lease_table_stops_answering)
+            outcome = await h.run_monitor(position, until=hkt(DAY, "10:45"))
+            ended = clock.now()
+            await h.db.execute("ALTER TABLE monitor_status_unreachable RENAME TO monitor_status")
+            return outcome, ended, await h.sells(series.symbol), await h.messages()
+        finally:
+            await h.close()
+
+    outcome, ended, sells, messages = simulate(hkt(DAY, "10:00"), scenario)
+
+    assert sells == [], "a monitor that no longer knows it holds the lease must not sell (the stop broke at 10:30)"
+    assert not outcome.closed and "lease could not be renewed" in outcome.note
+    assert ended <= hkt(DAY, "10:10") + timedelta(seconds=120 + 45), "it stops when the last renewed lease lapses"
+    stopped = [m for m in messages if m["event"] == "MONITOR_ENDED" and m["data"].get("lease_lost")]
+    assert len(stopped) == 1 and "lease lost" in stopped[0]["subject"]
+    assert any(m["event"] == "MONITOR_ERROR" and "lease could not be renewed" in m["body"] for m in messages)
 
 
 def test_an_exit_that_fills_in_parts_over_several_attempts_books_every_share_once(database_url, tmp_path):

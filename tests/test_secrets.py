@@ -77,7 +77,7 @@ def test_a_whole_run_with_secrets_leaks_none_of_them(
         db = await Database(research_url, "research").connect()
         await db.migrate("research")
         await db.execute("""INSERT INTO claude_messages (from_agent, to_agent, msg_type, priority, subject, body)
-                            VALUES ('big_bro', 'intl_claude', 'message', 'high', $1, $2)""",
+                            VALUES ('big_bro', 'intl_claude-demo', 'message', 'high', $1, $2)""",
                          f"is the SMTP password still {SMTP_PASSWORD}?", "see subject")
         await db.close()
 
