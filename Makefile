@@ -12,8 +12,11 @@ $(READY): requirements.txt scripts/ensure-venv.sh
 run: $(READY)
 	$(PY) agent.py --force
 
+# Each run has a temp folder of its own (two suites at once on one machine never clean up each
+# other's), removed afterwards whatever the outcome.
 test: $(READY)
-	$(PY) -m pytest -q
+	@base=$$(mktemp -d "$${TMPDIR:-/tmp}/catalyst-pytest-XXXXXX"); \
+	$(PY) -m pytest -q --basetemp="$$base/t"; status=$$?; rm -rf "$$base"; exit $$status
 
 bench: $(READY)
 	$(PY) -m bench

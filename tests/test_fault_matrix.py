@@ -232,6 +232,23 @@ def test_an_unreachable_messages_api_ends_a_simulated_clock_run_with_one_line(da
     assert "sk-ant-fault-matrix" not in ran.out + ran.err
 
 
+def test_an_unreachable_messages_api_ends_a_wall_clock_run_through_a_broker_with_one_line(alpaca_fake, database_url,
+                                                                                          tmp_path):
+    """The whole agent on the wall clock, trading through a broker (the fake Alpaca): the same three attempts
+    on the real clock, then one line and exit 1, well within a minute."""
+    ran = agent_cli(database_url, tmp_path, "--force", "--market", "us", timeout=60,
+                    ANTHROPIC_API_KEY="sk-ant-fault-matrix", ANTHROPIC_BASE_URL=closed_port_url(),
+                    ALPACA_API_KEY=alpaca_fake.api_key, ALPACA_SECRET_KEY=alpaca_fake.secret_key,
+                    ALPACA_BASE_URL=alpaca_fake.base_url, ALPACA_DATA_URL=alpaca_fake.base_url)
+
+    assert ran.code == 1, ran.out + ran.err
+    [line] = ran.lines
+    assert re.fullmatch(r"cycle us_\d{8}_\d{6}_[0-9a-f]{6} failed: .*", line) and "APIConnectionError" in line, line
+    [cycle] = query(database_url, "SELECT status, error FROM cycles WHERE agent_id='public_claude'")
+    assert cycle["status"] == "failed" and "APIConnectionError" in cycle["error"]
+    assert "sk-ant-fault-matrix" not in ran.out + ran.err
+
+
 def test_an_unreachable_messages_api_ends_a_replay_with_its_report(database_url, tmp_path):
     ran = agent_cli(database_url, tmp_path, "--replay", "data/samples/hk", "--from", "2022-06-15", "--to", "2022-06-15",
                     timeout=60, ANTHROPIC_API_KEY="sk-ant-fault-matrix", ANTHROPIC_BASE_URL=closed_port_url())
