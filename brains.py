@@ -70,8 +70,12 @@ check_risk refuses, {r.max_positions} positions are already open, there is no cl
 Limits (enforced by the tools; do not try to get around them): at most {r.max_positions} open positions, one per symbol;
 a position is worth at most {cur} {r.max_position_value:,} (tier 3: {cur} {r.tier3_position_value:,}), at most
 {r.max_position_pct_equity}% of equity and at least {cur} {r.min_position_value:,}; risk per trade at most
-{r.max_risk_per_trade_pct}% of equity; the stop within {r.max_stop_distance_pct}% below the entry; at most
+{r.max_risk_per_trade_pct}% of equity; the stop within {r.max_stop_distance_pct}% below the entry but outside the symbol's
+normal movement ({r.noise_stop_multiple:g} x its one-minute volatility over {r.noise_hold_minutes:g} minutes, and at least
+{r.min_stop_ticks} ticks), the target gaining at least {r.min_target_cost_multiple:g} x the round-trip costs: check_risk's
+acceptable_levels give the nearest stop and target it accepts, use them; at most
 {r.max_entries_per_day} entries a day; quantities are whole board lots (get_quote gives the lot); prices on the tick grid.
+A positive catalyst means get_news says has_catalyst; with a log_decision skip, give pass_reason.
 A daily loss of {r.daily_loss_halt_pct}% halts new entries and closes everything. Exits are handled by the position
 monitor after the fill; do not close positions unless there is a reason the monitor cannot see.
 Symbols marked [synthetic] are generated sample data, not listed securities. Be brief."""

@@ -398,3 +398,8 @@ def test_the_system_prompt_states_the_profiles_limits_not_fixed_text():
                                              "CATALYST__RISK__MAX_POSITION_VALUE": "8000"}))
     assert "at most 3 open positions" in tuned and "3 positions are already open" in tuned
     assert "A daily loss of 3% halts" in tuned and "HKD 8,000" in tuned and "HKD 10,000" not in tuned
+    # The noise floor, so Claude proposes stops check_risk accepts and reads its acceptable_levels.
+    flat = " ".join(default.split())
+    assert "2.5 x its one-minute volatility over 60 minutes" in flat and "acceptable_levels" in flat
+    wider = " ".join(render_system_prompt(hk_profile({"CATALYST__RISK__NOISE_STOP_MULTIPLE": "3"})).split())
+    assert "3 x its one-minute volatility" in wider
