@@ -116,8 +116,6 @@ class ClaudeBrain:
         self.tools = tools
 
     async def run_cycle(self, executor: ToolExecutor, context: str) -> BrainResult:
-        from clock import io
-
         ctx = executor.ctx
         spec = self.profile.models.decision
         result = BrainResult(CycleStatus.ITERATION_CAP)

@@ -43,7 +43,6 @@ class EntryFill:
     price: Decimal
     quantity: int
     entry_fees: Decimal
-    cycle_key: str | None = None
 
 
 @dataclass(frozen=True)
