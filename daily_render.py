@@ -129,7 +129,8 @@ def figure(r: Mapping[str, Any]):
     if r.get("performance"):
         days = r["performance"]["days"]
         net = [d["net_pnl"] for d in days]
-        ax.bar(range(len(days)), net, color=["#2ca02c" if v > 0 else "#d62728" for v in net], label="daily net P&L")
+        ax.bar(range(len(days)), net, color=["#2ca02c" if v > 0 else "#d62728" if v < 0 else "#999999" for v in net],
+               label="daily net P&L (green gain, red loss)")
         cumulative = [sum(net[: i + 1]) for i in range(len(net))]
         ax.plot(range(len(days)), cumulative, "o-", color="#1f77b4", label="cumulative")
         ax.set_xticks(range(len(days)))

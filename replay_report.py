@@ -237,13 +237,18 @@ def _draw_equity(ax, r: Mapping[str, Any]) -> None:
 def _draw_returns(ax, trades: Sequence[Mapping[str, Any]]) -> None:
     returns = [t["net_pnl_pct"] for t in trades if t.get("net_pnl_pct") is not None]
     if returns:
+        import numpy as np
+
         low, high = min(min(returns), 0.0), max(max(returns), 0.0)
-        bins = max(5, min(40, len(returns)))
-        width = (high - low) / bins or 1.0
-        edges = [low + i * width for i in range(bins + 1)]
+        width = (high - low) / max(5, min(40, len(returns))) or 1.0
+        # Zero is an edge, so a bar holds only wins or only losses; the outer edges hold the extremes.
+        edges = width * np.arange(-np.ceil(-low / width), np.ceil(high / width) + 1)
+        edges[0], edges[-1] = min(edges[0], low), max(edges[-1], high)
+        if len(edges) < 2:
+            edges = np.array([low - 1.0, high + 1.0])
         counts, edges, patches = ax.hist(returns, bins=edges, edgecolor="white")
-        for patch, left in zip(patches, edges[:-1]):
-            patch.set_facecolor(WIN if left + width / 2 > 0 else LOSS)
+        for patch, left, right in zip(patches, edges[:-1], edges[1:]):
+            patch.set_facecolor(WIN if (left + right) / 2 > 0 else LOSS)
         ax.axvline(0, color=LINE, lw=0.8)
     else:
         ax.text(0.5, 0.5, "no closed trades", ha="center", va="center", transform=ax.transAxes, color=LINE)

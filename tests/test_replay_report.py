@@ -138,3 +138,22 @@ def test_a_replay_without_trades_still_writes_both(tmp_path):
     assert png_size(folder / "chart.png")[1] <= 2000
     html = (folder / "report.html").read_text()
     assert '<section class="symbol"' not in html and "No closed trade." in html and "no_tier_holds" in html
+
+
+@pytest.mark.parametrize("returns", [[-2.78, 2.57], [0.1, 0.2, 0.3], [1.0], [-0.7, -0.7], [i / 7 - 3 for i in range(60)]])
+def test_the_returns_histogram_counts_every_trade_the_largest_included(returns):
+    """Bin edges summed in floating point once left the largest return outside the last bin."""
+    import matplotlib.pyplot as plt
+
+    from replay_report import _draw_returns
+
+    fig, ax = plt.subplots()
+    try:
+        _draw_returns(ax, [{"net_pnl_pct": r} for r in returns])
+        bars = [(p.get_x(), p.get_height(), p.get_facecolor()[:3]) for p in ax.patches]
+    finally:
+        plt.close(fig)
+    assert sum(h for _, h, _ in bars) == len(returns)
+    at_or_above_zero = sum(r >= 0 for r in returns)  # a flat 0.0 % sits in the first bar right of zero
+    green = sum(h for _, h, c in bars if c[1] > c[0])
+    assert green == at_or_above_zero, "gains green, losses red: no bar holds both"
