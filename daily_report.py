@@ -274,7 +274,7 @@ async def post_to_big_bro(research, r: Mapping[str, Any], subject: str, body: st
 def run_report(args, settings, calendar: MarketCalendar, clock: Clock, env: Mapping[str, str]) -> int:
     from config.settings import PROJECT_DIR
 
-    days = getattr(args, "days", None) or 1
+    days = 1 if getattr(args, "days", None) is None else args.days
     try:
         if not 1 <= days <= MAX_DAYS:
             raise ReportUsageError(f"--days {days}: give 1 to {MAX_DAYS} trading days")
@@ -318,6 +318,12 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
         except Exception as exc:  # noqa: BLE001 - the files are written; say what did not go
             log.exception("DAILY_REPORT not posted")
             big_bro, failed = f"NOT posted to Big Bro ({type(exc).__name__})", True
+    except Exception as exc:  # noqa: BLE001 - one line for the trader, the trace for the log
+        from logsetup import current_log_file
+
+        log.exception("report failed")
+        print(f"report failed: {type(exc).__name__}: {exc} (the trace is in {current_log_file()})", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         await dbs.close()
     mailed = await daily_render.send_email(report, folder, secrets)

@@ -137,5 +137,50 @@ def test_bad_report_flags_exit_2(database_url, tmp_path, capsys):
     assert "--day" in capsys.readouterr().err
     assert agent.main(["--mode", "report", "--day", "2026-11-29"], env=_env(database_url, tmp_path)) == 2  # a Sunday
     assert "not a HK trading day" in capsys.readouterr().err
+    assert agent.main(["--mode", "report", "--days", "0"], env=_env(database_url, tmp_path)) == 2
+    assert "--days 0: give 1 to 250 trading days" in capsys.readouterr().err
     assert agent.main(["--day", "2026-11-27"], env=_env(database_url, tmp_path)) == 2
     assert "--day and --days only go with --mode report" in capsys.readouterr().err
+
+
+def test_what_big_bro_sent_how_it_was_answered_and_the_days_risk_and_reconciliation_events(
+        database_url, tmp_path, traded_day, capsys):
+    from datetime import datetime, timedelta, timezone
+
+    at = datetime.combine(traded_day, datetime.min.time(), tzinfo=timezone(timedelta(hours=8))) + timedelta(hours=10)
+
+    async def seed():
+        conn = await asyncpg.connect(database_url)
+        try:
+            asked = await conn.fetchval(
+                """INSERT INTO claude_messages (from_agent, to_agent, msg_type, subject, body, status, created_at)
+                   VALUES ('big_bro', $1, 'command', 'halt: earnings week', 'stop entering', 'processed', $2) RETURNING id""",
+                DEMO, at)
+            await conn.execute(
+                """INSERT INTO claude_messages (from_agent, to_agent, msg_type, subject, body, data, reply_to_id, created_at)
+                   VALUES ($1, 'big_bro', 'response', '[demo] Halted for the day', 'ok', $2::jsonb, $3, $4)""",
+                DEMO, json.dumps({"event": "CONTROL_RESPONSE"}), asked, at + timedelta(minutes=1))
+            for event, subject in (("RISK_HALT", "[demo] Daily loss limit reached"), ("RECONCILE", "[demo] Adopted 700")):
+                await conn.execute(
+                    """INSERT INTO claude_messages (from_agent, to_agent, msg_type, subject, body, data, created_at)
+                       VALUES ($1, 'big_bro', 'notification', $2, '', $3::jsonb, $4)""",
+                    DEMO, subject, json.dumps({"event": event}), at + timedelta(minutes=2))
+            await conn.execute(  # the day before: not this day's
+                """INSERT INTO claude_messages (from_agent, to_agent, msg_type, subject, body, created_at)
+                   VALUES ('big_bro', $1, 'command', 'yesterday', '', $2)""", DEMO, at - timedelta(days=1))
+        finally:
+            await conn.close()
+    asyncio.run(seed())
+
+    assert agent.main(["--mode", "report", "--day", traded_day.isoformat()], env=_env(database_url, tmp_path)) == 0
+    capsys.readouterr()
+    folder = tmp_path / "reports" / f"daily-hk-{traded_day.isoformat()}"
+    r = json.loads((folder / "report.json").read_text())
+    [asked] = r["big_bro"]
+    assert (asked["subject"], asked["status"], asked["answer"]) == ("halt: earnings week", "processed",
+                                                                  "[demo] Halted for the day")
+    assert [e["subject"] for e in r["risk"]["events"]] == ["[demo] Daily loss limit reached"]
+    assert [e["subject"] for e in r["reconciliation"]] == ["[demo] Adopted 700"]
+    md = (folder / "report.md").read_text()
+    assert "halt: earnings week (processed; answered: [demo] Halted for the day)" in md
+    assert "RISK_HALT: [demo] Daily loss limit reached" in md and "Adopted 700" in md
