@@ -1,5 +1,8 @@
 """``agent.py --mode report [--market hk|us] [--day D] [--days N]``: the end-of-day report.
 
+The day: ``--day``, else today when it is a session, else the last session; the demo (no broker
+configured) trades a bundled sample day, so without ``--day`` its report is of its latest traded day.
+
 Read from the trading tables (positions, monitor_status, api_usage, decisions, cycles, risk_day)
 and Big Bro's (claude_messages) for one agent, market and trading day: the day's trades, exits
 by reason, P&L and equity, risk events, LLM spend against the budget, Haiku calls, monitor
@@ -288,10 +291,13 @@ def run_report(args, settings, calendar: MarketCalendar, clock: Clock, env: Mapp
         print(f"report: {exc}", file=sys.stderr)
         return EXIT_USAGE
     root = Path(env.get(REPORTS_ENV) or PROJECT_DIR / "reports").expanduser()
-    return clock.run(_report(settings, calendar, clock, day, days, root))
+    # The demo trades a bundled sample day, not today: without --day, its report is of its latest day.
+    latest_recorded = settings.label == "demo" and not getattr(args, "day", None)
+    return clock.run(_report(settings, calendar, clock, day, days, root, latest_recorded))
 
 
-async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, days: int, root: Path) -> int:
+async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, days: int, root: Path,
+                  latest_recorded: bool = False) -> int:
     import daily_render
     from store import open_databases
     from store.db import DatabaseError
@@ -307,6 +313,9 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
         return EXIT_FAILED
     failed = False
     try:
+        if latest_recorded:
+            day = await dbs.trading.fetchval("SELECT max(trading_day) FROM positions WHERE agent_id=$1",
+                                             profile.agent_id) or day
         raw = await gather(dbs.trading, dbs.research, profile.agent_id, day, days, calendar)
         report = build(raw, agent_id=profile.agent_id, market=profile.market.value, currency=profile.currency, day=day,
                        days=days, budget_usd=float(profile.budget.daily_usd), calendar=calendar, label=settings.label)

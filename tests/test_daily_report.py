@@ -132,6 +132,14 @@ def test_the_pass_reasons_explain_a_day_of_skips(database_url, tmp_path, traded_
     assert r["pass_reasons"] == {row["reason"]: row["n"] for row in rows}
 
 
+def test_after_make_run_the_report_without_a_day_is_of_the_demos_sample_day(database_url, tmp_path, traded_day, capsys):
+    assert agent.main(["--mode", "report"], env=_env(database_url, tmp_path)) == 0
+    captured = capsys.readouterr()
+    assert f"[demo] Catalyst HK {traded_day.isoformat()}: " in captured.out and "No trade" not in captured.out
+    assert f"agent id {DEMO}" in captured.err
+    assert (tmp_path / "reports" / f"daily-hk-{traded_day.isoformat()}" / "report.html").exists()
+
+
 def test_bad_report_flags_exit_2(database_url, tmp_path, capsys):
     assert agent.main(["--mode", "report", "--day", "June 6"], env=_env(database_url, tmp_path)) == 2
     assert "--day" in capsys.readouterr().err
