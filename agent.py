@@ -3,6 +3,7 @@
 
     python agent.py [--market hk|us] [--mode trade|close|heartbeat|status] [--force] [--live]
                     [--brain claude|rules] [--config PATH] [--replay PATH [--from D] [--to D] [--compare [--seed N]]]
+    python agent.py --mode report [--market hk|us] [--day D] [--days N]
 
 Exit codes: 0 done or skipped; 1 the run failed; 2 bad usage or configuration; 3 refused for safety.
 """
@@ -43,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = _Parser(prog="agent.py", description="Catalyst day-trading agent")
     p.add_argument("--market", choices=["hk", "us"], default="hk", help="market profile (config/<market>.yaml)")
-    p.add_argument("--mode", choices=["trade", "close", "heartbeat", "status"], default="trade")
+    p.add_argument("--mode", choices=["trade", "close", "heartbeat", "status", "report"], default="trade")
     p.add_argument("--force", action="store_true", help="run even when no session is open")
     p.add_argument("--live", action="store_true", help="trade real money (the profile must also say live: true)")
     p.add_argument("--brain", choices=["claude", "rules"], help="decision maker (default: claude with a key, else rules)")
@@ -55,6 +56,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--compare", action="store_true",
                    help="with --replay: re-exit the same entries under each exit policy, side by side")
     p.add_argument("--seed", type=int, metavar="N", help="with --compare: the random control's seed (default 1)")
+    p.add_argument("--day", metavar="YYYY-MM-DD", help="with --mode report: the trading day (default: the latest)")
+    p.add_argument("--days", type=int, metavar="N", help="with --mode report: add the performance over N trading days")
     return p.parse_args(argv)
 
 
@@ -106,6 +109,8 @@ def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
         return "--compare only goes with --replay PATH"
     if args.seed is not None and not args.compare:
         return "--seed (the random control's) only goes with --replay PATH --compare"
+    if (args.day or args.days is not None) and args.mode != "report":
+        return "--day and --days only go with --mode report"
     if args.replay is not None and args.mode != "trade":
         return f"--replay runs trading sessions; it does not go with --mode {args.mode}"
     return None
@@ -124,7 +129,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
     profile = settings.profile
-    if args.brain == "claude" and not settings.secrets.anthropic_api_key and args.mode != "status":
+    if args.brain == "claude" and not settings.secrets.anthropic_api_key and args.mode not in ("status", "report"):
         print("agent.py: --brain claude needs ANTHROPIC_API_KEY (in the environment or .env, see .env.example)",
               file=sys.stderr)
         return EXIT_USAGE
@@ -138,7 +143,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             file=sys.stderr,
         )
         return EXIT_REFUSED
-    if profile.live and not args.live and args.mode != "status":
+    if profile.live and not args.live and args.mode not in ("status", "report"):
         print(f"note: {settings.profile_file} says live: true but --live was not given; trading on paper", file=sys.stderr)
     setup_logging(Path(env.get("CATALYST_LOG_DIR") or PROJECT_DIR / "logs").expanduser(), settings.secrets.secret_values())
     clock = clock or WallClock()
@@ -156,6 +161,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             # No live broker: nothing of this agent trades real money, whatever the profile says.
             settings = replace(settings, profile=settings.profile.model_copy(update={"live": False}))
         return clock.run(run_status(settings, calendar, clock, as_json=args.json, hint=hint))
+    if args.mode == "report":
+        from daily_report import run_report
+
+        if settings.secrets.broker_for(profile.market) == "paper":  # no broker: the demo is what traded
+            from demo import demo_settings
+
+            settings = demo_settings(settings)
+            print(f"(no broker configured: reporting the sample sessions recorded under agent id "
+                  f"{settings.profile.agent_id})", file=sys.stderr)
+        return run_report(args, settings, calendar, clock, env)
     from run import run_agent  # the trading run pulls in brokers and models; status stays light
 
     return run_agent(args, settings, calendar, clock, env)

@@ -120,6 +120,13 @@ class EmailChannel:
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
         message.set_content(text)
+        self.send_message(message)
+
+    def send_message(self, message: EmailMessage) -> None:
+        """Deliver a message built elsewhere (the daily report's HTML); From and To are this channel's."""
+        for header, value in (("From", self.sender), ("To", ", ".join(self.recipients))):
+            if header not in message:
+                message[header] = value
         context = self.ssl_context or ssl.create_default_context()
         if self.port == 465:
             with smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context) as smtp:
@@ -233,12 +240,8 @@ def build_alerters(secrets, clock: Clock, window_seconds: float = DEFAULT_WINDOW
 
     redact = RedactSecrets(secrets.secret_values()).redact
     alerters: list[ThrottledAlerter] = []
-    recipients = tuple(a.strip() for a in (secrets.alert_email_to or "").split(",") if a.strip())
-    if secrets.smtp_host and recipients:
-        sender = secrets.alert_email_from or secrets.smtp_user or recipients[0]
-        password = secrets.smtp_password.get_secret_value() if secrets.smtp_password else None
-        channel = EmailChannel(secrets.smtp_host, secrets.smtp_port or 587, sender, recipients,
-                               user=secrets.smtp_user or None, password=password)
+    channel = email_channel(secrets)
+    if channel is not None:
         alerters.append(ThrottledAlerter(channel, clock, redact, window_seconds))
     elif secrets.smtp_host:
         log.warning("SMTP_HOST is set but ALERT_EMAIL_TO is empty: no alert emails")
@@ -246,3 +249,14 @@ def build_alerters(secrets, clock: Clock, window_seconds: float = DEFAULT_WINDOW
         alerters.append(ThrottledAlerter(WebhookChannel(secrets.alert_webhook_url.get_secret_value()), clock, redact,
                                          window_seconds))
     return alerters
+
+
+def email_channel(secrets) -> EmailChannel | None:
+    """The configured email (SMTP_HOST and ALERT_EMAIL_TO set), or None."""
+    recipients = tuple(a.strip() for a in (secrets.alert_email_to or "").split(",") if a.strip())
+    if not (secrets.smtp_host and recipients):
+        return None
+    sender = secrets.alert_email_from or secrets.smtp_user or recipients[0]
+    password = secrets.smtp_password.get_secret_value() if secrets.smtp_password else None
+    return EmailChannel(secrets.smtp_host, secrets.smtp_port or 587, sender, recipients,
+                        user=secrets.smtp_user or None, password=password)

@@ -193,7 +193,7 @@ def test_crontab_example_runs_each_cycle_once_a_day_across_daylight_saving_and_h
     # a summer week and a winter week (US daylight saving), with a holiday in each market's calendar
     days = [date(2026, 7, 1) + timedelta(days=i) for i in range(7)] + [date(2026, 12, 21) + timedelta(days=i) for i in range(7)]
     for day in days:
-        fires = {mode: [] for mode in ("trade", "heartbeat")}
+        fires = {mode: [] for mode in ("trade", "heartbeat", "report")}
         for minutes, hours, weekdays, _, mode in runs:
             if day.weekday() in weekdays:
                 fires[mode] += [datetime(day.year, day.month, day.day, h, m, tzinfo=timezone.utc)
@@ -207,6 +207,9 @@ def test_crontab_example_runs_each_cycle_once_a_day_across_daylight_saving_and_h
                     if calendar.state(calendar.at_local(day, t)) is SessionState.OPEN]
         assert cycles == expected, f"{day}: each cycle time exactly once"
         assert not set(fires["heartbeat"]) & set(fires["trade"]), "a heartbeat never races a trade run for the lock"
+        [report] = fires["report"]
+        assert session.close < report and calendar.local(report).date() == day, \
+            f"{day}: the end-of-day report once, after the close, on the same local day"
         for start, end in session.parts:
             beats = sorted(t for t in fires["heartbeat"] if start <= t < end)
             gaps = [b - a for a, b in zip([start, *beats], [*beats, end])]

@@ -28,8 +28,10 @@ def test_replay_of_the_19_sample_sessions_writes_a_report_that_agrees_with_its_t
     out = capsys.readouterr().out
     assert code == 0, out
     folder, r = _report(tmp_path)
-    assert {p.name for p in folder.iterdir()} >= {"report.md", "report.json", "chart.png"}
+    assert {p.name for p in folder.iterdir()} >= {"report.md", "report.json", "chart.png", "report.html"}
     assert (folder / "chart.png").stat().st_size > 10_000
+    html = (folder / "report.html").read_text()
+    assert html.count('<section class="symbol" id="HK.09988">') == 1, "the traded symbol has its own section"
     assert r["sessions"] == 19 and r["symbols"] == ["HK.09988"] and r["synthetic_symbols"] == []
 
     trades = r["trades"]
@@ -388,6 +390,9 @@ def test_compare_puts_the_agent_row_equal_to_the_replay_and_a_seeded_random_cont
     assert random1["seed"] == 7 and random1["trades"] <= len(trades)
     md = (folder1 / "report.md").read_text()
     assert "## Exit policies on the same entries (--compare)" in md and "### Regret per exit reason" in md
+    html = (folder1 / "report.html").read_text()
+    assert "Exit policies on the same entries (--compare)" in html and "Regret per exit reason" in html
+    assert all(f"<td>{name}</td>" in html for name in r["policies"])
     assert "policy agent" in out and "policy random" in out
 
     # The same seed gives the same control.

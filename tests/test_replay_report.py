@@ -1,0 +1,159 @@
+"""The replay's report at any size: a one-screen chart.png and a self-contained report.html.
+
+A 50-symbol replay drew one PNG 1,170 x 8,640 pixels (a price panel per symbol, stacked). The
+report here is built from the real 09988 minute bars under 50 codes, one or two trades in each.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import struct
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from config.settings import load_profile, profile_path
+from data.bars import SAMPLES_DIR
+from data.calendar import MarketCalendar
+from instruments import Market, parse_symbol
+from replay import max_drawdown_pct, summarize
+from replay_report import traded_symbols_by_pnl, write_report
+from sessions import PaperFeed, replay_feed
+
+CALENDAR = MarketCalendar(Market.HK)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def _feed_of(n_symbols: int) -> PaperFeed:
+    profile = load_profile(profile_path("hk"), {})
+    real = replay_feed(SAMPLES_DIR / "hk", profile, CALENDAR, None, None)
+    [series] = real.series.values()
+    symbols = [parse_symbol(f"{i:05d}", Market.HK) for i in range(1, n_symbols + 1)]
+    return PaperFeed(series={s: dataclasses.replace(series, symbol=s) for s in symbols},
+                     sessions=real.sessions[-5:], real_symbols=symbols, synthetic_symbols=[])
+
+
+def _trade(feed: PaperFeed, symbol, session, minutes_in: int, held: int, quantity: int, reason: str) -> dict:
+    minute = feed.series[symbol].minute
+    entry_at, exit_at = session.open + timedelta(minutes=minutes_in), session.open + timedelta(minutes=minutes_in + held)
+    entry = float(minute.loc[minute.index <= entry_at, "close"].iloc[-1])
+    exit_ = float(minute.loc[minute.index <= exit_at, "close"].iloc[-1])
+    fees = 25.0
+    gross = round((exit_ - entry) * quantity, 4)
+    return {"position_id": 0, "symbol": str(symbol), "synthetic": False, "side": "buy", "quantity": quantity,
+            "trading_day": session.day.isoformat(), "tier": 1, "entry_time": CALENDAR.local(entry_at).isoformat(),
+            "entry_price": entry, "entry_reason": "test", "stop_price": None, "target_price": None, "entry_fees": 12.5,
+            "haiku_calls": 1, "monitor_errors": 0, "stop_reaction_s": [], "exit_time": CALENDAR.local(exit_at).isoformat(),
+            "exit_price": exit_, "exit_reason": reason, "exit_signal": None, "exit_type": "market", "exit_fees": 12.5,
+            "fees": fees, "gross_pnl": gross, "net_pnl": round(gross - fees, 4),
+            "net_pnl_pct": round((gross - fees) / (entry * quantity) * 100, 4)}
+
+
+def _report_of(feed: PaperFeed) -> dict:
+    reasons = ["stop_loss", "take_profit", "time_exit", "signals", "trailing_stop"]
+    trades = []
+    for i, symbol in enumerate(feed.real_symbols):
+        session = feed.sessions[i % len(feed.sessions)]
+        trades.append(_trade(feed, symbol, session, 20 + i, 30 + 7 * i, 100 * (1 + i % 4), reasons[i % 5]))
+        if i % 3 == 0:  # some symbols trade twice, on another day
+            trades.append(_trade(feed, symbol, feed.sessions[(i + 2) % len(feed.sessions)], 60, 90, 100, "time_exit"))
+    for n, t in enumerate(trades):
+        t["position_id"] = n + 1
+    equity, curve = 1_000_000.0, [{"label": "start", "at": "", "equity": 1_000_000.0, "cash": 1_000_000.0}]
+    for s in feed.sessions:
+        equity += sum(t["net_pnl"] for t in trades if t["trading_day"] == s.day.isoformat())
+        curve.append({"label": s.day.isoformat(), "at": "", "equity": round(equity, 4), "cash": round(equity, 4)})
+    figures = summarize(trades)
+    return {"market": "HK", "currency": "HKD", "sessions": len(feed.sessions),
+            "session_days": [s.day.isoformat() for s in feed.sessions],
+            "first_session": feed.sessions[0].day.isoformat(), "last_session": feed.sessions[-1].day.isoformat(),
+            "symbols": [str(s) for s in feed.real_symbols], "synthetic_symbols": [], "bars_replayed": 1234, **figures,
+            "starting_equity": curve[0]["equity"], "final_equity": curve[-1]["equity"],
+            "return_pct": round((curve[-1]["equity"] / curve[0]["equity"] - 1) * 100, 4),
+            "max_drawdown_pct": max_drawdown_pct([pt["equity"] for pt in curve]), "equity_curve": curve,
+            "llm_cost_usd": 0.0, "llm_usage": {}, "cycles": 10, "cycles_by_status": {"completed": 10},
+            "trades": trades, "open_positions": [], "not_booked": [],
+            "pass_reasons": {"no_tier_holds": 40, "risk_refused": 3},
+            "run": {"agent_id": "intl_claude-demo-replay-test", "brain": "rules", "universe_seed": [],
+                    "starting_cash": 1_000_000.0, "cycle_times": ["09:45", "13:00"], "data_path": "bars"}}
+
+
+@pytest.fixture(scope="module")
+def fifty(tmp_path_factory) -> tuple[Path, dict]:
+    feed = _feed_of(50)
+    report = _report_of(feed)
+    folder = write_report(report, feed, CALENDAR, tmp_path_factory.mktemp("reports"), "replay-50")
+    return folder, report
+
+
+def test_chart_png_of_a_50_symbol_replay_is_one_screen(fifty):
+    folder, report = fifty
+    assert len({t["symbol"] for t in report["trades"]}) == 50
+    width, height = png_size(folder / "chart.png")
+    assert height <= 2000 and width <= 2000, (width, height)
+    assert (folder / "chart.png").stat().st_size > 20_000, "equity, returns and exits are drawn"
+
+
+def test_report_html_has_one_section_per_traded_symbol_best_pnl_first(fifty):
+    folder, report = fifty
+    html = (folder / "report.html").read_text()
+    sections = re.findall(r'<section class="symbol" id="([^"]+)">(.*?)</section>', html, re.S)
+    pnl = {}
+    for t in report["trades"]:
+        pnl[t["symbol"]] = pnl.get(t["symbol"], 0.0) + t["net_pnl"]
+    assert [name for name, _ in sections] == sorted(pnl, key=lambda s: (-round(pnl[s], 4), s))
+    assert [s for s, _, _ in traded_symbols_by_pnl(report)] == [name for name, _ in sections]
+    for name, body in sections:
+        assert body.count('src="data:image/png;base64,') == 1, f"{name} has its own chart"
+        trades = [t for t in report["trades"] if t["symbol"] == name]
+        assert body.count("<tr>") == len(trades) + 1, f"{name} lists its {len(trades)} trade(s)"
+        for t in trades:
+            assert f"{t['entry_price']:g}" in body and t["exit_reason"] in body
+    # The key figures and the summary, before the symbols.
+    head = html.split('<section class="symbol"')[0]
+    assert f"{report['net_pnl']:+,.2f}" in head and f"{report['n_trades']} ({report['wins']} won" in head
+    assert "Exits by reason" in head and "Why candidates were passed" in head and "no_tier_holds" in head
+
+
+def test_report_html_is_self_contained_dark_light_and_printable(fifty):
+    folder, _ = fifty
+    html = (folder / "report.html").read_text()
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', html), "nothing fetched at view time"
+    assert "<script" not in html and "@import" not in html and "url(" not in html
+    assert "prefers-color-scheme: dark" in html and "@media print" in html
+    assert "break-inside: avoid" in html
+
+
+def test_a_replay_without_trades_still_writes_both(tmp_path):
+    feed = _feed_of(1)
+    report = _report_of(feed)
+    report.update(summarize([]), trades=[], pass_reasons={"no_tier_holds": 7})
+    folder = write_report(report, feed, CALENDAR, tmp_path, "replay-0")
+    assert png_size(folder / "chart.png")[1] <= 2000
+    html = (folder / "report.html").read_text()
+    assert '<section class="symbol"' not in html and "No closed trade." in html and "no_tier_holds" in html
+
+
+@pytest.mark.parametrize("returns", [[-2.78, 2.57], [0.1, 0.2, 0.3], [1.0], [-0.7, -0.7], [i / 7 - 3 for i in range(60)]])
+def test_the_returns_histogram_counts_every_trade_the_largest_included(returns):
+    """Bin edges summed in floating point once left the largest return outside the last bin."""
+    import matplotlib.pyplot as plt
+
+    from replay_report import _draw_returns
+
+    fig, ax = plt.subplots()
+    try:
+        _draw_returns(ax, [{"net_pnl_pct": r} for r in returns])
+        bars = [(p.get_x(), p.get_height(), p.get_facecolor()[:3]) for p in ax.patches]
+    finally:
+        plt.close(fig)
+    assert sum(h for _, h, _ in bars) == len(returns)
+    at_or_above_zero = sum(r >= 0 for r in returns)  # a flat 0.0 % sits in the first bar right of zero
+    green = sum(h for _, h, c in bars if c[1] > c[0])
+    assert green == at_or_above_zero, "gains green, losses red: no bar holds both"
