@@ -2,7 +2,7 @@
 """Catalyst: the command line and the run.
 
     python agent.py [--market hk|us] [--mode trade|close|heartbeat|status] [--force] [--live]
-                    [--brain claude|rules] [--config PATH] [--replay PATH [--from D] [--to D] [--compare [--seed N]]]
+                    [--brain claude|rules] [--config PATH] [--replay PATH [--from D] [--to D] [--tz ZONE] [--min-coverage SHARE] [--compare [--seed N]]]
 
 Exit codes: 0 done or skipped; 1 the run failed; 2 bad usage or configuration; 3 refused for safety.
 """
@@ -55,6 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--compare", action="store_true",
                    help="with --replay: re-exit the same entries under each exit policy, side by side")
     p.add_argument("--seed", type=int, metavar="N", help="with --compare: the random control's seed (default 1)")
+    p.add_argument("--tz", metavar="ZONE", help="with --replay: the time zone of naive bar times (default: the market's)")
+    p.add_argument("--min-coverage", dest="min_coverage", metavar="SHARE",
+                   help="with --replay: leave out sessions with less of their bars than this (0.9 or 90%%; default: none)")
     return p.parse_args(argv)
 
 
@@ -106,6 +109,8 @@ def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
         return "--compare only goes with --replay PATH"
     if args.seed is not None and not args.compare:
         return "--seed (the random control's) only goes with --replay PATH --compare"
+    if (args.tz or args.min_coverage) and args.replay is None:
+        return "--tz and --min-coverage only go with --replay PATH"
     if args.replay is not None and args.mode != "trade":
         return f"--replay runs trading sessions; it does not go with --mode {args.mode}"
     return None
