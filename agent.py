@@ -2,7 +2,8 @@
 """Catalyst: the command line and the run.
 
     python agent.py [--market hk|us] [--mode trade|close|heartbeat|status] [--force] [--live]
-                    [--brain claude|rules] [--config PATH] [--replay PATH [--from D] [--to D] [--tz ZONE] [--min-coverage SHARE] [--compare [--seed N]]]
+                    [--brain claude|rules] [--config PATH] [--download --symbols ... --from D --to D [--out DIR]]
+                    [--replay PATH [--from D] [--to D] [--tz ZONE] [--min-coverage SHARE] [--compare [--seed N]]]
 
 Exit codes: 0 done or skipped; 1 the run failed; 2 bad usage or configuration; 3 refused for safety.
 """
@@ -55,6 +56,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--compare", action="store_true",
                    help="with --replay: re-exit the same entries under each exit policy, side by side")
     p.add_argument("--seed", type=int, metavar="N", help="with --compare: the random control's seed (default 1)")
+    p.add_argument("--download", action="store_true",
+                   help="download 1-minute bars from the broker in the replay's format (with --symbols, --from, --to)")
+    p.add_argument("--symbols", nargs="+", metavar="CODE", help="with --download: the symbols (700 9988, or AAPL,MSFT)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="with --download: the folder (default data/downloads/<market>)")
     p.add_argument("--tz", metavar="ZONE", help="with --replay: the time zone of naive bar times (default: the market's)")
     p.add_argument("--min-coverage", dest="min_coverage", metavar="SHARE",
                    help="with --replay: leave out sessions with less of their bars than this (0.9 or 90%%; default: none)")
@@ -101,7 +106,11 @@ def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
     """A flag the chosen mode would silently ignore: refused, so that nobody believes it acted."""
-    if (args.date_from or args.date_to) and args.replay is None:
+    if (args.symbols or args.out) and not args.download:
+        return "--symbols and --out only go with --download"
+    if args.download and args.replay is not None:
+        return "--download and --replay are two runs: download first, then --replay the folder"
+    if (args.date_from or args.date_to) and args.replay is None and not args.download:
         return "--from and --to only go with --replay PATH"
     if args.json and args.mode != "status":
         return "--json only goes with --mode status"
@@ -161,6 +170,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             # No live broker: nothing of this agent trades real money, whatever the profile says.
             settings = replace(settings, profile=settings.profile.model_copy(update={"live": False}))
         return clock.run(run_status(settings, calendar, clock, as_json=args.json, hint=hint))
+    if args.download:
+        from download import run_download
+
+        return run_download(args, settings, calendar, clock)
     from run import run_agent  # the trading run pulls in brokers and models; status stays light
 
     return run_agent(args, settings, calendar, clock, env)
