@@ -314,12 +314,13 @@ class MarketData:
 
 
 def bar_step_minutes(bars: pd.DataFrame) -> int:
-    """The spacing of intraday bars in minutes: 1, or 5 for replay data of 5-minute bars."""
+    """The spacing of intraday bars in minutes: 1, or 5 for replay data of 5-minute bars (every gap a
+    multiple of five minutes; 1-minute bars with minutes missing stay 1-minute bars)."""
     if len(bars) < 2:
         return 1
     gaps = np.diff(bars.index.to_numpy(dtype="datetime64[s]")).astype(np.int64)
     gaps = gaps[gaps > 0]
-    return max(1, int(gaps.min() // 60)) if len(gaps) else 1
+    return 5 if len(gaps) and gaps.min() == 300 and not (gaps % 300).any() else 1
 
 
 def _per_minute(day_bars: pd.DataFrame, session: Session, step: int) -> np.ndarray:

@@ -245,3 +245,15 @@ def test_bad_tz_and_min_coverage_are_one_line_and_exit_2(database_url, tmp_path,
 def test_tz_without_replay_is_refused(tmp_path, capsys):
     code = agent.main(["--tz", "UTC"], env={"CATALYST_LOG_DIR": str(tmp_path / "logs")})
     assert code == 2 and "--tz and --min-coverage only go with --replay PATH" in capsys.readouterr().err
+
+
+def test_bar_spacing_is_five_minutes_only_when_every_gap_is_a_multiple_of_five():
+    from data.market import bar_step_minutes
+
+    def bars(*minutes: int) -> pd.DataFrame:
+        index = pd.DatetimeIndex([pd.Timestamp("2022-06-15 01:30", tz="UTC") + pd.Timedelta(minutes=m) for m in minutes])
+        return pd.DataFrame({"volume": [1.0] * len(minutes)}, index=index)
+
+    assert bar_step_minutes(bars(0, 5, 10, 20)) == 5
+    assert bar_step_minutes(bars(0, 1, 2, 3)) == 1
+    assert bar_step_minutes(bars(0, 5, 12)) == 1, "1-minute bars with minutes missing stay 1-minute bars"
