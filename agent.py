@@ -2,7 +2,8 @@
 """Catalyst: the command line and the run.
 
     python agent.py [--market hk|us] [--mode trade|close|heartbeat|status] [--force] [--live]
-                    [--brain claude|rules] [--config PATH] [--replay PATH [--from D] [--to D] [--compare [--seed N]]]
+                    [--brain claude|rules] [--config PATH] [--download --symbols ... --from D --to D [--out DIR]]
+                    [--replay PATH [--from D] [--to D] [--tz ZONE] [--min-coverage SHARE] [--compare [--seed N]]]
     python agent.py --mode report [--market hk|us] [--day D] [--days N]
 
 Exit codes: 0 done or skipped; 1 the run failed; 2 bad usage or configuration; 3 refused for safety.
@@ -58,6 +59,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, metavar="N", help="with --compare: the random control's seed (default 1)")
     p.add_argument("--day", metavar="YYYY-MM-DD", help="with --mode report: the trading day (default: the latest)")
     p.add_argument("--days", type=int, metavar="N", help="with --mode report: add the performance over N trading days")
+    p.add_argument("--download", action="store_true",
+                   help="download 1-minute bars from the broker in the replay's format (with --symbols, --from, --to)")
+    p.add_argument("--symbols", nargs="+", metavar="CODE", help="with --download: the symbols (700 9988, or AAPL,MSFT)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="with --download: the folder (default data/downloads/<market>)")
+    p.add_argument("--tz", metavar="ZONE", help="with --replay: the time zone of naive bar times (default: the market's)")
+    p.add_argument("--min-coverage", dest="min_coverage", metavar="SHARE",
+                   help="with --replay: leave out sessions with less of their bars than this (0.9 or 90%%; default: none)")
     return p.parse_args(argv)
 
 
@@ -101,7 +109,11 @@ def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
     """A flag the chosen mode would silently ignore: refused, so that nobody believes it acted."""
-    if (args.date_from or args.date_to) and args.replay is None:
+    if (args.symbols or args.out) and not args.download:
+        return "--symbols and --out only go with --download"
+    if args.download and args.replay is not None:
+        return "--download and --replay are two runs: download first, then --replay the folder"
+    if (args.date_from or args.date_to) and args.replay is None and not args.download:
         return "--from and --to only go with --replay PATH"
     if args.json and args.mode != "status":
         return "--json only goes with --mode status"
@@ -111,6 +123,8 @@ def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
         return "--seed (the random control's) only goes with --replay PATH --compare"
     if (args.day or args.days is not None) and args.mode != "report":
         return "--day and --days only go with --mode report"
+    if (args.tz or args.min_coverage) and args.replay is None:
+        return "--tz and --min-coverage only go with --replay PATH"
     if args.replay is not None and args.mode != "trade":
         return f"--replay runs trading sessions; it does not go with --mode {args.mode}"
     return None
@@ -171,6 +185,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             print(f"(no broker configured: reporting the sample sessions recorded under agent id "
                   f"{settings.profile.agent_id})", file=sys.stderr)
         return run_report(args, settings, calendar, clock, env)
+    if args.download:
+        from download import run_download
+
+        return run_download(args, settings, calendar, clock)
     from run import run_agent  # the trading run pulls in brokers and models; status stays light
 
     return run_agent(args, settings, calendar, clock, env)

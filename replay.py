@@ -1,7 +1,7 @@
 """``agent.py --replay PATH [--from D] [--to D]``: the whole agent over historical bars, then a report.
 
 One simulated clock and one paper exchange for the whole replay (the exchange keeps cash and
-positions from session to session, like an account). Every full session in the data, in order:
+positions from session to session, like an account). Every session in the data, in order:
 the paper exchange replays the session's bars up to the close while the run does what cron and
 the agent would have done live: wake, reconcile, read the inbox, adopt unwatched positions, the
 cycles of the profile's schedule (HK: 09:30 and 13:00, after the opening range), then the
@@ -78,7 +78,7 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         end = _parse_day(getattr(args, "date_to", None), "--to")
         if start and end and start > end:
             raise ReplayUsageError(f"--from {start} is after --to {end}; nothing to replay")
-        feed = replay_feed(args.replay, profile, calendar, start, end)
+        feed = replay_feed(args.replay, profile, calendar, start, end, **replay_data_options(args))
         news = load_for_replay(Path(args.replay), profile.market, calendar.tz)  # news.csv beside the bars
     except (ReplayUsageError, NoReplayData, BarFileError, NewsFileError, OSError) as exc:  # what the user gave cannot be replayed
         print(f"replay: {exc}", file=sys.stderr)
@@ -115,7 +115,10 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
           + f"), simulated clock, agent id {replay_id}")
     for symbol, lot in sorted(feed.assumed_lots.items()):
         print(f"  board lot of {symbol} assumed to be {lot} shares: bar files do not say; set the real one "
-              f"under paper.lot_sizes in the profile (e.g. CATALYST__PAPER__LOT_SIZES='{{\"{symbol.short}\": 500}}')")
+              f"in lots.csv (code,lot_size) beside the bars or under paper.lot_sizes in the profile "
+              f"(e.g. CATALYST__PAPER__LOT_SIZES='{{\"{symbol.short}\": 500}}')")
+    for line in data_notes(feed):
+        print(f"  {line}")
     sim = SimClock(sessions[0].open)
     began = time.perf_counter()
     try:
@@ -131,6 +134,7 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
     if getattr(args, "compare", False) and not result.error:
         report["policies"], report["regret"], report["compare_note"] = _compare(
             args, replay_settings, calendar, feed, result, report)
+    report["data"] = data_summary(feed, report["session_days"])
     report["run"].update({
         "data_path": str(args.replay), "from": start.isoformat() if start else None,
         "to": end.isoformat() if end else None, "profile_file": str(settings.profile_file),
@@ -142,6 +146,63 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         print(f"replay failed: {result.error}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+# --- What the data held: options, notes and the report's "data" part (issue 15) -------------------------
+def replay_data_options(args) -> dict[str, Any]:
+    """``--tz`` and ``--min-coverage`` as ``replay_feed`` takes them; a bad value is a usage error."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    tz = getattr(args, "tz", None)
+    if tz:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ReplayUsageError(f"--tz {tz!r} is not a time zone; expected a name like Asia/Hong_Kong, "
+                                   "America/New_York or UTC") from None
+    text = getattr(args, "min_coverage", None)
+    share = 0.0
+    if text:
+        try:
+            share = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+        except ValueError:
+            share = -1
+        if not 0 <= share <= 1:
+            raise ReplayUsageError(f"--min-coverage {text!r} is not a share of a session's bars; "
+                                   "expected 0..1 or a percent (0.9 or 90%)")
+    return {"tz": tz or None, "min_coverage": share}
+
+
+def data_notes(feed: PaperFeed) -> list[str]:
+    """What the replay makes of the data, one line each: resolution, short sessions, skipped ones."""
+    by_step: dict[int, list[str]] = defaultdict(list)
+    for symbol in feed.real_symbols:
+        by_step[feed.series[symbol].resolution_minutes].append(symbol.short)
+    steps = "; ".join(f"{step}-minute ({', '.join(names)})" for step, names in sorted(by_step.items()))
+    lines = [f"bars: {steps}" if len(by_step) > 1 else f"bars: {next(iter(by_step), 1)}-minute"]
+    short = {d: c for d, c in feed.coverage.items() if c < 1}
+    if short:
+        lines.append(f"{len(short)} session(s) with missing bars, replayed as they are: "
+                     + ", ".join(f"{d} {c:.0%}" for d, c in short.items()))
+    if feed.skipped_sessions:
+        lines.append(f"{len(feed.skipped_sessions)} session(s) under --min-coverage left out: "
+                     + ", ".join(f"{d} {c:.0%}" for d, c in feed.skipped_sessions.items()))
+    if feed.other_market_files:
+        lines.append(f"not read (bars of the other market): {', '.join(feed.other_market_files)}")
+    return lines
+
+
+def data_summary(feed: PaperFeed, session_days: Sequence[str]) -> dict[str, Any]:
+    """The report's ``data``: resolution, each replayed session's coverage, skipped sessions, lots assumed."""
+    return {
+        "resolution_minutes": {str(s): feed.series[s].resolution_minutes for s in feed.real_symbols},
+        "coverage": {d: round(feed.coverage[date.fromisoformat(d)], 4) for d in session_days
+                     if date.fromisoformat(d) in feed.coverage},
+        "incomplete_sessions": {d.isoformat(): round(c, 4) for d, c in feed.coverage.items() if c < 1},
+        "skipped_sessions": {d.isoformat(): round(c, 4) for d, c in feed.skipped_sessions.items()},
+        "assumed_lots": {str(s): lot for s, lot in sorted(feed.assumed_lots.items())},
+        "other_market_files": list(feed.other_market_files),
+    }
 
 
 # --- --compare: the same entries under each exit policy ----------------------------------------------
@@ -376,12 +437,14 @@ async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar
                 say(f"  {session.day} reconcile: {reconciled.summary()}")
             inbox = await read_inbox(rt)
             await adopt(rt)
-            if feed.has_history_before(session):
+            lookback = profile.scan.volume_lookback_sessions
+            if feed.has_history_in(calendar.previous_sessions(session.day, lookback)):
                 code = await _trade_session(rt, session, inbox, stuck, say)
             else:
                 code = EXIT_OK
-                say(f"  {session.day:%Y-%m-%d %a}: no bars before this session, so no volume ratio: "
-                    "a warm-up session, no cycle")
+                before = (f"no bars in the {lookback} sessions before this one (a gap in the data)"
+                          if feed.has_history_before(session) else "no bars before this session")
+                say(f"  {session.day:%Y-%m-%d %a}: {before}, so no volume ratio: a warm-up session, no cycle")
             await driver  # the tape to the close, so the close marks the account
         finally:
             await broker.stop()

@@ -71,6 +71,26 @@ def _hm(iso: str | None) -> str:
     return "-" if not iso else datetime.fromisoformat(iso).strftime("%m-%d %H:%M")
 
 
+def _data_lines(data: dict[str, Any]) -> list[str]:
+    """What the bars were: their resolution, sessions with bars missing or left out, lots assumed."""
+    lines = []
+    resolutions = sorted(set((data.get("resolution_minutes") or {}).values()))
+    if resolutions:
+        lines.append(f"- Bars: {' and '.join(f'{m}-minute' for m in resolutions)}.")
+    if data.get("incomplete_sessions"):
+        lines.append("- Sessions with bars missing, replayed as they are (coverage): "
+                     + ", ".join(f"{d} {c:.0%}" for d, c in data["incomplete_sessions"].items()) + ".")
+    if data.get("skipped_sessions"):
+        lines.append("- Sessions left out under --min-coverage: "
+                     + ", ".join(f"{d} {c:.0%}" for d, c in data["skipped_sessions"].items()) + ".")
+    if data.get("assumed_lots"):
+        lines.append("- Board lots assumed (set them in lots.csv or paper.lot_sizes): "
+                     + ", ".join(f"{s} {lot}" for s, lot in data["assumed_lots"].items()) + ".")
+    if data.get("other_market_files"):
+        lines.append(f"- Not read (bars of the other market): {', '.join(data['other_market_files'])}.")
+    return lines
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     cur = r["currency"]
     run = r["run"]
@@ -87,6 +107,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"cycles at {', '.join(run['cycle_times'])}; starting cash {_money(run['starting_cash'], cur, sign=False)}.",
         f"- Database rows under agent id `{run['agent_id']}` (kept apart from the live agent).",
         *([f"- **Partial report**: {run['partial']}."] if run.get("partial") else []),
+        *_data_lines(r.get("data") or {}),
         "",
         "## Key figures",
         "",

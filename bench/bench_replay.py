@@ -40,6 +40,10 @@ def main() -> None:
         dev_compare()
     except Exception as exc:  # noqa: BLE001 - a bench prints figures, it never fails
         print(f"dev HK replay: no figures ({type(exc).__name__}: {exc})")
+    try:
+        universe_scale()
+    except Exception as exc:  # noqa: BLE001 - a bench prints figures, it never fails
+        print(f"replay by universe size: no figures ({type(exc).__name__}: {exc})")
 
 
 # --- The dev HK set (../shared/data/dev/hk, never copied into the repository): replay vs --compare ------------
@@ -87,3 +91,43 @@ def dev_compare() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- Growth with the universe: 1, 10 and 50 symbols of the dev HK set (linked, never copied) ----------------
+SCALE_RANGE = ("2019-07-22", "2019-08-02")  # 10 sessions
+
+
+def universe_scale() -> None:
+    """bars/s and peak RSS of a plain replay of the first 1, 10 and 50 dev HK symbols, each in its own process."""
+    import os
+    import subprocess
+    import sys
+
+    if not DEV_HK.is_dir():
+        print(f"replay by universe size: no figures ({DEV_HK} not found)")
+        return
+    codes = sorted({p.name.split("_")[0] for p in DEV_HK.glob("*_1m_*.csv")})
+    root = Path(__file__).resolve().parents[1]
+    print(f"replay by universe size, dev HK {SCALE_RANGE[0]}..{SCALE_RANGE[1]} (rules brain, one process each):")
+    for n in (1, 10, 50):
+        with tempfile.TemporaryDirectory(prefix="catalyst-bench-scale-") as tmp:
+            folder = Path(tmp) / "bars"
+            folder.mkdir()
+            for p in DEV_HK.glob("*.csv"):
+                if p.name == "lots.csv" or p.name.split("_")[0] in codes[:n]:
+                    (folder / p.name).symlink_to(p)
+            env = {**os.environ, "CATALYST_VAR_DIR": str(Path(tmp) / "var"), "CATALYST_REPORTS_DIR": str(Path(tmp) / "r"),
+                   "CATALYST_LOG_DIR": str(Path(tmp) / "logs")}
+            cmd = [sys.executable, str(root / "agent.py"), "--replay", str(folder), "--config",
+                   str(root / "config/eval/hk.yaml"), "--brain", "rules", "--from", SCALE_RANGE[0], "--to", SCALE_RANGE[1]]
+            start = time.perf_counter()
+            child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
+            _, status, usage = os.wait4(child.pid, 0)
+            wall = time.perf_counter() - start
+            if os.waitstatus_to_exitcode(status) != 0:
+                print(f"  {n:3d} symbols: no figures (exit {os.waitstatus_to_exitcode(status)})")
+                continue
+            [report] = (Path(tmp) / "r").glob("replay-*/report.json")
+            bars = json.loads(report.read_text())["bars_replayed"]
+            print(f"  {n:3d} symbols: {bars:9,} bars in {wall:6.1f} s wall, {bars / wall:8,.0f} bars/s, "
+                  f"peak RSS {usage.ru_maxrss / 1024:,.0f} MB")

@@ -7,7 +7,13 @@ grid: the feeds' float noise (``85.4000015258789``) is rounded away with ``Decim
 
 File names say what a file holds: ``<CODE>_1m_*.csv``, ``<CODE>_5m_*.csv``, ``<CODE>_1d_*.csv``
 or ``<CODE>.csv`` (frequency inferred from the spacing of the timestamps). A number is a Hong
-Kong code, a ticker a US one (``instruments.parse_symbol``).
+Kong code, a ticker a US one (``instruments.parse_symbol``). A file with a ``symbol`` column (the
+shape of Alpaca and Moomoo exports) holds several symbols under any name. The time column may be
+called ``datetime``, ``timestamp``, ``time`` or ``date`` (any case); a naive time is in the
+market's time zone unless the caller names another.
+
+Bad data is refused, never resolved silently: a time twice in one file, ``open``/``close``
+outside ``low..high``, a price that is not positive -- with the file and the row.
 """
 from __future__ import annotations
 
@@ -29,7 +35,10 @@ log = logging.getLogger(__name__)
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 NEWS_FILE = "news.csv"
 PRICE_COLUMNS = ["open", "high", "low", "close"]
-TIME_COLUMNS = ("datetime", "date")
+TIME_COLUMNS = ("datetime", "timestamp", "time", "date")
+SYMBOL_COLUMN = "symbol"
+LOTS_FILE = "lots.csv"
+NOT_BAR_FILES = (NEWS_FILE, LOTS_FILE)  # beside the bars: a replay's headlines and board lots
 
 # Board lots of the bundled samples. Real lots come from the broker snapshot (``lot_size``);
 # this table only serves the sample files and the paper exchange that replays them.
@@ -59,6 +68,7 @@ class BarSeries:
     synthetic: bool
     minute: pd.DataFrame
     daily: pd.DataFrame
+    resolution_minutes: int = 1  # the spacing of ``minute``: 1, or 5 for a code with only 5-minute bars
 
 
 def empty_bars(utc_index: bool = True) -> pd.DataFrame:
@@ -79,54 +89,87 @@ def load_samples(market: Market) -> dict[Symbol, BarSeries]:
 
 
 def load_bars(
-    path: str | Path, market: Market | None = None, *, hk_phase2_date: date | None = None
+    path: str | Path, market: Market | None = None, *, hk_phase2_date: date | None = None, tz: str | None = None
 ) -> dict[Symbol, BarSeries]:
     """One CSV file or a folder of them, as one ``BarSeries`` per symbol.
 
     With ``market``, files of the other market are skipped in a folder and refused as a single
     file. A 1-minute and a daily file of the same code merge; a 5-minute file is used only when
     there is no 1-minute file for the code. ``hk_phase2_date`` (the profile's
-    ``ticks.hk_phase2_date``) matters only for HK bars from that date on.
+    ``ticks.hk_phase2_date``) matters only for HK bars from that date on. ``tz`` (an IANA name)
+    is the zone of naive times; by default the market's own.
     """
     path = Path(path)
     if path.is_dir():
-        # news.csv beside the bars holds a replay's headlines (news/replay_news.py), not bars.
-        files = sorted(p for p in path.glob("*.csv") if p.is_file() and p.name.lower() != NEWS_FILE)
-        described = [_describe_file(p) for p in files]
+        described = [d for p in bar_files(path) for d in _describe_path(p)]
         if market is not None:
             described = [d for d in described if d.symbol.market is market]
     elif path.is_file():
-        described = [_describe_file(path)]
-        if market is not None and described[0].symbol.market is not market:
+        described = _describe_path(path)
+        if market is not None and described and all(d.symbol.market is not market for d in described):
             raise BarFileError(f"{path}: holds {described[0].symbol}, not a {market.value} symbol")
+        if market is not None:
+            described = [d for d in described if d.symbol.market is market]
     else:
         raise FileNotFoundError(f"no bar file or folder at {path}")
     by_symbol: dict[Symbol, list[_BarFile]] = {}
     for d in described:
         by_symbol.setdefault(d.symbol, []).append(d)
     return {
-        symbol: _series_from_files(symbol, files, hk_phase2_date) for symbol, files in sorted(by_symbol.items())
+        symbol: _series_from_files(symbol, files, hk_phase2_date, tz) for symbol, files in sorted(by_symbol.items())
     }
 
 
+def bar_files(folder: Path) -> list[Path]:
+    """The CSV files of a folder that hold bars (not ``news.csv`` or ``lots.csv``)."""
+    return sorted(p for p in folder.glob("*.csv") if p.is_file() and p.name.lower() not in NOT_BAR_FILES)
+
+
 def symbols_in(path: str | Path) -> list[Symbol]:
-    """The symbols a bar file or folder holds, from the file names alone (nothing is read)."""
+    """The symbols a bar file or folder holds (from the file names, or a file's ``symbol`` column)."""
+    return sorted(files_by_symbol(path))
+
+
+def files_by_symbol(path: str | Path) -> dict[Symbol, list[Path]]:
+    """The files that hold each symbol of a bar file or folder (unreadable files are left out)."""
     path = Path(path)
-    files = sorted(p for p in path.glob("*.csv") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
-    found = set()
+    files = bar_files(path) if path.is_dir() else [path] if path.is_file() else []
+    found: dict[Symbol, list[Path]] = {}
     for f in files:
         try:
-            found.add(_describe_file(f).symbol)
+            for d in _describe_path(f):
+                found.setdefault(d.symbol, []).append(f)
         except BarFileError:
             continue
-    return sorted(found)
+    return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _BarFile:
     path: Path
     symbol: Symbol
     marker: str | None  # "1m", "5m", "1d" or None (infer)
+    rows: pd.DataFrame | None = None  # this symbol's rows of a file with a symbol column
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return [c.strip().strip('"').lower() for c in f.readline().split(",")]
+
+
+def _describe_path(path: Path) -> list[_BarFile]:
+    if SYMBOL_COLUMN not in _header(path):
+        return [_describe_file(path)]
+    raw = _read_csv(path)
+    marker = _FREQ_MARKER.search(path.stem)
+    out = []
+    for code, rows in raw.groupby(raw[SYMBOL_COLUMN].str.strip(), sort=True):
+        try:
+            symbol = parse_symbol(code)
+        except SymbolError as e:
+            raise BarFileError(f"{path}: {_row(rows, 0)}: symbol {code!r} is not a symbol; {e}") from e
+        out.append(_BarFile(path, symbol, marker.group(1).lower() if marker else None, rows.drop(columns=SYMBOL_COLUMN)))
+    return out
 
 
 _FREQ_MARKER = re.compile(r"_(1m|5m|1d)(?:_|$)", re.IGNORECASE)
@@ -142,21 +185,23 @@ def _describe_file(path: Path) -> _BarFile:
     return _BarFile(path, symbol, marker.group(1).lower() if marker else None)
 
 
-def _series_from_files(symbol: Symbol, files: list[_BarFile], hk_phase2_date: date | None) -> BarSeries:
+def _series_from_files(symbol: Symbol, files: list[_BarFile], hk_phase2_date: date | None,
+                       tz: str | None = None) -> BarSeries:
     calendar = MarketCalendar(symbol.market)
     ticks = _TickRounder(symbol.market, hk_phase2_date)
     intraday: dict[int, list[pd.DataFrame]] = {}
     daily_parts: list[pd.DataFrame] = []
     for f in files:
-        raw = _read_csv(f.path)
+        raw = _read_csv(f.path) if f.rows is None else f.rows
         if _is_daily(f, raw):
             daily_parts.append(_daily_frame(f.path, raw, ticks))
         else:
-            frame = _intraday_frame(f.path, raw, ticks)
+            frame = _intraday_frame(f.path, raw, ticks, tz)
             step = _spacing_minutes(frame) if f.marker is None else int(f.marker[:-1])
             intraday.setdefault(step, []).append(frame)
     # The finest intraday file wins: 5-minute bars only serve when there are no 1-minute ones.
-    minute = pd.concat(intraday[min(intraday)]) if intraday else empty_bars()
+    resolution = min(intraday) if intraday else 1
+    minute = pd.concat(intraday[resolution]) if intraday else empty_bars()
     minute = _on_session_grid(_sorted_unique(minute), calendar)
     daily = _sorted_unique(pd.concat(daily_parts)) if daily_parts else empty_bars(utc_index=False)
     return BarSeries(
@@ -166,6 +211,7 @@ def _series_from_files(symbol: Symbol, files: list[_BarFile], hk_phase2_date: da
         synthetic=False,
         minute=minute,
         daily=daily,
+        resolution_minutes=resolution,
     )
 
 
@@ -173,7 +219,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise BarFileError(f"{path}: not a readable CSV ({e}); expected a header date|datetime,{','.join(BAR_COLUMNS)}") from e
+        raise BarFileError(f"{path}: not a readable CSV ({e}); expected a header datetime,{','.join(BAR_COLUMNS)}") from e
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     time_columns = [c for c in TIME_COLUMNS if c in raw.columns]
     missing = [c for c in BAR_COLUMNS if c not in raw.columns]
@@ -181,15 +227,25 @@ def _read_csv(path: Path) -> pd.DataFrame:
         wanted = ([] if time_columns else ["date or datetime"]) + missing
         raise BarFileError(
             f"{path}: missing column(s) {', '.join(wanted)}; found {', '.join(raw.columns) or 'none'}; "
-            f"expected date|datetime,{','.join(BAR_COLUMNS)}"
+            f"expected datetime|timestamp|time|date,{','.join(BAR_COLUMNS)}"
         )
-    raw = raw.rename(columns={time_columns[0]: "time"})
-    return raw[["time", *BAR_COLUMNS]]
+    raw = raw.rename(columns={time_columns[0]: "time"}) if time_columns[0] != "time" else raw
+    return raw[["time", *BAR_COLUMNS, *([SYMBOL_COLUMN] if SYMBOL_COLUMN in raw.columns else [])]]
 
 
-def _row(i: int) -> str:
-    # Line numbers as a person sees them in an editor: the header is line 1.
-    return f"row {i + 2}"
+def _row(raw: pd.DataFrame, i: int) -> str:
+    # Line numbers as a person sees them in an editor: the header is line 1 (the frame keeps the
+    # file's row order in its index, also for one symbol's rows of a shared file).
+    return f"row {int(raw.index[i]) + 2}"
+
+
+def _refuse_repeated_times(path: Path, raw: pd.DataFrame, index: pd.Index) -> None:
+    repeated = index.duplicated(keep="first")
+    if repeated.any():
+        j = int(np.flatnonzero(repeated)[0])
+        i = int(np.flatnonzero(index == index[j])[0])
+        raise BarFileError(f"{path}: {_row(raw, i)} and {_row(raw, j)}: time {raw['time'].iloc[j].strip()!r} twice; "
+                           "expected one bar per time")
 
 
 def _numbers(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
@@ -199,42 +255,49 @@ def _numbers(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
         bad = values.isna() | ~np.isfinite(values.to_numpy())
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise BarFileError(f"{path}: {_row(i)}: {column} is {raw[column].iloc[i]!r}; expected a number")
+            raise BarFileError(f"{path}: {_row(raw, i)}: {column} is {raw[column].iloc[i]!r}; expected a number")
         if column == "volume":
             negative = values < 0
             if negative.any():
                 i = int(np.flatnonzero(negative.to_numpy())[0])
-                raise BarFileError(f"{path}: {_row(i)}: volume is {values.iloc[i]}; expected zero or more")
+                raise BarFileError(f"{path}: {_row(raw, i)}: volume is {values.iloc[i]}; expected zero or more")
         else:
             not_positive = values <= 0
             if not_positive.any():
                 i = int(np.flatnonzero(not_positive.to_numpy())[0])
-                raise BarFileError(f"{path}: {_row(i)}: {column} is {values.iloc[i]}; expected a positive price")
+                raise BarFileError(f"{path}: {_row(raw, i)}: {column} is {values.iloc[i]}; expected a positive price")
         out[column] = values
     inverted = out["high"] < out["low"]
     if inverted.any():
         i = int(np.flatnonzero(inverted.to_numpy())[0])
-        raise BarFileError(f"{path}: {_row(i)}: high {out['high'].iloc[i]} is below low {out['low'].iloc[i]}; expected high >= low")
+        raise BarFileError(f"{path}: {_row(raw, i)}: high {out['high'].iloc[i]} is below low {out['low'].iloc[i]}; expected high >= low")
+    slack = out["high"] * 1e-9  # float noise of the feeds, rounded away on the tick grid
+    for column in ("open", "close"):
+        outside = (out[column] < out["low"] - slack) | (out[column] > out["high"] + slack)
+        if outside.any():
+            i = int(np.flatnonzero(outside.to_numpy())[0])
+            raise BarFileError(f"{path}: {_row(raw, i)}: {column} {out[column].iloc[i]} is outside low..high "
+                               f"{out['low'].iloc[i]}..{out['high'].iloc[i]}; expected low <= {column} <= high")
     return out
 
 
-def _parse_times(path: Path, raw: pd.DataFrame, market: Market) -> pd.DatetimeIndex:
+def _parse_times(path: Path, raw: pd.DataFrame, market: Market, tz: str | None = None) -> pd.DatetimeIndex:
     text = raw["time"].str.strip()
     has_offset = text.str.contains(r"(?:[+-]\d{2}:?\d{2}|Z)$", regex=True)
     parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     if has_offset.any():
         parsed[has_offset] = pd.to_datetime(text[has_offset], errors="coerce", utc=True, format="ISO8601")
     if (~has_offset).any():
-        # Naive intraday times are read as exchange-local time (as Moomoo hands them out).
+        # Naive intraday times are read as exchange-local time (as Moomoo hands them out), or --tz.
         naive = pd.to_datetime(text[~has_offset], errors="coerce", format="ISO8601")
         parsed[~has_offset] = naive.dt.tz_localize(
-            TIMEZONES[market], ambiguous="NaT", nonexistent="NaT"
+            tz or TIMEZONES[market], ambiguous="NaT", nonexistent="NaT"
         ).dt.tz_convert("UTC")
     bad = parsed.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise BarFileError(
-            f"{path}: {_row(i)}: time {raw['time'].iloc[i]!r} is not a timestamp; expected e.g. "
+            f"{path}: {_row(raw, i)}: time {raw['time'].iloc[i]!r} is not a timestamp; expected e.g. "
             "'2022-06-15 01:30:00+00:00', '2026-07-29 09:30:00-04:00' or '2022-06-15'"
         )
     return pd.DatetimeIndex(parsed)
@@ -252,14 +315,16 @@ def _daily_frame(path: Path, raw: pd.DataFrame, ticks: "_TickRounder") -> pd.Dat
     bad = days.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise BarFileError(f"{path}: {_row(i)}: date {raw['time'].iloc[i]!r} is not a date; expected YYYY-MM-DD")
+        raise BarFileError(f"{path}: {_row(raw, i)}: date {raw['time'].iloc[i]!r} is not a date; expected YYYY-MM-DD")
     frame = _numbers(path, raw)
     frame.index = pd.DatetimeIndex(days).normalize()
+    _refuse_repeated_times(path, raw, frame.index)
     return ticks.apply(frame, frame.index.date)
 
 
-def _intraday_frame(path: Path, raw: pd.DataFrame, ticks: "_TickRounder") -> pd.DataFrame:
-    index = _parse_times(path, raw, ticks.market)
+def _intraday_frame(path: Path, raw: pd.DataFrame, ticks: "_TickRounder", tz: str | None = None) -> pd.DataFrame:
+    index = _parse_times(path, raw, ticks.market, tz)
+    _refuse_repeated_times(path, raw, index)
     frame = _numbers(path, raw)
     frame.index = index
     return ticks.apply(frame, index.tz_convert(TIMEZONES[ticks.market]).date)

@@ -160,11 +160,12 @@ class MarketData:
         baseline: np.ndarray | float | None = None
         if past:
             minute = await self.broker.bars(symbol, Timeframe.M1, past[0].open, session.open)
+            step = bar_step_minutes(minute)
             curves = []
             for s in past:
                 day_bars = minute[(minute.index >= s.open) & (minute.index < s.close)]
-                if len(day_bars) >= s.trading_minutes * 0.9 and day_bars["volume"].sum() > 0:
-                    vol = day_bars["volume"].to_numpy(dtype=float)
+                if len(day_bars) * step >= s.trading_minutes * 0.9 and day_bars["volume"].sum() > 0:
+                    vol = day_bars["volume"].to_numpy(dtype=float) if step == 1 else _per_minute(day_bars, s, step)
                     curves.append(np.cumsum(vol[: s.trading_minutes]))
             full = [c for c in curves if len(c) == session.trading_minutes]
             if full:
@@ -246,7 +247,8 @@ class MarketData:
         """Mean volume per minute of the last few closed minute bars (None without data)."""
         if minute_bars.empty:
             return None
-        return float(minute_bars["volume"].tail(VOLUME_RATE_BARS).mean())
+        # Replay data of 5-minute bars: each bar holds five minutes' volume.
+        return float(minute_bars["volume"].tail(VOLUME_RATE_BARS).mean()) / bar_step_minutes(minute_bars)
 
     async def volume_pace(self, symbol: Symbol, minute_bars: pd.DataFrame) -> float | None:
         """The last few minutes' volume over the usual volume of those minutes of the session (1.0: usual).
@@ -309,3 +311,21 @@ class MarketData:
             })
         rows.sort(key=lambda r: (-r["momentum_score"], r["symbol"]))
         return rows[:limit]
+
+
+def bar_step_minutes(bars: pd.DataFrame) -> int:
+    """The spacing of intraday bars in minutes: 1, or 5 for replay data of 5-minute bars (every gap a
+    multiple of five minutes; 1-minute bars with minutes missing stay 1-minute bars)."""
+    if len(bars) < 2:
+        return 1
+    gaps = np.diff(bars.index.to_numpy(dtype="datetime64[s]")).astype(np.int64)
+    gaps = gaps[gaps > 0]
+    return 5 if len(gaps) and gaps.min() == 300 and not (gaps % 300).any() else 1
+
+
+def _per_minute(day_bars: pd.DataFrame, session: Session, step: int) -> np.ndarray:
+    """Volume per minute of the session from bars ``step`` minutes wide (each bar's volume spread evenly)."""
+    parts = [pd.date_range(start, end, freq="1min", inclusive="left").tz_convert("UTC") for start, end in session.parts]
+    grid = parts[0].append(parts[1:])
+    spread = (day_bars["volume"].astype(float) / step).reindex(grid, method="ffill", limit=step - 1)
+    return spread.fillna(0.0).to_numpy()

@@ -29,7 +29,7 @@ from data.calendar import MarketCalendar  # noqa: E402
 from data.indicators import minute_volatility_pct  # noqa: E402
 from instruments import OrderSide, Rounding, round_to_tick  # noqa: E402
 from policy_lab import EntryFill, re_exit, time_exit_after  # noqa: E402
-from sessions import replay_feed  # noqa: E402
+from sessions import FULL_SESSION_SHARE, replay_feed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     profile = load_profile(Path(args.config) if args.config else profile_path(args.market))
     calendar = MarketCalendar(profile.market)
-    feed = replay_feed(args.path, profile, calendar, None, None)
+    # The study's figures (docs/exit-quality.md) are over full sessions, as when they were measured.
+    feed = replay_feed(args.path, profile, calendar, None, None, min_coverage=FULL_SESSION_SHARE)
     tapes = SessionTapes(feed.series, calendar, profile)
     value = Decimal(str(args.value)) if args.value else profile.risk.max_position_value
     sessions = feed.sessions[2:]  # two sessions of history for the noise measure

@@ -280,7 +280,8 @@ def test_a_replay_spanning_years_finishes(database_url, tmp_path, capsys):
     result = {}
     env = {**_env(database_url, tmp_path), "ANTHROPIC_API_KEY": ""}
     worker = threading.Thread(target=lambda: result.setdefault("code", agent.main(
-        ["--market", "us", "--replay", str(samples / "us"), "--from", "2022-06-14"], env=env)), daemon=True)
+        ["--market", "us", "--replay", str(samples / "us"), "--from", "2022-06-14", "--min-coverage", "90%"], env=env)),
+        daemon=True)
     worker.start()
     worker.join(timeout=60)
     assert not worker.is_alive(), "the replay did not finish within a minute"
@@ -300,7 +301,7 @@ def test_from_after_to_and_a_window_without_sessions_exit_2(database_url, tmp_pa
     assert code == 2 and "--from 2022-06-10 is after --to 2022-06-06" in err
     code = agent.main(["--replay", str(HK_SAMPLES), "--from", "2023-01-01"], env=_env(database_url, tmp_path))
     err = capsys.readouterr().err
-    assert code == 2 and str(HK_SAMPLES) in err and "no full HK session" in err
+    assert code == 2 and str(HK_SAMPLES) in err and "no HK session between 2023-01-01 and the end" in err
     assert not (tmp_path / "reports").exists(), "nothing is written for a replay that did not run"
 
 
