@@ -15,6 +15,7 @@ run: $(READY)
 # Each run has a temp folder of its own (two suites at once on one machine never clean up each
 # other's), removed afterwards whatever the outcome.
 test: $(READY)
+	@scripts/ensure-chromium.sh
 	@base=$$(mktemp -d "$${TMPDIR:-/tmp}/catalyst-pytest-XXXXXX"); \
 	$(PY) -m pytest -q --basetemp="$$base/t"; status=$$?; rm -rf "$$base"; exit $$status
 
