@@ -202,11 +202,7 @@ async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock,
 
     secrets = settings.secrets
     try:
-        dbs = await open_databases(
-            secrets.database_url.get_secret_value() if secrets.database_url else None,
-            secrets.research_database_url.get_secret_value() if secrets.research_database_url else None,
-            settings.var_dir,
-        )
+        dbs = await open_databases(*secrets.database_urls(), settings.var_dir)
     except DatabaseError as exc:
         print(f"status failed: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -304,10 +304,7 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
 
     profile, secrets = settings.profile, settings.secrets
     try:
-        dbs = await open_databases(
-            secrets.database_url.get_secret_value() if secrets.database_url else None,
-            secrets.research_database_url.get_secret_value() if secrets.research_database_url else None,
-            settings.var_dir)
+        dbs = await open_databases(*secrets.database_urls(), settings.var_dir)
     except DatabaseError as exc:
         print(f"report failed: {exc}", file=sys.stderr)
         return EXIT_FAILED

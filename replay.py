@@ -214,13 +214,12 @@ def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: 
     """The policy table and the regret per exit reason (see ``policy_lab``)."""
     from brains import RandomEntryBrain
     from brokers.paper import SessionTapes
-    from policy_lab import Outcome, index_by_entry, key_of, policy_row, regret_by_reason
+    from policy_lab import index_by_entry, key_of, policy_row, regret_by_reason
 
     profile = settings.profile
     tapes = SessionTapes(feed.series, calendar, profile)
-    agent = [Outcome(t["symbol"], t["entry_time"], t["net_pnl"], t["net_pnl_pct"], _reason(t)) for t in report["trades"]]
-    closed = {(t["symbol"], t["entry_time"]) for t in report["trades"]}
-    entries = [e for e in result.entries if (str(e.symbol), calendar.local(e.time).isoformat()) in closed]
+    agent = _outcomes(report["trades"])
+    entries = _closed_entries(result.entries, report["trades"], calendar)
     held = _re_exits(entries, tapes, calendar, profile, backstop=False)
     backstop = _re_exits(entries, tapes, calendar, profile, backstop=True)
 
@@ -235,11 +234,9 @@ def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: 
     control = sim.run(_replay(random_args, random_settings, calendar, sim, feed,
                               brain=RandomEntryBrain(profile, result.entries_by_cycle, seed), say=lambda *_: None))
     random_trades = (control.report or {}).get("trades", [])
-    random_outcomes = [Outcome(t["symbol"], t["entry_time"], t["net_pnl"], t["net_pnl_pct"], t["exit_reason"])
-                       for t in random_trades]
-    random_closed = {(t["symbol"], t["entry_time"]) for t in random_trades}
-    random_held = _re_exits([e for e in control.entries if (str(e.symbol), calendar.local(e.time).isoformat())
-                             in random_closed], tapes, calendar, profile, backstop=False)
+    random_outcomes = _outcomes(random_trades)
+    random_held = _re_exits(_closed_entries(control.entries, random_trades, calendar), tapes, calendar, profile,
+                            backstop=False)
     policies = {
         "agent": policy_row(agent),
         "backstop": policy_row(backstop),
@@ -260,6 +257,19 @@ def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: 
     if control.error:
         note += f" The random control stopped early: {control.error}."
     return policies, regret_by_reason(agent, index_by_entry(held)), note
+
+
+def _outcomes(trades: list[dict[str, Any]]):
+    """A report's trades as ``policy_lab.Outcome``s, keyed by exit reason (and deciding signal)."""
+    from policy_lab import Outcome
+
+    return [Outcome(t["symbol"], t["entry_time"], t["net_pnl"], t["net_pnl_pct"], _reason(t)) for t in trades]
+
+
+def _closed_entries(entries: list[EntryFill], trades: list[dict[str, Any]], calendar: MarketCalendar) -> list[EntryFill]:
+    """The entries of the closed trades (an entry still open at the end has no exit to compare)."""
+    closed = {(t["symbol"], t["entry_time"]) for t in trades}
+    return [e for e in entries if (str(e.symbol), calendar.local(e.time).isoformat()) in closed]
 
 
 def _reason(trade: dict[str, Any]) -> str:
@@ -341,11 +351,7 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
     started = clock.now()
     owner = run_owner(profile.agent_id, started, f"replay:{id(broker)}")
     try:
-        dbs = await open_databases(
-            secrets.database_url.get_secret_value() if secrets.database_url else None,
-            secrets.research_database_url.get_secret_value() if secrets.research_database_url else None,
-            settings.var_dir,
-        )
+        dbs = await open_databases(*secrets.database_urls(), settings.var_dir)
     except DatabaseError as exc:
         return ReplayResult(None, str(exc))
     lock_conn = None

@@ -26,6 +26,7 @@ from exit_advisor import ExitAdvisor, HaikuAdvisor
 from logsetup import current_log_file
 from position_monitor import MonitorContext, MonitorManager, MonitorOutcome
 from reconcile import Reconciler
+from sessions import scheduled_cycle_times
 from signals import ExitReason
 from spend import BudgetExhausted, SpendLedger
 from stopping import StopOnSignal
@@ -209,11 +210,7 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
     started = clock.now()
     owner = run_owner(profile.agent_id, started, f"{id(broker)}:{started.timestamp()}")
     try:
-        dbs = await open_databases(
-            secrets.database_url.get_secret_value() if secrets.database_url else None,
-            secrets.research_database_url.get_secret_value() if secrets.research_database_url else None,
-            settings.var_dir,
-        )
+        dbs = await open_databases(*secrets.database_urls(), settings.var_dir)
     except DatabaseError as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         await _tell_without_databases(settings, clock, owner, "Trading database unreachable", str(exc))
@@ -625,16 +622,11 @@ def cycle_times(rt: Runtime, session: Session | None) -> list[datetime]:
     today = session or rt.calendar.session_at(now)
     if today is None:
         return [now]
-    delay = timedelta(minutes=rt.profile.schedule.opening_range_minutes)
     if session is None:
+        delay = timedelta(minutes=rt.profile.schedule.opening_range_minutes)
         start = today.open + delay if today.state_at(now) is SessionState.OPEN and now < today.open + delay else now
         return [start]
-    times = []
-    for t in rt.profile.schedule.cycle_times:
-        at = rt.calendar.at_local(today.day, t)
-        part_start = max((start for start, _end in today.parts if start <= at), default=today.open)
-        times.append(max(at, part_start + delay))
-    return sorted(t for t in times if t < today.close)
+    return scheduled_cycle_times(rt.profile, rt.calendar, today)
 
 
 async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from config.settings import Profile
@@ -158,3 +158,15 @@ def _with_universe(real: dict[Symbol, BarSeries], sessions: list[Session], profi
         series.update(universe)
         synthetic_symbols = sorted(universe)
     return PaperFeed(series, sessions, sorted(real), synthetic_symbols)
+
+
+def scheduled_cycle_times(profile: Profile, calendar: MarketCalendar, session: Session) -> list[datetime]:
+    """When the profile's cycles run in ``session``: each cycle time, but not before the opening range
+    of its part of the session has passed; none at or after the close."""
+    delay = timedelta(minutes=profile.schedule.opening_range_minutes)
+    times = []
+    for t in profile.schedule.cycle_times:
+        at = calendar.at_local(session.day, t)
+        part_start = max((start for start, _end in session.parts if start <= at), default=session.open)
+        times.append(max(at, part_start + delay))
+    return sorted(t for t in times if t < session.close)

@@ -92,6 +92,7 @@ from brokers.base import (
     Timeframe,
     UnknownSymbol,
 )
+from brokers.http import TimeoutSession
 from clock import Clock, external_io
 from config.settings import ConfigError, Secrets
 from instruments import Market, OrderSide, PositionSide, PriceError, Rounding, Symbol, round_to_tick, tick_size
@@ -226,18 +227,6 @@ def _bars_frame(bars: Sequence[Any]) -> pd.DataFrame:
 def _limit_rounding(side: OrderSide) -> Rounding:
     """Never pay more than asked on a buy, never sell for less on a sell."""
     return Rounding.DOWN if side is OrderSide.BUY else Rounding.UP
-
-
-class _TimeoutSession(requests.Session):
-    """The SDK's session, with a timeout on every request (it sets none)."""
-
-    def __init__(self, timeout_seconds: float) -> None:
-        super().__init__()
-        self.timeout_seconds = timeout_seconds
-
-    def request(self, method, url, **kwargs):  # type: ignore[override]
-        kwargs.setdefault("timeout", self.timeout_seconds)
-        return super().request(method, url, **kwargs)
 
 
 # --- Streams ------------------------------------------------------------------------------------
@@ -526,7 +515,7 @@ class AlpacaBroker:
         self._trading = TradingClient(self._key, self._secret, paper=not live, url_override=secrets.alpaca_base_url)
         self._data = StockHistoricalDataClient(self._key, self._secret, url_override=secrets.alpaca_data_url)
         for client in (self._trading, self._data):
-            client._session = _TimeoutSession(request_timeout_seconds)   # the SDK sets no timeout
+            client._session = TimeoutSession(request_timeout_seconds)   # the SDK sets no timeout
             client._retry = 0                                           # 429 handled here, with Clock.sleep
         self._trading_stream_url = trading_stream_url or _derived_stream_url(secrets.alpaca_base_url, "/stream")
         self._data_stream_url = data_stream_url or _derived_stream_url(secrets.alpaca_data_url, f"/v2/{self._feed.value}")

@@ -283,20 +283,33 @@ class SessionTapes:
         self._calendar = calendar
         self._profile = profile
         self._histories: dict[Symbol, _History] = {}
+        self._steps: dict[tuple[Symbol, date], Steps] = {}
 
     def steps(self, symbol: Symbol, day: date) -> Steps:
-        """The steps of ``symbol`` on ``day``; empty when it did not trade that day."""
+        """The steps of ``symbol`` on ``day`` (built once); empty when it did not trade that day."""
+        key = (symbol, day)
+        if key not in self._steps:
+            self._steps[key] = self._build(symbol, day)
+        return self._steps[key]
+
+    def _build(self, symbol: Symbol, day: date) -> Steps:
         history = self._histories.get(symbol)
         if history is None:
             history = self._histories[symbol] = _History.of(self._series[symbol], self._calendar)
         if day not in history.day_rows:
             return Steps([], [], [], [], [])
         tape = _build_tape(history, day, self._profile)
-        slippage = self._profile.paper.slippage_ticks
-        phase2 = self._profile.ticks.hk_phase2_date
-        sells = tape.bids if not slippage else [
-            worse if (worse := ticks_away(symbol.market, bid, -slippage, day, phase2)) > 0 else bid for bid in tape.bids]
+        sells = [_with_slippage(symbol.market, bid, False, day, self._profile) for bid in tape.bids]
         return Steps([_dt(t) for t in tape.times_us.tolist()], tape.prices, tape.bids, tape.asks, sells)
+
+
+def _with_slippage(market: Market, price: Decimal, buying: bool, day: date, profile: Profile) -> Decimal:
+    """A market order's price: ``slippage_ticks`` worse than the bid or ask (never below a tick)."""
+    slippage = profile.paper.slippage_ticks
+    if not slippage:
+        return price
+    worse = ticks_away(market, price, slippage if buying else -slippage, day, profile.ticks.hk_phase2_date)
+    return worse if worse > 0 else price
 
 
 def _prev_close(history: _History, day: date, market: Market, regime: date, spread: int, phase2: date | None) -> Decimal | None:
@@ -756,11 +769,7 @@ class PaperExchange:
         return self._with_slippage(tape.asks[i] if buying else tape.bids[i], buying, tape.day)
 
     def _with_slippage(self, price: Decimal, buying: bool, day: date) -> Decimal:
-        slippage = self._profile.paper.slippage_ticks
-        if not slippage:
-            return price
-        worse = ticks_away(self._market, price, slippage if buying else -slippage, day, self._profile.ticks.hk_phase2_date)
-        return worse if worse > 0 else price
+        return _with_slippage(self._market, price, buying, day, self._profile)
 
     def _liquidity_left(self, tape: _Tape, i: int) -> int:
         step_time = int(tape.times_us[i])

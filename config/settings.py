@@ -339,6 +339,11 @@ class Secrets(Strict):
     def _home(cls, v: Any) -> Any:
         return Path(v).expanduser() if isinstance(v, (str, Path)) else v  # CATALYST_VAR_DIR=~/catalyst-var
 
+    def database_urls(self) -> tuple[str | None, str | None]:
+        """(trading, research) database URLs for ``store.open_databases``; None: the embedded server."""
+        return tuple(url.get_secret_value() if url else None  # type: ignore[return-value]
+                     for url in (self.database_url, self.research_database_url))
+
     def broker_for(self, market: Market) -> str:
         """The broker these settings reach for ``market``: moomoo, alpaca, or paper (none configured)."""
         if market is Market.HK and self.moomoo_host:

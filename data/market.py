@@ -39,6 +39,16 @@ BARS_WANTED = 120
 VOLUME_RATE_BARS = 5
 
 
+def usual_volume_by(baseline: np.ndarray | float, minute: int, session: Session) -> float:
+    """The usual cumulative volume ``minute`` minutes into ``session``: the mean curve of past sessions
+    (``MarketData._baseline``), or a daily average spread on the U-shaped profile. 0 at the open."""
+    if minute <= 0:
+        return 0.0
+    if isinstance(baseline, np.ndarray):
+        return float(baseline[min(minute, len(baseline)) - 1])
+    return baseline * u_shaped_cumulative_share(minute / session.trading_minutes)
+
+
 def u_shaped_cumulative_share(fraction_of_session: float) -> float:
     """Share of a session's volume traded by ``fraction_of_session`` (0..1) under a U-shaped profile.
 
@@ -131,10 +141,7 @@ class MarketData:
         baseline = await self._baseline(symbol, session)
         if baseline is None:
             return None
-        if isinstance(baseline, np.ndarray):
-            expected = float(baseline[min(minute, len(baseline)) - 1])
-        else:
-            expected = baseline * u_shaped_cumulative_share(minute / session.trading_minutes)
+        expected = usual_volume_by(baseline, minute, session)
         return volume_so_far / expected if expected > 0 else None
 
     async def _baseline(self, symbol: Symbol, session: Session) -> np.ndarray | float | None:
@@ -268,13 +275,8 @@ class MarketData:
         baseline = await self._baseline(symbol, session)
         if baseline is None:
             return None
-        if isinstance(baseline, np.ndarray):
-            end = min(minute, len(baseline)) - 1
-            expected = float(baseline[end] - baseline[end - VOLUME_RATE_BARS]) / VOLUME_RATE_BARS
-        else:
-            total = session.trading_minutes
-            expected = baseline * (u_shaped_cumulative_share(minute / total)
-                                   - u_shaped_cumulative_share((minute - VOLUME_RATE_BARS) / total)) / VOLUME_RATE_BARS
+        expected = (usual_volume_by(baseline, minute, session)
+                    - usual_volume_by(baseline, minute - VOLUME_RATE_BARS, session)) / VOLUME_RATE_BARS
         return raw / expected if expected > 0 else None
 
     # --- scan ------------------------------------------------------------------------------------

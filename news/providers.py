@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from brokers.http import TimeoutSession
 from instruments import Market, Symbol, SymbolError, parse_symbol
 from news.items import NewsItem
 from news.matching import core_name, symbols_mentioned
@@ -65,18 +66,6 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or url
 
 
-class _TimeoutSession(requests.Session):
-    """A session whose every request has a timeout (alpaca-py's sets none)."""
-
-    def __init__(self, timeout_seconds: float) -> None:
-        super().__init__()
-        self.timeout_seconds = timeout_seconds
-
-    def request(self, method, url, **kwargs):  # type: ignore[override]
-        kwargs.setdefault("timeout", self.timeout_seconds)
-        return super().request(method, url, **kwargs)
-
-
 # --- Alpaca -----------------------------------------------------------------------------------------
 class AlpacaNews:
     """Alpaca's news API through alpaca-py's ``NewsClient`` (the same keys as trading); US symbols."""
@@ -87,7 +76,7 @@ class AlpacaNews:
         from alpaca.data.historical.news import NewsClient
 
         self._client = NewsClient(api_key, secret_key, url_override=data_url)
-        self._client._session = _TimeoutSession(timeout_seconds)
+        self._client._session = TimeoutSession(timeout_seconds)
         self._client._retry = 0     # a 429 fails this call at once; the next call asks again
 
     def fetch(self, symbols, names, start, end):

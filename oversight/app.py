@@ -98,11 +98,7 @@ async def _serve(args: argparse.Namespace, secrets, profiles: list[Profile], tok
     from store.db import DatabaseError, open_databases
 
     try:
-        dbs = await open_databases(
-            secrets.database_url.get_secret_value() if secrets.database_url else None,
-            secrets.research_database_url.get_secret_value() if secrets.research_database_url else None,
-            secrets.var_dir,
-        )
+        dbs = await open_databases(*secrets.database_urls(), secrets.var_dir)
     except DatabaseError as exc:
         print(f"consciousness MCP server: {redactor.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED

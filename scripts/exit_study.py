@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from data.calendar import MarketCalendar  # noqa: E402
 from data.indicators import minute_volatility_pct  # noqa: E402
 from instruments import OrderSide, Rounding, round_to_tick  # noqa: E402
 from policy_lab import EntryFill, re_exit, time_exit_after  # noqa: E402
-from sessions import FULL_SESSION_SHARE, replay_feed  # noqa: E402
+from sessions import FULL_SESSION_SHARE, replay_feed, scheduled_cycle_times  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     sigmas: list[float] = []
     for n, session in enumerate(sessions):
         part = 0 if n < half else 1
-        cycle_at = [calendar.at_local(session.day, t) for t in profile.schedule.cycle_times]
-        opening = profile.schedule.opening_range_minutes
-        starts = sorted({max(at, max(s for s, _ in session.parts if s <= at) if any(s <= at for s, _ in session.parts)
-                                 else session.open) for at in cycle_at})
+        cycle_times = scheduled_cycle_times(profile, calendar, session)
         for symbol, series in feed.series.items():
             steps = tapes.steps(symbol, session.day)
             times = steps.times
@@ -71,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             if sigma is None:
                 continue
             sigmas.append(sigma)
-            for start in starts:
-                at = start + timedelta(minutes=opening)
+            for at in cycle_times:
                 i = next((k for k, t in enumerate(times) if t >= at), None)
                 if i is None:
                     continue

@@ -20,9 +20,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
-
-import asyncpg
+from typing import Iterable
 
 import agent
 from clock import Clock
@@ -33,6 +31,7 @@ from instruments import Market, PositionSide, Symbol
 from sessions import PaperFeed, sample_feed
 from store.db import Database
 from store.trading import TradingStore
+from tests.helpers import query
 
 # The broker scenarios were written on US universe seed 1 (one entry on the US sample session, whose
 # take-profit and exit the Alpaca tests script); they pin it whatever the profile's demo seed is.
@@ -98,16 +97,6 @@ def series_of(market: str, *symbols: Symbol) -> dict[Symbol, BarSeries]:
 
 
 # --- The database, as a trader (or Big Bro) reads it afterwards ------------------------------------
-def query(url: str, sql: str, *args: Any) -> list[dict]:
-    async def go():
-        conn = await asyncpg.connect(url)
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
-    return asyncio.run(go())
-
-
 def messages(url: str) -> list[dict]:
     rows = query(url, "SELECT id, from_agent, to_agent, msg_type, priority, subject, body, data FROM claude_messages "
                       "ORDER BY id")

@@ -34,6 +34,7 @@ pytest_plugins = [
     "tests.db_fixtures",
     "tests.fakes.webhook_fixtures",
     "tests.fakes.mail_fixtures",
+    "tests.report_fixtures",
 ]
 
 

@@ -18,7 +18,6 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 import agent
@@ -26,6 +25,7 @@ from config.settings import ENV_VARS, load_profile, profile_path
 from costs import Usage, cost_usd
 from tests.fakes.fake_anthropic import AUTH_ERROR, CREDIT_TOO_LOW, reply, text
 from tests.fakes.scripted_trader import ScriptedTrader, call, calls, pick_entry
+from tests.helpers import query
 from workflow import ORDER
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -35,16 +35,6 @@ PHASES = [p.value for p in ORDER]
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def query(url: str, sql: str, *args) -> list[dict]:
-    async def go():
-        conn = await asyncpg.connect(url)
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
-    return asyncio.run(go())
-
-
 # A developer's .env must not point a test at a real broker, key or database: blank every variable.
 NO_SECRETS = {var: "" for var in ENV_VARS}
 

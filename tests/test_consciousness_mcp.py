@@ -35,6 +35,7 @@ from oversight.agents import AgentKind, AgentRegistry
 from oversight.app import main as mcp_main
 from run import EXIT_FAILED, EXIT_REFUSED, _run
 from sessions import sample_feed
+from tests.helpers import query
 
 PROJECT = Path(__file__).resolve().parent.parent
 SERVER = PROJECT / "consciousness_mcp.py"
@@ -47,16 +48,6 @@ NO_SECRETS = {var: "" for var in ENV_VARS}
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def query(url: str, sql: str, *args) -> list[dict]:
-    async def go():
-        conn = await asyncpg.connect(url)
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
-    return asyncio.run(go())
-
-
 def server_env(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     """The server's whole configuration: this test's database and folders, no developer .env values."""
     return {**NO_SECRETS, "DATABASE_URL": url, "CATALYST_VAR_DIR": str(tmp_path / "var"),

@@ -4,41 +4,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 import agent
-from config.settings import ENV_VARS
 from tests.fakes.mail_fixtures import PASSWORD
-
-DEMO = "intl_claude-demo"
-NO_SECRETS = {var: "" for var in ENV_VARS}
-
-
-def query(url: str, sql: str, *args) -> list[dict]:
-    async def go():
-        conn = await asyncpg.connect(url)
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
-    return asyncio.run(go())
-
-
-def _env(url: str, tmp_path: Path, **more: str) -> dict[str, str]:
-    return {**NO_SECRETS, "DATABASE_URL": url, "CATALYST_VAR_DIR": str(tmp_path / "var"),
-            "CATALYST_REPORTS_DIR": str(tmp_path / "reports"), "CATALYST_LOG_DIR": str(tmp_path / "logs"), **more}
-
-
-@pytest.fixture
-def traded_day(database_url, tmp_path, capsys):
-    """`make run`: the demo trades the sample session on the paper exchange, recorded under its own id."""
-    assert agent.main(["--force"], env=_env(database_url, tmp_path)) == 0, capsys.readouterr().out
-    capsys.readouterr()
-    [day] = {p["trading_day"] for p in query(database_url, "SELECT trading_day FROM positions WHERE agent_id=$1", DEMO)}
-    return day
+from tests.helpers import query
+from tests.report_fixtures import DEMO, report_env
 
 
 def test_the_daily_report_equals_the_tables_is_emailed_and_posted_once(
@@ -49,7 +22,7 @@ def test_the_daily_report_equals_the_tables_is_emailed_and_posted_once(
             "SMTP_PASSWORD": PASSWORD, "ALERT_EMAIL_TO": "trader@example.test"}
     args = ["--mode", "report", "--day", traded_day.isoformat(), "--days", "3"]
 
-    assert agent.main(args, env=_env(database_url, tmp_path, **mail)) == 0
+    assert agent.main(args, env=report_env(database_url, tmp_path, **mail)) == 0
     out = capsys.readouterr().out
     folder = tmp_path / "reports" / f"daily-hk-{traded_day.isoformat()}"
     assert {p.name for p in folder.iterdir()} == {"report.json", "report.md", "report.html", "chart.png"}
@@ -101,7 +74,7 @@ def test_the_daily_report_equals_the_tables_is_emailed_and_posted_once(
     assert PASSWORD not in "".join(sink.raw)
 
     # Again: the files are written again, the email goes again, Big Bro gets no second message.
-    assert agent.main(args, env=_env(database_url, tmp_path, **mail)) == 0
+    assert agent.main(args, env=report_env(database_url, tmp_path, **mail)) == 0
     assert "already posted to Big Bro (one per day: not posted again)" in capsys.readouterr().out
     assert len(daily_messages()) == 1 and len(sink.messages) == 2
 
@@ -115,7 +88,7 @@ def test_a_day_without_trades_says_why(database_url, tmp_path, traded_day, capsy
 
     later = MarketCalendar(Market.HK).next_open(
         MarketCalendar(Market.HK).session(traded_day).close).date()
-    assert agent.main(["--mode", "report", "--day", later.isoformat()], env=_env(database_url, tmp_path)) == 0
+    assert agent.main(["--mode", "report", "--day", later.isoformat()], env=report_env(database_url, tmp_path)) == 0
     out = capsys.readouterr().out
     assert "0 trade(s)" in out and "No trade: no cycle ran that day" in out
     folder = tmp_path / "reports" / f"daily-hk-{later.isoformat()}"
@@ -124,7 +97,7 @@ def test_a_day_without_trades_says_why(database_url, tmp_path, traded_day, capsy
 
 def test_the_pass_reasons_explain_a_day_of_skips(database_url, tmp_path, traded_day, capsys):
     """The sample day's skips (decisions.data->>'pass_reason') are counted as the tables have them."""
-    assert agent.main(["--mode", "report", "--day", traded_day.isoformat()], env=_env(database_url, tmp_path)) == 0
+    assert agent.main(["--mode", "report", "--day", traded_day.isoformat()], env=report_env(database_url, tmp_path)) == 0
     capsys.readouterr()
     r = json.loads((tmp_path / "reports" / f"daily-hk-{traded_day.isoformat()}" / "report.json").read_text())
     rows = query(database_url, "SELECT COALESCE(data->>'pass_reason', 'unspecified') AS reason, count(*) AS n "
@@ -133,7 +106,7 @@ def test_the_pass_reasons_explain_a_day_of_skips(database_url, tmp_path, traded_
 
 
 def test_after_make_run_the_report_without_a_day_is_of_the_demos_sample_day(database_url, tmp_path, traded_day, capsys):
-    assert agent.main(["--mode", "report"], env=_env(database_url, tmp_path)) == 0
+    assert agent.main(["--mode", "report"], env=report_env(database_url, tmp_path)) == 0
     captured = capsys.readouterr()
     assert f"[demo] Catalyst HK {traded_day.isoformat()}: " in captured.out and "No trade" not in captured.out
     assert f"agent id {DEMO}" in captured.err
@@ -141,13 +114,13 @@ def test_after_make_run_the_report_without_a_day_is_of_the_demos_sample_day(data
 
 
 def test_bad_report_flags_exit_2(database_url, tmp_path, capsys):
-    assert agent.main(["--mode", "report", "--day", "June 6"], env=_env(database_url, tmp_path)) == 2
+    assert agent.main(["--mode", "report", "--day", "June 6"], env=report_env(database_url, tmp_path)) == 2
     assert "--day" in capsys.readouterr().err
-    assert agent.main(["--mode", "report", "--day", "2026-11-29"], env=_env(database_url, tmp_path)) == 2  # a Sunday
+    assert agent.main(["--mode", "report", "--day", "2026-11-29"], env=report_env(database_url, tmp_path)) == 2  # a Sunday
     assert "not a HK trading day" in capsys.readouterr().err
-    assert agent.main(["--mode", "report", "--days", "0"], env=_env(database_url, tmp_path)) == 2
+    assert agent.main(["--mode", "report", "--days", "0"], env=report_env(database_url, tmp_path)) == 2
     assert "--days 0: give 1 to 250 trading days" in capsys.readouterr().err
-    assert agent.main(["--day", "2026-11-27"], env=_env(database_url, tmp_path)) == 2
+    assert agent.main(["--day", "2026-11-27"], env=report_env(database_url, tmp_path)) == 2
     assert "--day and --days only go with --mode report" in capsys.readouterr().err
 
 
@@ -180,7 +153,7 @@ def test_what_big_bro_sent_how_it_was_answered_and_the_days_risk_and_reconciliat
             await conn.close()
     asyncio.run(seed())
 
-    assert agent.main(["--mode", "report", "--day", traded_day.isoformat()], env=_env(database_url, tmp_path)) == 0
+    assert agent.main(["--mode", "report", "--day", traded_day.isoformat()], env=report_env(database_url, tmp_path)) == 0
     capsys.readouterr()
     folder = tmp_path / "reports" / f"daily-hk-{traded_day.isoformat()}"
     r = json.loads((folder / "report.json").read_text())

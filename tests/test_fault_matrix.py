@@ -23,6 +23,7 @@ import pytest
 
 from config.settings import ENV_VARS
 from store.db import Database
+from tests.helpers import query
 
 PROJECT = Path(__file__).resolve().parent.parent
 LIVE_AGENT = "intl_claude"
@@ -58,16 +59,6 @@ def agent_cli(database_url: str | None, tmp_path: Path, *argv: str, timeout: flo
     proc = subprocess.run([sys.executable, str(PROJECT / "agent.py"), *argv], cwd=PROJECT, text=True,
                           capture_output=True, timeout=timeout, env={**base, **env})
     return Ran(proc.returncode, proc.stdout, proc.stderr)
-
-
-def query(url: str, sql: str, *args) -> list[dict]:
-    async def go():
-        conn = await asyncpg.connect(url)
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
-    return asyncio.run(go())
 
 
 def migrated(url: str) -> str:

@@ -13,8 +13,8 @@ from PIL import Image
 import agent
 from replay_report import write_report
 from tests.browser import open_page
-from tests.test_daily_report import _env, traded_day  # noqa: F401 - the fixture
-from tests.test_replay_report import CALENDAR, _feed_of, _report_of
+from tests.report_builders import CALENDAR, feed_of, report_of
+from tests.report_fixtures import report_env
 
 
 def assert_not_blank(png: Path, dark: bool) -> None:
@@ -34,14 +34,14 @@ def assert_reads_offline(html: Path, folder: Path, name: str) -> None:
 
 
 def test_a_30_symbol_replay_report_opens_offline_without_errors(tmp_path):
-    feed = _feed_of(30)
-    folder = write_report(_report_of(feed), feed, CALENDAR, tmp_path / "reports", "replay-30")
+    feed = feed_of(30)
+    folder = write_report(report_of(feed), feed, CALENDAR, tmp_path / "reports", "replay-30")
     assert_reads_offline(folder / "report.html", tmp_path / "browser", "replay-30")
 
 
-def test_the_daily_report_opens_offline_without_errors(database_url, tmp_path, traded_day, capsys):  # noqa: F811
+def test_the_daily_report_opens_offline_without_errors(database_url, tmp_path, traded_day, capsys):
     args = ["--mode", "report", "--day", traded_day.isoformat(), "--days", "5"]
-    assert agent.main(args, env=_env(database_url, tmp_path)) == 0, capsys.readouterr().err
+    assert agent.main(args, env=report_env(database_url, tmp_path)) == 0, capsys.readouterr().err
     html = tmp_path / "reports" / f"daily-hk-{traded_day.isoformat()}" / "report.html"
     assert_reads_offline(html, tmp_path / "browser", "daily")
 
