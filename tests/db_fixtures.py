@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from store.db import Database, EmbeddedPostgres
+from tests.fakes.pg_proxy import PgProxy
 
 _counter = itertools.count()
 
@@ -50,3 +51,12 @@ async def trading_db(database_url):
     await db.migrate("research")
     yield db
     await db.close()
+
+
+@pytest.fixture
+def research_proxy(make_database_url):
+    """A separate research database behind a ``PgProxy`` (down until the test says otherwise);
+    ``research_proxy.target_url`` reaches the database directly."""
+    proxy = PgProxy(make_database_url("research"))
+    yield proxy
+    proxy.close()

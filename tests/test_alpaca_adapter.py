@@ -31,6 +31,7 @@ from clock import SimClock, WallClock
 from config.settings import ConfigError, Secrets
 from instruments import OrderSide, PositionSide, parse_symbol
 from tests.fakes.alpaca_fixtures import alpaca_secrets_for
+from tests.helpers import async_wait_until
 
 AAPL = parse_symbol("AAPL")
 MSFT = parse_symbol("MSFT")
@@ -50,15 +51,6 @@ async def connected(fake, clock=None, **kwargs):
 
 def market_buy(qty: int, coid: str, **kwargs) -> OrderRequest:
     return OrderRequest(AAPL, OrderSide.BUY, qty, OrderType.MARKET, coid, **kwargs)
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
 
 
 def secret_free(text: str, fake) -> bool:
@@ -312,7 +304,7 @@ async def test_order_stream_delivers_fills_on_the_event_loop_thread(alpaca_fake)
             lambda order: seen.append((threading.get_ident(), order.status, order.filled_quantity)))
         assert await asyncio.to_thread(alpaca_fake.wait_for_stream_clients, 1, 0)
         await broker.place_order(market_buy(7, "stream-1"))
-        assert await wait_until(lambda: any(status is OrderStatus.FILLED for _, status, _ in seen))
+        await async_wait_until(lambda: any(status is OrderStatus.FILLED for _, status, _ in seen), 5, "the FILLED push")
         subscription.close()
     loop_thread = threading.get_ident()
     assert {thread for thread, _, _ in seen} == {loop_thread}
@@ -320,16 +312,20 @@ async def test_order_stream_delivers_fills_on_the_event_loop_thread(alpaca_fake)
 
 
 async def test_quote_stream_delivers_price_moves_on_the_event_loop_thread(alpaca_fake):
-    quotes = []
+    quotes, witness = [], []
     async with connected(alpaca_fake) as broker:
         subscription = broker.subscribe_quotes([AAPL], lambda q: quotes.append((threading.get_ident(), q)))
+        still_open = broker.subscribe_quotes([AAPL], witness.append)
         assert await asyncio.to_thread(alpaca_fake.wait_for_stream_clients, 0, 1)
         alpaca_fake.set_price("AAPL", 191.234)
-        assert await wait_until(lambda: any(q.price == Decimal("191.23") for _, q in quotes))
+        await async_wait_until(lambda: any(q.price == Decimal("191.23") for _, q in quotes), 5, "the 191.23 quote")
         subscription.close()
         count = len(quotes)
         alpaca_fake.set_price("AAPL", 192.0)
-        await asyncio.sleep(0.2)
+        # the move reaches the subscription still open: the closed one was passed over in the same delivery
+        await async_wait_until(lambda: any(q.price == Decimal("192.00") for q in witness), 5,
+                               "the 192.00 quote on the subscription still open")
+        still_open.close()
     assert len(quotes) == count                                   # closed: no more callbacks
     assert {thread for thread, _ in quotes} == {threading.get_ident()}
     assert quotes[-1][1].symbol == AAPL and quotes[-1][1].bid == Decimal("191.22")
@@ -343,10 +339,11 @@ async def test_polling_fallback_delivers_quotes_and_order_changes(alpaca_fake_fa
         broker.subscribe_orders(orders.append)
         broker.subscribe_quotes([AAPL], quotes.append)
         placed = await broker.place_order(market_buy(4, "poll-1"))
-        assert await wait_until(lambda: any(o.broker_order_id == placed.broker_order_id for o in orders))
+        await async_wait_until(lambda: any(o.broker_order_id == placed.broker_order_id for o in orders), 5,
+                               "the polled order")
         fake.set_price("AAPL", 195.0)
-        assert await wait_until(lambda: any(o.status is OrderStatus.FILLED for o in orders))
-        assert await wait_until(lambda: any(q.price == Decimal("195.00") for q in quotes))
+        await async_wait_until(lambda: any(o.status is OrderStatus.FILLED for o in orders), 5, "the polled fill")
+        await async_wait_until(lambda: any(q.price == Decimal("195.00") for q in quotes), 5, "the polled quote")
     assert fake.count("POST", "/v2/orders") == 1
 
 

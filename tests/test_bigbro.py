@@ -8,20 +8,18 @@
 * The inbox order, ``claude_state`` (modes, spend reset by the agent itself, errors) and trade
   results as observations.
 
-The research database sits behind ``PgProxy``, a TCP front for the embedded PostgreSQL that can be
-down (connection refused), up, or cut one connection right after forwarding a COMMIT.
+The research database sits behind ``PgProxy`` (tests/fakes/pg_proxy.py), a TCP front for the
+embedded PostgreSQL that can be down (connection refused), come up at the agent's first connection
+attempt once its outbox holds enough events, or cut one connection right after forwarding a COMMIT.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import re
-import socket
-import threading
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
@@ -29,12 +27,16 @@ import pytest
 import agent
 from brokers.paper import PaperExchange
 from clock import SimClock, external_io
-from consciousness_notify import Consciousness, Event, EventType, Notifier
+from consciousness_notify import Consciousness, Event, EventType, InboxMessage, Notifier
+from data.bars import SAMPLES_DIR
 from data.calendar import MarketCalendar
 from run import EXIT_FAILED, EXIT_REFUSED, _run
 from sessions import sample_feed
 from store.db import Database, DatabaseError, open_databases
 from tests.fakes import free_port
+from tests.fakes.pg_proxy import Listen
+from tests.helpers import (agent_messages, agent_messages_async, async_wait_until, hk_settings, query, query_async,
+                           wait_until)
 
 AGENT = "intl_claude"
 DEMO = "intl_claude-demo"  # who `agent.main(["--force"])` speaks as with no broker (the sample session)
@@ -42,138 +44,6 @@ EVENT_LINE = re.compile(r"consciousness_notify: event (\w+): (.*)$")
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-async def aquery(url: str, sql: str, *args) -> list[dict]:
-    conn = await asyncpg.connect(url)
-    try:
-        return [dict(r) for r in await conn.fetch(sql, *args)]
-    finally:
-        await conn.close()
-
-
-def query(url: str, sql: str, *args) -> list[dict]:
-    return asyncio.run(aquery(url, sql, *args))
-
-
-class PgProxy:
-    """127.0.0.1:<port> in front of the embedded server's unix socket: ``up()``, ``down()``, and
-    ``lose_next_commit_ack`` (forward the next COMMIT, drop the server's answer, cut the line)."""
-
-    def __init__(self, unix_url: str) -> None:
-        host_dir = parse_qs(urlsplit(unix_url).query)["host"][0]
-        self.socket_path = next(Path(host_dir).glob(".s.PGSQL.*"))
-        self.database = urlsplit(unix_url).path.lstrip("/")
-        self.port = free_port()
-        self.lose_next_commit_ack = False
-        self.acks_lost = 0
-        self._listener: socket.socket | None = None
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def url(self, password: str = "pw") -> str:
-        return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{self.database}"
-
-    def up(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def down(self) -> None:
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            for s in self._open:
-                _close(s)
-            self._open.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.socket(socket.AF_UNIX)
-            server.connect(str(self.socket_path))
-            with self._lock:
-                self._open += [client, server]
-            cut = threading.Event()
-            threading.Thread(target=self._pump, args=(client, server, cut, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, cut, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, cut: threading.Event, upstream: bool) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if not upstream and cut.is_set():
-                    continue  # the server's answer to the COMMIT never reaches the client
-                dst.sendall(data)
-                if upstream and self.lose_next_commit_ack and b"COMMIT" in data:
-                    self.lose_next_commit_ack = False
-                    self.acks_lost += 1
-                    cut.set()
-                    threading.Event().wait(0.3)  # the server commits meanwhile
-                    break
-        except OSError:
-            pass
-        finally:
-            _close(src)
-            _close(dst)
-
-
-def _close(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    s.close()
-
-
-class Listen:
-    """A real LISTEN claude_messages connection in its own thread; ``payloads`` in arrival order."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.payloads: list[str] = []
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-
-    async def _main(self) -> None:
-        conn = await asyncpg.connect(self.url)
-        await conn.add_listener("claude_messages", lambda *args: self.payloads.append(args[-1]))
-        self._ready.set()
-        await asyncio.to_thread(self._stop.wait)
-        await asyncio.sleep(0)  # deliver what arrived with the last packet
-        await conn.close()
-
-    def __enter__(self) -> "Listen":
-        self._thread.start()
-        assert self._ready.wait(10), "the LISTEN connection did not come up"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def ids(self) -> list[int]:
-        return [int(p) for p in self.payloads]
-
-    def wait_for(self, n: int) -> None:
-        for _ in range(200):
-            if len(self.payloads) >= n:
-                return
-            threading.Event().wait(0.01)
-
-
 def logged_events(log_dir: Path) -> list[tuple[str, str]]:
     out = []
     for line in (log_dir / "agent.log").read_text().splitlines():
@@ -183,58 +53,35 @@ def logged_events(log_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
-AGENT_MESSAGES = """SELECT id, msg_type, priority, subject, data, created_at, idempotency_key, reply_to_id, status
-                    FROM claude_messages WHERE from_agent=$1 ORDER BY id"""
+def outbox_lines(folder: Path) -> int:
+    """Events waiting in the outboxes of ``folder`` (read while the agent waits for its connection)."""
+    return sum(len(f.read_text().splitlines()) for f in folder.glob("outbox-*.jsonl"))
 
 
-def _decoded(rows: list[dict]) -> list[dict]:
-    for r in rows:
-        r["data"] = json.loads(r["data"])
-    return rows
-
-
-def agent_messages(url: str, agent_id: str = AGENT) -> list[dict]:
-    return _decoded(query(url, AGENT_MESSAGES, agent_id))
-
-
-async def agent_messages_async(url: str) -> list[dict]:
-    return _decoded(await aquery(url, AGENT_MESSAGES, AGENT))
+def wait_for_notification(listen: Listen, message_id: int) -> None:
+    """Notifications arrive in commit order: once the last message's has come, any other would have too."""
+    wait_until(lambda: message_id in listen.ids(), what=f"the pg_notify of claude_messages id {message_id}")
 
 
 # --- 1. the outbox ---------------------------------------------------------------------------------------
 def test_research_db_down_for_the_first_part_of_a_run_loses_nothing_duplicates_nothing(
-        database_url, make_database_url, tmp_path, capsys, restore_logging):
-    research_url = make_database_url("research")
-    proxy = PgProxy(research_url)  # down: connection refused, from the very start of the run
-    outbox = tmp_path / "var" / f"outbox-{DEMO}.jsonl"
-    seen = {"max_lines": 0}
-    stop = threading.Event()
-
-    def bring_it_back() -> None:
-        while not stop.wait(0.002):
-            lines = len(outbox.read_text().splitlines()) if outbox.exists() else 0
-            seen["max_lines"] = max(seen["max_lines"], lines)
-            if lines >= 10:
-                proxy.up()
-                return
-
-    watcher = threading.Thread(target=bring_it_back, daemon=True)
-    watcher.start()
+        database_url, research_proxy, tmp_path, capsys, restore_logging):
+    proxy, research_url = research_proxy, research_proxy.target_url
+    var = tmp_path / "var"
+    outbox = var / f"outbox-{DEMO}.jsonl"
+    # down from the very start of the run; back at the first attempt once 10 events wait in the outbox
+    proxy.up_when(lambda: (lines := outbox_lines(var)) >= 10 and lines)
     with Listen(research_url) as listen:
-        try:
-            code = agent.main(["--force"], env={
-                "DATABASE_URL": database_url, "RESEARCH_DATABASE_URL": proxy.url(),
-                "CATALYST_VAR_DIR": str(tmp_path / "var"), "CATALYST_LOG_DIR": str(tmp_path / "logs")})
-        finally:
-            stop.set()
-            watcher.join(5)
+        code = agent.main(["--force"], env={
+            "DATABASE_URL": database_url, "RESEARCH_DATABASE_URL": proxy.url(),
+            "CATALYST_VAR_DIR": str(var), "CATALYST_LOG_DIR": str(tmp_path / "logs")})
         out = capsys.readouterr().out
         rows = agent_messages(research_url, DEMO)
-        listen.wait_for(len(rows))
-    proxy.down()
+        assert rows, out
+        wait_for_notification(listen, rows[-1]["id"])
 
     assert code == 0, out
-    assert seen["max_lines"] >= 10, "the first events must have waited in the outbox"
+    assert proxy.refused >= 1 and proxy.came_up_with >= 10, "the first events must have waited in the outbox"
     assert not outbox.exists(), "the outbox must be empty after the run"
     sent = logged_events(tmp_path / "logs")
     assert len(sent) == int(re.search(r"claude_messages \((\d+) event", out).group(1)) > 20
@@ -254,46 +101,25 @@ def test_research_db_down_for_the_first_part_of_a_run_loses_nothing_duplicates_n
 
 
 def test_research_db_down_for_the_first_half_of_a_replay_every_event_arrives_once_in_order(
-        database_url, make_database_url, tmp_path, capsys, restore_logging):
+        database_url, research_proxy, tmp_path, capsys, restore_logging):
     """Six sessions of 09988 replayed with a looser profile; the research database comes up only once the
     outbox holds the events of the first sessions."""
-    from data.bars import SAMPLES_DIR
-
-    research_url = make_database_url("research")
-    proxy = PgProxy(research_url)
+    proxy, research_url = research_proxy, research_proxy.target_url
     outboxes = tmp_path / "var"
-    seen = {"max_lines": 0}
-    stop = threading.Event()
-
-    def bring_it_back() -> None:
-        while not stop.wait(0.002):
-            lines = sum(len(f.read_text().splitlines()) for f in outboxes.glob("outbox-*.jsonl"))
-            seen["max_lines"] = max(seen["max_lines"], lines)
-            if lines >= 30:
-                proxy.up()
-                return
-
-    watcher = threading.Thread(target=bring_it_back, daemon=True)
-    watcher.start()
-    try:
-        code = agent.main(
-            ["--replay", str(SAMPLES_DIR / "hk"), "--from", "2022-05-30", "--to", "2022-06-07", "--brain", "rules"],
-            env={"DATABASE_URL": database_url, "RESEARCH_DATABASE_URL": proxy.url(), "ANTHROPIC_API_KEY": "",
-                 "CATALYST_VAR_DIR": str(outboxes), "CATALYST_LOG_DIR": str(tmp_path / "logs"),
-                 "CATALYST_REPORTS_DIR": str(tmp_path / "reports"),
-                 "CATALYST__SCHEDULE__CYCLE_TIMES": '["09:30", "10:30", "11:00", "13:00", "14:00", "15:00"]'})
-    finally:
-        stop.set()
-        watcher.join(5)
+    proxy.up_when(lambda: (lines := outbox_lines(outboxes)) >= 30 and lines)
+    code = agent.main(
+        ["--replay", str(SAMPLES_DIR / "hk"), "--from", "2022-05-30", "--to", "2022-06-07", "--brain", "rules"],
+        env={"DATABASE_URL": database_url, "RESEARCH_DATABASE_URL": proxy.url(), "ANTHROPIC_API_KEY": "",
+             "CATALYST_VAR_DIR": str(outboxes), "CATALYST_LOG_DIR": str(tmp_path / "logs"),
+             "CATALYST_REPORTS_DIR": str(tmp_path / "reports"),
+             "CATALYST__SCHEDULE__CYCLE_TIMES": '["09:30", "10:30", "11:00", "13:00", "14:00", "15:00"]'})
     out = capsys.readouterr().out
     [report] = (tmp_path / "reports").glob("replay-*/report.json")
     r = json.loads(report.read_text())
-    replay_agent = r["run"]["agent_id"]
-    rows = _decoded(query(research_url, AGENT_MESSAGES, replay_agent))
-    proxy.down()
+    rows = agent_messages(research_url, r["run"]["agent_id"])
 
     assert code == 0, out
-    assert seen["max_lines"] >= 30, "the first sessions' events must have waited in the outbox"
+    assert proxy.refused >= 1 and proxy.came_up_with >= 30, "the first sessions' events must have waited in the outbox"
     assert not list(outboxes.glob("outbox-*.jsonl")), "the outbox must be empty after the replay"
     sent = logged_events(tmp_path / "logs")
     assert len(sent) >= 60, "premise: the database was down for about the first half of the replay's events"
@@ -304,12 +130,11 @@ def test_research_db_down_for_the_first_half_of_a_replay_every_event_arrives_onc
     assert len(exits) == r["n_trades"] >= 2
 
 
-async def test_a_retry_after_a_lost_commit_acknowledgement_does_not_duplicate(make_database_url, tmp_path):
-    research_url = make_database_url("research")
+async def test_a_retry_after_a_lost_commit_acknowledgement_does_not_duplicate(research_proxy, tmp_path):
+    proxy, research_url = research_proxy, research_proxy.target_url
     db0 = await Database(research_url, "research").connect()
     await db0.migrate("research")
     await db0.close()
-    proxy = PgProxy(research_url)
     proxy.up()
     clock = SimClock(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc))
     db = await Database(proxy.url(), "research").connect(min_size=1, max_size=1)
@@ -324,20 +149,18 @@ async def test_a_retry_after_a_lost_commit_acknowledgement_does_not_duplicate(ma
             await notifier.send(Event(EventType.EXIT, "EXIT 00700 stop_loss", "sold",
                                       {"symbol": "HK.00700", "reason": "stop_loss"}))
             rows = await agent_messages_async(research_url)
-            listen.wait_for(2)
+            await async_wait_until(lambda: rows[-1]["id"] in listen.ids(), what="the EXIT's pg_notify")
             assert [r["subject"] for r in rows] == ["ENTRY 00700 100 @ 380", "EXIT 00700 stop_loss"]
             assert listen.ids() == [r["id"] for r in rows], "one notification per message, none for the retry"
             assert not notifier._outbox_pending()
-            assert len(await aquery(research_url, "SELECT id FROM claude_observations")) == 1
+            assert len(await query_async(research_url, "SELECT id FROM claude_observations")) == 1
     finally:
         await db.close()
-        proxy.down()
 
 
 async def test_research_db_unreachable_at_start_the_run_goes_on_and_delivers_later(
-        database_url, make_database_url, tmp_path, monkeypatch):
-    research_url = make_database_url("research")
-    proxy = PgProxy(research_url)
+        database_url, research_proxy, tmp_path, monkeypatch):
+    proxy, research_url = research_proxy, research_proxy.target_url
     monkeypatch.setattr(Database, "RECONNECT_SECONDS", 0.0)  # (a run on the simulated clock waits 30 s)
     dbs = await open_databases(database_url, proxy.url(), tmp_path)  # must not raise
     clock = SimClock(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc))
@@ -354,7 +177,6 @@ async def test_research_db_unreachable_at_start_the_run_goes_on_and_delivers_lat
         assert not notifier._outbox_pending()
     finally:
         await dbs.close()
-        proxy.down()
 
 
 async def test_the_trading_database_stays_mandatory(tmp_path):
@@ -406,12 +228,6 @@ class BigBro:
             return [dict(r) for r in await self.conn.fetch(sql, *args)]
 
 
-def hk_settings(database_url: str, var_dir: Path, argv: list[str]):
-    args = agent.parse_args(argv)
-    env = agent.read_environment({"DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(var_dir)})
-    return args, agent.load_settings(args, env)
-
-
 def test_halt_then_resume_then_close_all_during_a_sample_session(database_url, tmp_path, capsys):
     args, settings = hk_settings(database_url, tmp_path / "var", ["--force"])
     profile = settings.profile
@@ -430,10 +246,13 @@ def test_halt_then_resume_then_close_all_during_a_sample_session(database_url, t
                 _run(args, settings, calendar, clock, broker, feed.universe, False, session=session))
             await clock.sleep_until(calendar.at_local(session.day, time(12, 30)))  # the lunch break
             resume_id = await big_bro.send("task", "Resume", "high")  # the command in the subject only
-            open_rows: list[dict] = []
-            while not open_rows and not run.done():
-                await clock.sleep(15)
-                open_rows = await big_bro.fetch("SELECT * FROM positions WHERE status='open'")
+
+            async def opened_or_over():
+                return await big_bro.fetch("SELECT * FROM positions WHERE status='open'") or run.done()
+
+            found = await async_wait_until(opened_or_over, timeout=6 * 3600, interval=15,
+                                           what="a position opened in the afternoon, or the run's end")
+            open_rows = found if isinstance(found, list) else []
             sent_at = clock.now()
             close_id = await big_bro.send("task", "close everything", "urgent", "", {"command": "close_all"})
             code = await run
@@ -526,8 +345,6 @@ async def test_inbox_is_read_most_urgent_first_then_oldest_and_marked_read(tradi
 
 
 def test_control_commands_are_recognised_from_subject_or_data_only_in_tasks():
-    from consciousness_notify import InboxMessage
-
     def msg(msg_type, subject, data=None):
         return InboxMessage(1, "big_bro", msg_type, "normal", subject, None, data, datetime(2026, 11, 23, tzinfo=timezone.utc))
 

@@ -16,7 +16,6 @@ to them holds simulated time still (``clock.external_io``).
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -35,6 +34,7 @@ from tests.broker_harness import (
     alpaca_env, events_for, feed, local, messages, moomoo_env, price, profile, query, run_agent, series_of,
 )
 from tests.fakes.fake_opend import HK, QOT_GET_SNAPSHOT, STOP_TYPES, TRD_PLACE_ORDER
+from tests.helpers import async_wait_until
 
 # Prices in the sample bars change every 15 s (four prices per minute bar): polling more often
 # than that finds nothing new, and these runs poll (see the module docstring).
@@ -264,13 +264,6 @@ class SessionWallClock(WallClock):
         return super().now() + self._offset
 
 
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 def test_quote_pushes_are_restored_after_a_reconnect_and_a_pushed_price_still_triggers_the_exit(
         opend, database_url, tmp_path):
     """The monitor on pushes (a live run): OpenD restarts mid-monitor; the adapter subscribes again on
@@ -301,14 +294,15 @@ def test_quote_pushes_are_restored_after_a_reconnect_and_a_pushed_price_still_tr
                                  clock=clock, calendar=calendar, profile=hk_profile, owner="push-test@1")
             monitor = PositionMonitor(ctx, position)
             task = asyncio.get_running_loop().create_task(monitor.run())
-            await wait_until(lambda: opend.subscribed("00700"))
+            await async_wait_until(lambda: opend.subscribed("00700"), 10, "the monitor's quote subscription")
             opend.push_quote_sync(HK, "00700", 381.0)
-            await wait_until(lambda: monitor.last_quote is not None and monitor.last_quote.price == Decimal("381.0"))
+            await async_wait_until(lambda: monitor.last_quote is not None and monitor.last_quote.price == Decimal("381.0"),
+                                   10, "the monitor to see the pushed 381.0")
 
             connects = opend.init_connects
             opend.drop_connections_sync()
-            await wait_until(lambda: opend.init_connects >= connects + 2 and broker.reconnects >= 1
-                             and opend.subscribed("00700"))
+            await async_wait_until(lambda: opend.init_connects >= connects + 2 and broker.reconnects >= 1
+                                   and opend.subscribed("00700"), 10, "the adapter to reconnect and subscribe again")
             assert not task.done()
             opend.push_quote_sync(HK, "00700", 365.0)        # below the stop at 370
             outcome = await asyncio.wait_for(task, 15)

@@ -35,7 +35,7 @@ from oversight.agents import AgentKind, AgentRegistry
 from oversight.app import main as mcp_main
 from run import EXIT_FAILED, EXIT_REFUSED, _run
 from sessions import sample_feed
-from tests.helpers import query
+from tests.helpers import async_wait_until, query
 
 PROJECT = Path(__file__).resolve().parent.parent
 SERVER = PROJECT / "consciousness_mcp.py"
@@ -183,9 +183,9 @@ def test_a_position_left_open_by_a_stopped_run_is_listed_like_mode_status_with_i
         broker = PaperExchange(feed.series, clock, calendar, profile)
         run = asyncio.get_running_loop().create_task(
             _run(args, settings, calendar, clock, broker, feed.universe, False, session=session))
-        while not await broker.positions():
-            assert not run.done(), "premise: the sample session buys something"
-            await clock.sleep(5)
+        await async_wait_until(lambda: run.done() or broker.positions(), timeout=6 * 3600, interval=5,
+                               what="the sample session's first entry")
+        assert not run.done(), "premise: the sample session buys something"
         await clock.sleep(60)
         os.kill(os.getpid(), signal.SIGTERM)
         return await run

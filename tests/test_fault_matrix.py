@@ -23,7 +23,7 @@ import pytest
 
 from config.settings import ENV_VARS
 from store.db import Database
-from tests.helpers import query
+from tests.helpers import query, wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
 LIVE_AGENT = "intl_claude"
@@ -251,17 +251,13 @@ def test_an_unreachable_messages_api_ends_a_replay_with_its_report(database_url,
 
 # --- 6. a run stopped mid-cycle: Ctrl-C, kill, kill -9 -----------------------------------------------------
 def wait_for_row(url: str, sql: str, proc: subprocess.Popen, deadline_s: float = 60) -> dict:
-    """Poll until ``sql`` returns a row (the run got that far); fail if the run ended first."""
-    import time
-
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    """Wait until ``sql`` returns a row (the run got that far); fail if the run ended first."""
+    def row():
         rows = query(url, sql)
-        if rows:
-            return rows[0]
-        assert proc.poll() is None, f"the run ended first: {proc.communicate()}"
-        time.sleep(0.1)
-    raise AssertionError(f"nothing matched {sql!r} in {deadline_s} s")
+        assert rows or proc.poll() is None, f"the run ended first: {proc.communicate()}"
+        return rows[0] if rows else None
+
+    return wait_until(row, deadline_s, f"a row of {sql!r}", interval=0.1)
 
 
 def start_agent(url: str, tmp_path: Path, *argv: str, **env: str) -> subprocess.Popen:

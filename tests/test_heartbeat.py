@@ -23,7 +23,7 @@ from instruments import Market, OrderSide, PositionSide, Symbol
 from run import _run
 from store.db import Database
 from store.trading import TradingStore
-from tests.test_bigbro import agent_messages, query
+from tests.helpers import agent_messages, async_wait_until, query
 
 AGENT = "intl_claude"
 DAY = date(2022, 6, 15)
@@ -38,6 +38,12 @@ def heartbeat_settings(database_url: str, var_dir: Path):
     return args, agent.load_settings(args, env)
 
 
+async def filled(exchange: PaperExchange, broker_order_id: str):
+    """The order once it is final (filled or not), else None."""
+    order = await exchange.get_order(broker_order_id)
+    return order if order.status.is_final else None
+
+
 async def a_run_that_died(database_url: str, exchange: PaperExchange, clock: SimClock, lease_seconds: float) -> int:
     """Buy 100 09988, record the position with its stop, take the monitor lease; then nothing (killed)."""
     db = await Database(database_url, "the run that died").connect()
@@ -46,9 +52,8 @@ async def a_run_that_died(database_url: str, exchange: PaperExchange, clock: Sim
         await db.migrate("research")
         store = TradingStore(db, AGENT, Market.HK)
         order = await exchange.place_order(OrderRequest(ALIBABA, OrderSide.BUY, 100, OrderType.MARKET, "intl-dead-e1"))
-        while not order.status.is_final:
-            await clock.sleep(1)
-            order = await exchange.get_order(order.broker_order_id)
+        order = await async_wait_until(lambda: filled(exchange, order.broker_order_id), timeout=60, interval=1,
+                                       what="the paper exchange to fill the entry")
         await store.record_order(order, trading_day=DAY, at=clock.now(), cycle_id=None, position_id=None)
         position = await store.open_position(
             symbol=ALIBABA, side=PositionSide.LONG, quantity=order.filled_quantity, entry_price=order.avg_fill_price,

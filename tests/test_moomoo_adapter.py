@@ -49,6 +49,7 @@ from tests.fakes.fake_opend import (
     SIMULATE_STOP_REFUSAL,
     Instrument,
 )
+from tests.helpers import async_wait_until
 
 TENCENT, PICC = parse_symbol("700"), parse_symbol("2328")
 HKT = timezone(timedelta(hours=8))
@@ -70,14 +71,6 @@ async def connected(fake, **options):
 
 def market_buy(coid: str, quantity: int = 100, symbol=TENCENT) -> OrderRequest:
     return OrderRequest(symbol, OrderSide.BUY, quantity, OrderType.MARKET, coid)
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within %.1f s" % timeout)
-        await asyncio.sleep(0.02)
 
 
 # --- market data --------------------------------------------------------------------------------
@@ -412,16 +405,17 @@ async def test_quotes_resume_after_opend_drops_the_connection(opend):
     received = []
     async with connected(opend) as broker:
         broker.subscribe_quotes([TENCENT], received.append)
-        await wait_until(lambda: opend.subscribed("00700"))
+        await async_wait_until(lambda: opend.subscribed("00700"), 5, "the quote subscription at OpenD")
         opend.push_quote_sync(HK, "00700", 381.0)
-        await wait_until(lambda: len(received) == 1)
+        await async_wait_until(lambda: len(received) == 1, 5, "the first pushed quote")
 
         connects_before = opend.init_connects
         opend.drop_connections_sync()
-        await wait_until(lambda: opend.init_connects >= connects_before + 2 and opend.subscribed("00700"), 10)
-        await wait_until(lambda: broker.reconnects >= 1)
+        await async_wait_until(lambda: opend.init_connects >= connects_before + 2 and opend.subscribed("00700"), 10,
+                               "the adapter to reconnect and subscribe again")
+        await async_wait_until(lambda: broker.reconnects >= 1, 5, "the adapter to count its reconnect")
         opend.push_quote_sync(HK, "00700", 382.4)
-        await wait_until(lambda: len(received) == 2, 5)
+        await async_wait_until(lambda: len(received) == 2, 5, "the quote pushed after the reconnect")
     assert [q.price for q in received] == [Decimal("381.0"), Decimal("382.4")]
     assert all(q.symbol == TENCENT for q in received)
 
@@ -435,7 +429,7 @@ async def test_order_push_delivers_the_fill_on_the_event_loop_thread(opend):
         resting = await broker.place_order(request)
         assert resting.status is OrderStatus.SUBMITTED
         opend.fill(resting.broker_order_id, price=370.0)
-        await wait_until(lambda: any(o.status is OrderStatus.FILLED for o, _ in pushed))
+        await async_wait_until(lambda: any(o.status is OrderStatus.FILLED for o, _ in pushed), 5, "the FILLED push")
     fill_push = next(o for o, _ in pushed if o.status is OrderStatus.FILLED)
     assert fill_push.client_order_id == "push-1" and fill_push.filled_quantity == 100
     assert fill_push.avg_fill_price == Decimal("370.0")
@@ -443,13 +437,16 @@ async def test_order_push_delivers_the_fill_on_the_event_loop_thread(opend):
 
 
 async def test_closed_subscription_stops_callbacks(opend):
-    received = []
+    received, witness = [], []
     async with connected(opend) as broker:
         subscription = broker.subscribe_quotes([TENCENT], received.append)
-        await wait_until(lambda: opend.subscribed("00700"))
+        still_open = broker.subscribe_quotes([TENCENT], witness.append)
+        await async_wait_until(lambda: opend.subscribed("00700"), 5, "the quote subscription at OpenD")
         subscription.close()
         opend.push_quote_sync(HK, "00700", 381.0)
-        await asyncio.sleep(0.2)
+        # the push reaches the subscription still open: the closed one was passed over in the same delivery
+        await async_wait_until(lambda: len(witness) == 1, 5, "the push on the subscription still open")
+        still_open.close()
     assert received == []
 
 

@@ -17,7 +17,9 @@ from run import EXIT_FAILED, _run
 from sessions import sample_feed
 from store.db import Database
 from store.trading import TradingStore
-from tests.test_bigbro import AGENT, hk_settings, query
+from tests.helpers import async_wait_until, hk_settings, query
+
+AGENT = "intl_claude"
 
 
 def test_sigterm_while_a_position_is_watched_leaves_it_for_the_next_heartbeat_and_tells_big_bro(
@@ -35,9 +37,9 @@ def test_sigterm_while_a_position_is_watched_leaves_it_for_the_next_heartbeat_an
         broker = PaperExchange(feed.series, clock, calendar, profile)
         run = asyncio.get_running_loop().create_task(
             _run(args, settings, calendar, clock, broker, feed.universe, False, session=session))
-        while not await broker.positions():
-            assert not run.done(), "premise: the sample session buys something"
-            await clock.sleep(5)
+        await async_wait_until(lambda: run.done() or broker.positions(), timeout=6 * 3600, interval=5,
+                               what="the sample session's first entry")
+        assert not run.done(), "premise: the sample session buys something"
         await clock.sleep(60)  # the monitor has started and holds the lease
         os.kill(os.getpid(), signal.SIGTERM)
         code = await run
