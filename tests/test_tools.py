@@ -14,11 +14,10 @@ from decimal import ROUND_FLOOR, Decimal
 
 from brokers.base import Disconnected, OrderPurpose, OrderStatus
 from brokers.paper import PaperExchange
-from clock import SimClock
 from instruments import Rounding, round_to_tick
 from tests.tool_harness import CYCLE_ID, Tools, first_cycle, hk_profile, run_tools
 from tool_executor import TOOL_SPECS, tool_schemas
-from workflow import Phase, WorkflowTracker
+from workflow import Phase
 
 SPEC_TOOLS = ["scan_market", "get_quote", "get_technicals", "detect_patterns", "get_news", "check_risk",
               "get_portfolio", "execute_trade", "close_position", "close_all", "send_alert", "log_decision"]
@@ -282,35 +281,6 @@ def test_send_alert_and_log_decision_reach_big_bro_and_the_cycle(database_url, t
         assert alert["priority"] == "urgent" and alert["subject"] == "Data feed stale"
 
     run_tools(database_url, tmp_path, scenario)
-
-
-# --- 10. the workflow tracker ------------------------------------------------------------------------------
-def test_phases_never_go_backwards_and_time_each_phase():
-    from datetime import timedelta
-
-    start = first_cycle()
-    clock = SimClock(start)
-    tracker = WorkflowTracker(clock)
-    steps = [("get_portfolio", 1), ("scan_market", 2), ("get_quote", 3), ("check_risk", 4), ("get_quote", 5),
-             ("scan_market", 6), ("get_portfolio", 7), ("log_decision", 8)]
-    seen = []
-    for name, seconds in steps:
-        clock.set(start + timedelta(seconds=seconds))
-        tracker.tool_called(name)
-        if name == "check_risk":
-            tracker.risk_checked()
-        seen.append(tracker.current)
-    assert seen == [Phase.PORTFOLIO, Phase.SCAN, Phase.ANALYZE, Phase.VALIDATE, Phase.VALIDATE, Phase.VALIDATE,
-                    Phase.VALIDATE, Phase.LOG]
-    tracker.advance(Phase.SCAN)
-    assert tracker.current is Phase.LOG
-    clock.set(start + timedelta(seconds=10))
-    tracker.advance(Phase.COMPLETE)
-    timings = tracker.timings()
-    assert list(timings) == ["INIT", "PORTFOLIO", "SCAN", "ANALYZE", "DECIDE", "VALIDATE", "LOG", "COMPLETE"]
-    assert [timings[p]["seconds"] for p in timings] == [1, 1, 1, 1, 0, 4, 2, 0]
-    assert timings["SCAN"]["started_at"] == (start + timedelta(seconds=2)).isoformat()
-    assert tracker.tools == [name for name, _ in steps]
 
 
 # --- partial fills, missing backstops, symbols, the prompt -----------------------------------------------------
