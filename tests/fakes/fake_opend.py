@@ -416,7 +416,9 @@ class FakeOpenD:
             self._synced_at = None
             self._sync_market()
         if self._loop is not None and self._loop.is_running():
-            self.call(install)
+            # Building the tapes of a whole universe is CPU work: on a busy two-core machine it took
+            # longer than call()'s usual 5 s and failed the e2e tests before they began.
+            self.call(install, timeout=60)
         else:
             install()
 
