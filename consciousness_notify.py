@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from clock import Clock
+from core.clock import Clock
 from store.db import Database
 
 log = logging.getLogger(__name__)

@@ -28,16 +28,16 @@ from typing import Protocol
 from brokers.base import (
     Broker, BrokerError, Order, OrderPurpose, OrderRequest, OrderStatus, OrderType, Quote, Subscription,
 )
-from clock import Clock
+from core.clock import Clock
 from config.settings import Profile
 from consciousness_notify import Event, EventType, Notifier, Priority
 from data.calendar import MarketCalendar, SessionState
-from exit_advisor import AdviceRequest, ConsultGate, ExitAdvisor
-from instruments import Rounding, round_to_tick, ticks_away
+from engine.exit_advisor import AdviceRequest, ConsultGate, ExitAdvisor
+from core.instruments import Rounding, round_to_tick, ticks_away
 from signals import (
     Decision, ExitAction, ExitReason, ExitTechnicals, PositionView, Signal, Strength, decide, evaluate, pnl_pct,
 )
-from spend import BudgetExhausted, SpendLedger
+from engine.spend import BudgetExhausted, SpendLedger
 from store.trading import PositionRecord, TradingStore
 
 log = logging.getLogger(__name__)

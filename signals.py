@@ -72,7 +72,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from config.settings import Levels, SignalThresholds
 from data.calendar import Session, SessionState
-from instruments import PositionSide, to_decimal
+from core.instruments import PositionSide, to_decimal
 
 HUNDRED = Decimal(100)
 RSI_SCALE = 100.0  # RSI lives on 0..100; a short's "overbought" mirrors to 100 - level
@@ -615,7 +615,7 @@ def _scenarios() -> list[_Scenario]:
 
 def _run_scenario(sc: _Scenario, thresholds: SignalThresholds) -> tuple[list[Signal], Decision, str]:
     from data.calendar import MarketCalendar
-    from instruments import Market
+    from core.instruments import Market
 
     calendar = MarketCalendar(Market(sc.market))
 
@@ -668,7 +668,7 @@ def self_test(out=sys.stdout) -> int:
 
 
 if __name__ == "__main__":
-    from quiet_pipe import quiet_when_the_reader_leaves
+    from ops.quiet_pipe import quiet_when_the_reader_leaves
 
     quiet_when_the_reader_leaves()
     sys.exit(self_test(sys.stdout))

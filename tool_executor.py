@@ -21,22 +21,22 @@ from brokers.base import (
     Broker, BrokerError, Order, OrderPurpose, OrderRejected, OrderRequest, OrderStatus, OrderType, Timeframe,
     UnknownSymbol,
 )
-from clock import Clock
+from core.clock import Clock
 from config.settings import Profile
 from consciousness_notify import Event, EventType, Notifier, Priority
 from data.calendar import MarketCalendar
 from data.universe import is_synthetic_symbol
 from data.market import MarketData
-from instruments import (
+from core.instruments import (
     Market, OrderSide, PositionSide, Rounding, Symbol, SymbolError, is_on_tick, parse_symbol, round_to_tick, tick_size,
 )
 from position_monitor import MonitorManager
 from brokers.fees import execution_fees
 from data.indicators import minute_volatility_pct
-from risk import DailyLossAction, EntryProposal, Noise, RiskState, check_risk, daily_loss_action
+from core.risk import DailyLossAction, EntryProposal, Noise, RiskState, check_risk, daily_loss_action
 from signals import ExitReason
 from store.trading import DuplicateOpenPosition, PositionRecord, TradingStore
-from workflow import WorkflowTracker
+from engine.workflow import WorkflowTracker
 
 log = logging.getLogger(__name__)
 

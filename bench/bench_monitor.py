@@ -30,9 +30,9 @@ if str(PROJECT) not in sys.path:
 
 from brokers.base import OrderPurpose, OrderRequest  # noqa: E402
 from brokers.paper import PaperExchange  # noqa: E402
-from clock import SimClock  # noqa: E402
+from core.clock import SimClock  # noqa: E402
 from data.bars import BarSeries, load_samples  # noqa: E402
-from instruments import Market, Symbol  # noqa: E402
+from core.instruments import Market, Symbol  # noqa: E402
 from position_monitor import PositionMonitor  # noqa: E402
 from store.db import EmbeddedPostgres  # noqa: E402
 from tests.monitor_harness import CALENDAR, Harness, hk_profile, hk_series, hkt  # noqa: E402

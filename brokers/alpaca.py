@@ -93,9 +93,9 @@ from brokers.base import (
     UnknownSymbol,
 )
 from brokers.http import TimeoutSession
-from clock import Clock, external_io
+from core.clock import Clock, external_io
 from config.settings import ConfigError, Secrets
-from instruments import Market, OrderSide, PositionSide, PriceError, Rounding, Symbol, round_to_tick, tick_size
+from core.instruments import Market, OrderSide, PositionSide, PriceError, Rounding, Symbol, round_to_tick, tick_size
 
 log = logging.getLogger(__name__)
 

@@ -72,8 +72,8 @@ from brokers.base import (
     Timeframe,
     UnknownSymbol,
 )
-from clock import Clock, external_io
-from instruments import (
+from core.clock import Clock, external_io
+from core.instruments import (
     Market,
     OrderSide,
     PositionSide,

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
+from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from instruments import Market
+from core.instruments import Market
 
 CONFIG_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = CONFIG_DIR.parent
@@ -204,7 +205,7 @@ class PaperExchange(Strict):
     @field_validator("lot_sizes")
     @classmethod
     def _lots_by_canonical_symbol(cls, lots: dict[str, int]) -> dict[str, int]:
-        from instruments import parse_symbol
+        from core.instruments import parse_symbol
 
         out = {}
         for code, lot in lots.items():
@@ -262,7 +263,7 @@ class NewsSettings(Strict):
     @field_validator("aliases")
     @classmethod
     def _aliases_by_canonical_symbol(cls, aliases: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        from instruments import parse_symbol
+        from core.instruments import parse_symbol
 
         return {str(parse_symbol(code)): names for code, names in aliases.items()}
 
@@ -501,3 +502,10 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
             return []
         model = field.annotation
     return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over ``.env`` (the environment wins)."""
+    env = {k: v for k, v in dotenv_values(PROJECT_DIR / ".env").items() if v is not None}
+    env.update(base if base is not None else os.environ)
+    return env

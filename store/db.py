@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 
 import asyncpg
 
-from clock import external_io, io
+from core.clock import external_io, io
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import asyncpg
 
 from brokers.base import Order, OrderRequest
-from instruments import Market, PositionSide, Symbol, parse_symbol
+from core.instruments import Market, PositionSide, Symbol, parse_symbol
 from store.db import Database
 
 

@@ -36,14 +36,14 @@ from brokers.base import (
     Fill, Order, OrderPurpose, OrderRejected, OrderRequest, OrderStatus, OrderType, Timeframe,
 )
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import MonitorSettings, PaperExchange as PaperSettings, Profile
 from consciousness_notify import Notifier
 from data.bars import BarSeries, empty_bars
 from data.calendar import MarketCalendar
 from data.market import MarketData
-from exit_advisor import ExitAdvisor
-from instruments import Market, OrderSide, PositionSide, Symbol
+from engine.exit_advisor import ExitAdvisor
+from core.instruments import Market, OrderSide, PositionSide, Symbol
 from position_monitor import MonitorContext, MonitorOutcome, PositionMonitor, TechnicalsSource
 from store.db import Database
 from store.trading import PositionRecord, TradingStore

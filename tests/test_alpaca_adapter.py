@@ -27,9 +27,9 @@ from brokers.base import (
     Timeframe,
     UnknownSymbol,
 )
-from clock import SimClock, WallClock
+from core.clock import SimClock, WallClock
 from config.settings import ConfigError, Secrets
-from instruments import OrderSide, PositionSide, parse_symbol
+from core.instruments import OrderSide, PositionSide, parse_symbol
 from tests.fakes.alpaca_fixtures import alpaca_secrets_for
 
 AAPL = parse_symbol("AAPL")

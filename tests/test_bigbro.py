@@ -28,11 +28,11 @@ import pytest
 
 import agent
 from brokers.paper import PaperExchange
-from clock import SimClock, external_io
+from core.clock import SimClock, external_io
 from consciousness_notify import Consciousness, Event, EventType, Notifier
 from data.calendar import MarketCalendar
-from run import EXIT_FAILED, EXIT_REFUSED, _run
-from sessions import sample_feed
+from runner.run import EXIT_FAILED, EXIT_REFUSED, _run
+from runner.sessions import sample_feed
 from store.db import Database, DatabaseError, open_databases
 from tests.fakes import free_port
 

@@ -23,11 +23,11 @@ from decimal import Decimal
 import pytest
 
 from brokers.moomoo import MoomooBroker
-from clock import SimClock, WallClock
+from core.clock import SimClock, WallClock
 from consciousness_notify import Notifier
 from data.calendar import MarketCalendar
 from data.market import MarketData
-from instruments import Market, PositionSide, parse_symbol
+from core.instruments import Market, PositionSide, parse_symbol
 from position_monitor import MonitorContext, PositionMonitor
 from store.db import Database
 from store.trading import TradingStore

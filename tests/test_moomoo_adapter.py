@@ -35,8 +35,8 @@ from brokers.moomoo import (
     _sdk,
     map_order_status,
 )
-from clock import SimClock, WallClock
-from instruments import Market, OrderSide, PositionSide, parse_symbol, tick_size
+from core.clock import SimClock, WallClock
+from core.instruments import Market, OrderSide, PositionSide, parse_symbol, tick_size
 from tests.fakes.fake_opend import (
     HK,
     INIT_CONNECT,

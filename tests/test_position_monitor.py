@@ -21,9 +21,9 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from brokers.base import OrderStatus
-from clock import SimClock
+from core.clock import SimClock
 from data.calendar import SessionState
-from exit_advisor import HaikuAdvisor
+from engine.exit_advisor import HaikuAdvisor
 from position_monitor import MonitorManager
 from signals import ExitReason
 from tests.fakes.fake_anthropic import forced, reply, text
@@ -253,7 +253,7 @@ def test_haiku_exit_answer_sells_at_that_check(database_url, tmp_path, fake_anth
 def test_an_unreadable_spend_ledger_stops_the_consults_and_says_so(database_url, tmp_path, fake_anthropic):
     """Without the ledger nobody knows what is left of the budget: no Haiku call, and a recorded
     monitor error instead of a silent "no budget"."""
-    from spend import SpendLedger
+    from engine.spend import SpendLedger
 
     series = _one_moderate_series("08037")
 

@@ -16,10 +16,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import report_html as h
+import runner.report_html as h
 from data.calendar import MarketCalendar, Session
 from news.replay_news import catalyst_markdown, catalyst_summary
-from sessions import PaperFeed
+from runner.sessions import PaperFeed
 
 log = logging.getLogger("catalyst.replay")
 

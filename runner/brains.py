@@ -16,9 +16,9 @@ import anthropic
 
 from config.settings import EntryTier, Profile
 from consciousness_notify import Event, EventType
-from costs import Usage
-from instruments import Rounding, round_to_tick
-from spend import BudgetExhausted, SpendLedger
+from core.costs import Usage
+from core.instruments import Rounding, round_to_tick
+from engine.spend import BudgetExhausted, SpendLedger
 from tool_executor import ToolExecutor, tool_schemas
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class ClaudeBrain:
         The client does not retry by itself (``max_retries=0``): its back-off sleeps on the event
         loop's timers, which never come due while a call is in flight on the simulated clock. Here
         the wait between attempts is the run's clock, and each attempt has a real-time deadline."""
-        from clock import io
+        from core.clock import io
 
         timeout = self.profile.models.request_timeout_seconds
         for delay in (*RETRY_DELAYS, None):

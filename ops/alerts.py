@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Callable, Protocol
 
-from clock import Clock, external_io
+from core.clock import Clock, external_io
 from consciousness_notify import Event, _json_default
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class ThrottledAlerter:
 def build_alerters(secrets, clock: Clock, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> list[ThrottledAlerter]:
     """An alerter per configured channel (email when SMTP_HOST and ALERT_EMAIL_TO are set, webhook when
     ALERT_WEBHOOK_URL is set); an empty list when none is."""
-    from logsetup import RedactSecrets
+    from ops.logsetup import RedactSecrets
 
     redact = RedactSecrets(secrets.secret_values()).redact
     alerters: list[ThrottledAlerter] = []

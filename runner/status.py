@@ -22,7 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from clock import external_io
+from core.clock import external_io
 from config.settings import Profile
 from data.calendar import MarketCalendar
 from store.db import Database, agent_lock_key, connect_once

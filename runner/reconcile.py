@@ -17,11 +17,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 from brokers.base import Broker, BrokerPosition, OrderPurpose
-from clock import Clock
+from core.clock import Clock
 from config.settings import Profile
 from consciousness_notify import Event, EventType, Notifier
 from data.calendar import MarketCalendar
-from instruments import Rounding, Symbol, round_to_tick
+from core.instruments import Rounding, Symbol, round_to_tick
 from signals import ExitReason
 from store.trading import PositionRecord, TradingStore
 

@@ -14,8 +14,8 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any, Mapping
 
-import report_html as h
-from replay_report import _draw_exits, _draw_returns, _hm, _money, _pct, _pyplot
+import runner.report_html as h
+from runner.replay_report import _draw_exits, _draw_returns, _hm, _money, _pct, _pyplot
 
 log = logging.getLogger("catalyst.report")
 
@@ -67,7 +67,6 @@ def _figures(r: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 # --- Plain text / Markdown ------------------------------------------------------------------------
 def render_text(r: Mapping[str, Any]) -> str:
-    from daily_report import why_no_trades
 
     cur = r["currency"]
     lines = [f"# {headline(r)}", "", f"Agent `{r['agent_id']}`.", "", "## Key figures", "", "| figure | value |", "|---|---|"]
@@ -169,7 +168,6 @@ def chart_png(r: Mapping[str, Any]) -> bytes:
 # --- HTML -----------------------------------------------------------------------------------------
 def render_html(r: Mapping[str, Any], chart_src: str) -> str:
     """The page; ``chart_src`` is a data: URL (report.html) or a cid: URL (the email)."""
-    from daily_report import why_no_trades
 
     cur = r["currency"]
     body = [f"<h1>{h.esc(headline(r))}</h1>", f'<p class="note">Agent {h.esc(r["agent_id"])}</p>',
@@ -230,9 +228,9 @@ def email_message(r: Mapping[str, Any], folder: Path) -> EmailMessage:
 
 async def send_email(r: Mapping[str, Any], folder: Path, secrets) -> str:
     """Send by the configured email; what happened, in words ("NOT ..." when it failed)."""
-    from alerts import email_channel
-    from clock import external_io
-    from logsetup import RedactSecrets
+    from ops.alerts import email_channel
+    from core.clock import external_io
+    from ops.logsetup import RedactSecrets
 
     channel = email_channel(secrets)
     if channel is None:
@@ -245,3 +243,12 @@ async def send_email(r: Mapping[str, Any], folder: Path, secrets) -> str:
         log.warning("daily report email failed: %s: %s", type(exc).__name__, redact(str(exc))[:200])
         return f"NOT emailed ({type(exc).__name__}: {redact(str(exc))[:120]})"
     return f"emailed to {', '.join(channel.recipients)}"
+
+
+def why_no_trades(r: Mapping[str, Any], n: int = 3) -> str:
+    reasons = list((r.get("pass_reasons") or {}).items())[:n]
+    if not r.get("cycles_by_status"):
+        return "no cycle ran that day"
+    if not reasons:
+        return "no candidate was recorded as passed"
+    return "top pass reasons: " + ", ".join(f"{k} {v}" for k, v in reasons)

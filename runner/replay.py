@@ -34,21 +34,21 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from clock import Clock, SimClock, WallClock, external_io
+from core.clock import Clock, SimClock, WallClock
 from config.settings import PROJECT_DIR
 from data.bars import BarFileError
 from data.calendar import MarketCalendar, Session
-from brains import cycle_key
-from logsetup import current_log_file
+from runner.brains import cycle_key
+from ops.logsetup import current_log_file
 from news.replay_news import PROVIDER, NewsFileError, load_for_replay, mark_catalysts
-from policy_lab import EntryFill
-from replay_report import print_report, write_report
-from sessions import NoReplayData, PaperFeed, replay_feed
+from core.policy_lab import EntryFill
+from runner.replay_report import print_report, write_report
+from runner.sessions import NoReplayData, PaperFeed, replay_feed
 from store.trading import PositionRecord
+from runner.exit_codes import EXIT_OK, EXIT_FAILED, EXIT_USAGE
 
 log = logging.getLogger("catalyst.replay")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 REPORTS_ENV = "CATALYST_REPORTS_DIR"
 # How long after a session's close the monitors may still run before the replay stops them.
@@ -212,9 +212,9 @@ RANDOM_SEED_DEFAULT = 1
 def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: ReplayResult,
              report: dict[str, Any]) -> tuple[dict[str, dict], dict[str, dict], str]:
     """The policy table and the regret per exit reason (see ``policy_lab``)."""
-    from brains import RandomEntryBrain
+    from runner.brains import RandomEntryBrain
     from brokers.paper import SessionTapes
-    from policy_lab import index_by_entry, key_of, policy_row, regret_by_reason
+    from core.policy_lab import index_by_entry, key_of, policy_row, regret_by_reason
 
     profile = settings.profile
     tapes = SessionTapes(feed.series, calendar, profile)
@@ -261,7 +261,7 @@ def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: 
 
 def _outcomes(trades: list[dict[str, Any]]):
     """A report's trades as ``policy_lab.Outcome``s, keyed by exit reason (and deciding signal)."""
-    from policy_lab import Outcome
+    from core.policy_lab import Outcome
 
     return [Outcome(t["symbol"], t["entry_time"], t["net_pnl"], t["net_pnl_pct"], _reason(t)) for t in trades]
 
@@ -279,7 +279,7 @@ def _reason(trade: dict[str, Any]) -> str:
 
 
 def _re_exits(entries, tapes, calendar: MarketCalendar, profile, *, backstop: bool):
-    from policy_lab import barrier_levels, outcome_of, re_exit, time_exit_after
+    from core.policy_lab import barrier_levels, outcome_of, re_exit, time_exit_after
 
     out = []
     for e in entries:
@@ -342,91 +342,69 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
     (the random control); ``say`` prints."""
     from brokers.base import BrokerError
     from brokers.paper import PaperExchange
-    from run import LockHeld, RunFailed, build_runtime, run_owner, take_lock
-    from stopping import StopOnSignal
-    from store.db import DatabaseError, open_databases
+    from runner.runtime import DatabasesUnreachable, LockHeld, RunFailed, run_lifecycle, run_owner
+    from runner.stopping import StopOnSignal
 
-    profile, secrets = settings.profile, settings.secrets
+    profile = settings.profile
     broker = PaperExchange(feed.series, clock, calendar, profile)
-    started = clock.now()
-    owner = run_owner(profile.agent_id, started, f"replay:{id(broker)}")
+    owner = run_owner(profile.agent_id, clock.now(), f"replay:{id(broker)}")
     try:
-        dbs = await open_databases(*secrets.database_urls(), settings.var_dir)
-    except DatabaseError as exc:
-        return ReplayResult(None, str(exc))
-    lock_conn = None
-    rt = None
-    try:
-        try:
-            lock_conn = await take_lock(dbs.trading, profile.agent_id)
-        except LockHeld as exc:
-            return ReplayResult(None, str(exc))
-        try:
-            rt = await build_runtime(args, settings, calendar, clock, broker, feed.universe, False, dbs, owner)
-        except RunFailed as exc:
-            return ReplayResult(None, str(exc))
-        rt.lock_conn = lock_conn
-        rt.brain = brain
-        news_loaded = await rt.news.keep(news, source=PROVIDER) if news else 0
-        try:
-            await broker.connect()
-        except BrokerError as exc:
-            return ReplayResult(None, f"paper exchange: {exc}")
-        account = await broker.account()
-        equity_curve = [_equity_point("start", feed.sessions[0].open, account, calendar)]
-        stuck: Counter[int] = Counter()
-        error = None
-        replayed: list[Session] = []
-        partial = None
-        with StopOnSignal() as stop:
+        async with run_lifecycle(args, settings, calendar, clock, broker, feed.universe, False, owner) as rt:
+            rt.brain = brain
+            news_loaded = await rt.news.keep(news, source=PROVIDER) if news else 0
             try:
-                error = await _replay_sessions(rt, broker, feed, calendar, clock, profile, equity_curve, stuck, replayed,
-                                               say)
-            except asyncio.CancelledError:
-                if not stop.received:
-                    raise
-                asyncio.current_task().uncancel()
-                await rt.monitors.cancel()
-                day = feed.sessions[len(replayed)].day if len(replayed) < len(feed.sessions) else feed.sessions[-1].day
-                partial = error = (f"stopped by {stop.signal_name} during the session of {day}; the report covers "
-                                   f"the {len(replayed)} session(s) replayed before it")
-            stop.finishing = True
-        positions = await _positions(rt)
-        watches = _watches(rt, stuck)
-        monitor_rows = {r["position_id"]: r for r in await rt.store.monitor_rows()}
-        usage = await _usage(rt)
-        cycles = await _cycle_counts(rt)
-        pass_reasons = await _pass_reasons(rt)
-        report = build_report(
-            positions=positions, watches=watches, monitor_rows=monitor_rows, equity_curve=equity_curve,
-            usage=usage, cycles=cycles, sessions=replayed, feed=feed, calendar=calendar, profile=profile,
-            brain=rt.brain_name, last_prices={str(p.symbol): p.market_price for p in await broker.positions()},
-        )
-        report["pass_reasons"] = pass_reasons
-        await mark_catalysts(report, rt.news, news_loaded)
-        if partial:
-            report["run"]["partial"] = partial
-        return ReplayResult(report, error, _entries(positions), await _entries_by_cycle(rt))
-    finally:
-        if rt is not None:
-            await rt.monitors.cancel()
-            await rt.notifier.close()  # the run lifecycle's last step: the outbox is delivered, not left behind
-            if rt.anthropic_client is not None:
-                with external_io():
-                    await rt.anthropic_client.close()
-        await broker.close()
-        if lock_conn is not None:
-            with external_io():
-                await lock_conn.close()
-        await dbs.close()
+                await broker.connect()
+            except BrokerError as exc:
+                return ReplayResult(None, f"paper exchange: {exc}")
+            account = await broker.account()
+            equity_curve = [_equity_point("start", feed.sessions[0].open, account, calendar)]
+            stuck: Counter[int] = Counter()
+            error = None
+            replayed: list[Session] = []
+            partial = None
+            with StopOnSignal() as stop:
+                try:
+                    error = await _replay_sessions(rt, broker, feed, calendar, clock, profile, equity_curve, stuck,
+                                                   replayed, say)
+                except asyncio.CancelledError:
+                    if not stop.received:
+                        raise
+                    asyncio.current_task().uncancel()
+                    await rt.monitors.cancel()
+                    day = feed.sessions[len(replayed)].day if len(replayed) < len(feed.sessions) else feed.sessions[-1].day
+                    partial = error = (f"stopped by {stop.signal_name} during the session of {day}; the report "
+                                       f"covers the {len(replayed)} session(s) replayed before it")
+                stop.finishing = True
+            report, positions = await _report(rt, broker, feed, calendar, profile, equity_curve, stuck, replayed,
+                                              news_loaded)
+            if partial:
+                report["run"]["partial"] = partial
+            return ReplayResult(report, error, _entries(positions), await _entries_by_cycle(rt))
+    except (DatabasesUnreachable, LockHeld, RunFailed) as exc:
+        return ReplayResult(None, str(exc))
+
+
+async def _report(rt, broker, feed: PaperFeed, calendar: MarketCalendar, profile, equity_curve: list,
+                  stuck: Counter[int], replayed: list[Session], news_loaded: int,
+                  ) -> tuple[dict[str, Any], list[PositionRecord]]:
+    positions = await _positions(rt)
+    report = build_report(
+        positions=positions, watches=_watches(rt, stuck),
+        monitor_rows={r["position_id"]: r for r in await rt.store.monitor_rows()}, equity_curve=equity_curve,
+        usage=await _usage(rt), cycles=await _cycle_counts(rt), sessions=replayed, feed=feed, calendar=calendar,
+        profile=profile, brain=rt.brain_name, last_prices={str(p.symbol): p.market_price for p in await broker.positions()},
+    )
+    report["pass_reasons"] = await _pass_reasons(rt)
+    await mark_catalysts(report, rt.news, news_loaded)
+    return report, positions
 
 
 async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar, clock: SimClock, profile,
                            equity_curve: list, stuck: Counter[int], replayed: list[Session],
                            say=print) -> str | None:
     """Every session in turn, as cron and the agent would have run it; the error that stopped it, if any."""
-    from reconcile import Reconciler
-    from run import EXIT_FAILED as CYCLE_FAILED, adopt, read_inbox, wake
+    from runner.reconcile import Reconciler
+    from runner.control import adopt, read_inbox, wake
 
     error = None
     for session in feed.sessions:
@@ -461,15 +439,15 @@ async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar
         day_pnl = sum((o.realized_pnl or Decimal(0) for o in outcomes), Decimal(0)) - pnl_before
         say(f"  {session.day:%Y-%m-%d %a}: {len(outcomes) - closed_before} trade(s) closed, "
             f"P&L {profile.currency} {day_pnl:+,.2f}, equity {account.equity:,.2f}")
-        if code == CYCLE_FAILED:
+        if code == EXIT_FAILED:
             error = f"a cycle on {session.day} failed; the replay stopped there (see {current_log_file()})"
             return error
     return error
 
 
 async def _trade_session(rt, session: Session, inbox, stuck: Counter[int], say=print) -> int:
-    """run.trade_session, but a monitor still running well after the close is stopped and counted."""
-    from run import trade_session
+    """runner.cycle.trade_session, but a monitor still running well after the close is stopped and counted."""
+    from runner.cycle import trade_session
 
     budget = (session.close + MONITOR_GRACE - rt.clock.now()).total_seconds()
     try:

@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 from brokers.fees import execution_fees
 from config.settings import Profile
 from data.calendar import Session
-from instruments import OrderSide, Rounding, Symbol, round_to_tick
+from core.instruments import OrderSide, Rounding, Symbol, round_to_tick
 
 HUNDRED = Decimal(100)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
-from clock import Clock
+from core.clock import Clock
 
 
 class Phase(str, enum.Enum):

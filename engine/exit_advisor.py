@@ -30,9 +30,9 @@ from typing import Any, Protocol, Sequence
 
 import anthropic
 
-from clock import io
+from core.clock import io
 from config.settings import ModelSpec, MonitorSettings, SignalThresholds
-from costs import Usage, cost_usd
+from core.costs import Usage, cost_usd
 from data.calendar import Session
 from signals import ExitAction, PositionView, Signal, decide, minutes_held, pnl_pct
 

@@ -26,12 +26,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from clock import Clock
+from core.clock import Clock
 from data.calendar import MarketCalendar
+from runner.exit_codes import EXIT_OK, EXIT_FAILED, EXIT_USAGE
 
 log = logging.getLogger("catalyst.report")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 REPORTS_ENV = "CATALYST_REPORTS_DIR"
 MAX_DAYS = 250
 
@@ -139,7 +139,7 @@ def performance(day_rows: Sequence[tuple[date, Sequence[Mapping[str, Any]], floa
     """Over ``(day, closed trades, LLM spend)`` rows: daily P&L, cumulative equity, win rate, payoff
     (average win / average loss, in money), max drawdown of the equity at each day's end, fees, and
     cost per trade ((fees + LLM spend) / trades)."""
-    from replay import max_drawdown_pct
+    from runner.replay import max_drawdown_pct
 
     base = start_equity or 0.0
     equity, out_days, all_trades, spend = base, [], [], 0.0
@@ -177,7 +177,7 @@ def _largest_fall(equities: Sequence[float]) -> float:
 
 def build(raw: Mapping[str, Any], *, agent_id: str, market: str, currency: str, day: date, days: int,
           budget_usd: float, calendar: MarketCalendar, label: str | None) -> dict[str, Any]:
-    from replay import summarize
+    from runner.replay import summarize
 
     rows = [_trade_row(p, calendar) for p in raw["positions"]]
     today = [r for r, p in zip(rows, raw["positions"]) if p["trading_day"] == day]
@@ -235,15 +235,6 @@ def _span_start_equity(first_risk: Mapping[str, Any] | None, day_rows) -> float 
     return round(float(first_risk["start_equity"]) - before, 4)
 
 
-def why_no_trades(r: Mapping[str, Any], n: int = 3) -> str:
-    reasons = list((r.get("pass_reasons") or {}).items())[:n]
-    if not r.get("cycles_by_status"):
-        return "no cycle ran that day"
-    if not reasons:
-        return "no candidate was recorded as passed"
-    return "top pass reasons: " + ", ".join(f"{k} {v}" for k, v in reasons)
-
-
 # --- Big Bro --------------------------------------------------------------------------------------
 def message_key(agent_id: str, market: str, day: date) -> str:
     return f"{agent_id}:daily-report:{market}:{day.isoformat()}"
@@ -298,7 +289,7 @@ def run_report(args, settings, calendar: MarketCalendar, clock: Clock, env: Mapp
 
 async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, days: int, root: Path,
                   latest_recorded: bool = False) -> int:
-    import daily_render
+    import runner.daily_render as daily_render
     from store import open_databases
     from store.db import DatabaseError
 
@@ -325,7 +316,7 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
             log.exception("DAILY_REPORT not posted")
             big_bro, failed = f"NOT posted to Big Bro ({type(exc).__name__})", True
     except Exception as exc:  # noqa: BLE001 - one line for the trader, the trace for the log
-        from logsetup import current_log_file
+        from ops.logsetup import current_log_file
 
         log.exception("report failed")
         print(f"report failed: {type(exc).__name__}: {exc} (the trace is in {current_log_file()})", file=sys.stderr)
@@ -336,6 +327,6 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
     failed = failed or mailed.startswith("NOT")
     print(subject)
     if not report["n_trades"]:
-        print(f"No trade: {why_no_trades(report)}")
+        print(f"No trade: {daily_render.why_no_trades(report)}")
     print(f"Report: {folder} ({big_bro}; {mailed})")
     return EXIT_FAILED if failed else EXIT_OK

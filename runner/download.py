@@ -24,9 +24,9 @@ from brokers.base import BAR_COLUMNS, Broker, BrokerError, Timeframe, UnknownSym
 from data.bars import LOTS_FILE
 from data.calendar import MarketCalendar, Session
 from data.lots import read_lots, write_lots
-from instruments import Market, Symbol, SymbolError, parse_symbol
+from core.instruments import Market, Symbol, SymbolError, parse_symbol
+from runner.exit_codes import EXIT_OK, EXIT_FAILED, EXIT_USAGE
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class DownloadUsageError(ValueError):
@@ -149,7 +149,7 @@ async def download(broker: Broker, symbols: list[Symbol], sessions: list[Session
 
 def run_download(args, settings, calendar: MarketCalendar, clock) -> int:
     from config.settings import PROJECT_DIR
-    from run import build_broker
+    from runner.run import build_broker
 
     market = settings.profile.market
     kind = settings.secrets.broker_for(market)

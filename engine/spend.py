@@ -5,9 +5,9 @@ import logging
 from datetime import date
 from decimal import Decimal
 
-from clock import Clock
+from core.clock import Clock
 from config.settings import ModelSpec
-from costs import Usage, cost_usd
+from core.costs import Usage, cost_usd
 from data.calendar import MarketCalendar
 from store.trading import TradingStore
 

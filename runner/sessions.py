@@ -12,7 +12,7 @@ from data.bars import KNOWN_LOT_SIZES, BarSeries, files_by_symbol, load_bars, lo
 from data.calendar import MarketCalendar, Session
 from data.lots import lots_beside
 from data.universe import build_universe
-from instruments import Market, Symbol, parse_symbol
+from core.instruments import Market, Symbol, parse_symbol
 
 # A session counts as "in the data" when at least this share of its minute bars is present.
 FULL_SESSION_SHARE = 0.9

@@ -15,7 +15,7 @@ from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 
 from config.settings import EntryTier, Profile
-from instruments import OrderSide, Rounding, Symbol, check_lot_multiple, round_to_tick, tick_size
+from core.instruments import OrderSide, Rounding, Symbol, check_lot_multiple, round_to_tick, tick_size
 
 HUNDRED = Decimal(100)
 
