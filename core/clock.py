@@ -35,8 +35,19 @@ class Clock(Protocol):
 
     async def sleep_until(self, when: datetime) -> None: ...
 
+    async def wait_for(self, event: asyncio.Event, seconds: float) -> bool:
+        """Until ``event`` is set (True) or ``seconds`` have passed on this clock (False)."""
+
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         """Run ``main`` to completion on an event loop that follows this clock."""
+
+
+async def _wait_for(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout=max(0.0, seconds))
+        return True
+    except TimeoutError:
+        return False
 
 
 class WallClock:
@@ -48,6 +59,9 @@ class WallClock:
 
     async def sleep_until(self, when: datetime) -> None:
         await self.sleep((when - self.now()).total_seconds())
+
+    async def wait_for(self, event: asyncio.Event, seconds: float) -> bool:
+        return await _wait_for(event, seconds)
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
@@ -219,6 +233,9 @@ class SimClock:
 
     async def sleep_until(self, when: datetime) -> None:
         await self.sleep((when - self.now()).total_seconds())
+
+    async def wait_for(self, event: asyncio.Event, seconds: float) -> bool:
+        return await _wait_for(event, seconds)
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         loop = VirtualTimeLoop()

@@ -10,8 +10,7 @@ import sys
 from consciousness_notify import Event, EventType, InboxMessage, Priority
 from data.calendar import SessionState
 from signals import ExitReason
-from tool_executor import CycleContext, ToolExecutor, close_everything
-from engine.workflow import WorkflowTracker
+from engine.day_risk import risk_state
 from runner.exit_codes import EXIT_FAILED, EXIT_OK
 from runner.runtime import CONTROL_HALT, Runtime
 
@@ -130,8 +129,7 @@ async def obey(rt: Runtime, message: InboxMessage) -> None:
                 await rt.store.set_halt(day, False, None, now)
                 answer = "resumed: new entries allowed"
         else:
-            results = await close_everything(_control_context(rt), ExitReason.CLOSE_ALL,
-                                             f"close_all from {message.from_agent}")
+            results = await rt.monitors.close_all(ExitReason.CLOSE_ALL, f"close_all from {message.from_agent}")
             closed = sum(1 for r in results if r["closed"])
             ok = closed == len(results)
             answer = f"close_all: {closed} of {len(results)} position(s) closed"
@@ -156,14 +154,6 @@ async def obey(rt: Runtime, message: InboxMessage) -> None:
     print(f"Big Bro {command}: {answer}")
 
 
-def _control_context(rt: Runtime) -> CycleContext:
-    if rt.cycles:
-        return rt.cycles[-1]
-    tracker = WorkflowTracker(rt.clock)
-    return CycleContext(rt.profile, rt.clock, rt.calendar, rt.broker, rt.market, rt.store, rt.notifier, rt.monitors,
-                        tracker, cycle_id=f"control-{rt.owner}", brain=rt.brain_name, live=rt.live)
-
-
 async def adopt(rt: Runtime) -> int:
     """Start a monitor for every open position whose monitor lease is missing or expired."""
     started = 0
@@ -174,7 +164,7 @@ async def adopt(rt: Runtime) -> int:
 
 
 async def close_mode(rt: Runtime) -> int:
-    results = await close_everything(_control_context(rt), ExitReason.CLOSE_ALL, "--mode close")
+    results = await rt.monitors.close_all(ExitReason.CLOSE_ALL, "--mode close")
     for r in results:
         print(f"  {r['symbol']}: {'closed at ' + str(r['exit_price']) if r['closed'] else 'NOT closed: ' + str(r.get('error'))}")
     print(f"close: {sum(1 for r in results if r['closed'])} of {len(results)} position(s) closed")
@@ -223,7 +213,7 @@ async def supervise(rt: Runtime) -> None:
         try:
             await read_inbox(rt)
             if rt.cycles:
-                await ToolExecutor(rt.cycles[-1]).check_daily_loss()
+                await rt.monitors.check_daily_loss(await risk_state(rt.monitors.ctx, rt.cycles[-1].halted_by_control))
         except Exception as exc:  # noqa: BLE001 - supervision must not end the monitors
             log.warning("supervision check failed: %s", exc)
 

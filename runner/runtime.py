@@ -234,6 +234,7 @@ async def run_lifecycle(args, settings, calendar: MarketCalendar, clock: Clock, 
     finally:
         if rt is not None:
             await rt.monitors.cancel()
+            rt.monitors.ctx.orders.close()
         try:
             await broker.close()
         except Exception:  # noqa: BLE001 - closing must not hide why the run ended

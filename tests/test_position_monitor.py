@@ -1,6 +1,6 @@
 """The exit engine as a trader sees it: when positions are sold, at what price, and what is recorded.
 
-Every test runs the real ``PositionMonitor`` against the paper exchange replaying hand-built
+Every test runs the real ``PositionExecutor`` against the paper exchange replaying hand-built
 1-minute bars on a simulated clock (``tests/monitor_harness.py``), a fresh embedded-PostgreSQL
 database for the trading and Big Bro tables, MarketData for the technicals, and, for the consults,
 ``HaikuAdvisor`` with the real ``AsyncAnthropic`` against the fake Messages API.
