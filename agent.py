@@ -121,6 +121,7 @@ def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
     return None
 
 
+# Long: the command line's checks in the order a user meets them (flags, profile, keys, --live), then the mode.
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> int:
     args = parse_args(argv)
     misplaced = flags_that_do_nothing(args)

@@ -263,7 +263,6 @@ def round_trip_cost(symbol: Symbol, entry: Decimal, quantity: int, bid: Decimal,
 class ToolExecutor:
     def __init__(self, ctx: CycleContext) -> None:
         self.ctx = ctx
-        self._sequence: dict[Symbol, int] = {}
         self._minute_sigma: dict[Symbol, float | None] = {}
 
     async def run(self, name: str, raw_input: Any) -> ToolResult:

@@ -198,7 +198,6 @@ class PaperExchange(Strict):
     # The demo universe; this seed gives the sample session a few trades (see README).
     universe_seed: int = 4
     universe_size: int = Field(30, ge=0, le=200)
-    history_sessions: int = Field(25, ge=1, le=250)
     # Board lots of the symbols in replay data (bar files do not carry them), e.g. {"700": 100}.
     lot_sizes: dict[str, int] = {}
 
@@ -225,7 +224,6 @@ class Schedule(Strict):
 
 class ScanSettings(Strict):
     default_index: str = "ALL"
-    max_results: int = Field(20, ge=1, le=20)
     volume_lookback_sessions: int = Field(20, ge=1, le=60)
     indices: dict[str, tuple[str, ...]] = {}
 
@@ -290,7 +288,6 @@ class Profile(Strict):
     schedule: Schedule = Schedule()
     scan: ScanSettings = ScanSettings()
     ticks: Ticks = Ticks()
-    news_hours_max: int = Field(72, ge=1, le=72)
     news: NewsSettings = NewsSettings()
 
     @field_validator("market", mode="before")

@@ -54,10 +54,6 @@ class Usage:
             self.cache_read_tokens + other.cache_read_tokens,
         )
 
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
-
 
 def _field(usage: Any, name: str) -> int:
     value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)

@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import Iterable
 
 
 class Market(str, enum.Enum):
@@ -58,11 +57,6 @@ class Symbol:
         """The display form: ``00700``, ``AAPL``."""
         return self.code
 
-    @property
-    def board_code(self) -> str:
-        return self.code
-
-
 _HK_FORMS = (
     re.compile(r"^HK\.(\d{1,5})$"),
     re.compile(r"^(\d{1,5})\.HK$"),
@@ -95,11 +89,6 @@ def parse_symbol(text: str | Symbol, default_market: Market | None = None) -> Sy
         if match:
             return Symbol(Market.US, match.group(1))
     raise SymbolError(f"'{text}' is not a symbol this agent understands; accepted forms: {_ACCEPTED}")
-
-
-def parse_symbols(texts: Iterable[str]) -> list[Symbol]:
-    return [parse_symbol(t) for t in texts]
-
 
 # --- Ticks ------------------------------------------------------------------------------------
 # HKEX spread table: (upper bound of the band, inclusive; tick). Prices from 0.01 to 9,995.
@@ -216,7 +205,6 @@ def ticks_away(market: Market, price: Decimal, n: int, on: date, hk_phase2_date:
             p = p - tick_size(market, p, on, hk_phase2_date)
         p = round_to_tick(market, p, on, Rounding.NEAREST, hk_phase2_date)
     return p
-
 
 # --- Board lots -------------------------------------------------------------------------------
 @dataclass(frozen=True)

@@ -191,6 +191,7 @@ def suggested_quantity(proposal: EntryProposal, profile: Profile, tier: EntryTie
     return max(0, min(by_value, by_risk))
 
 
+# Long: every entry limit in one list, in the order its refusals are reported to the brain.
 def check_risk(proposal: EntryProposal, state: RiskState, profile: Profile, noise: Noise | None = None) -> RiskVerdict:
     """Every limit of the profile; with ``noise`` also the noise floor of the stop and the target."""
     limits = profile.risk

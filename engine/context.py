@@ -13,7 +13,8 @@ from data.calendar import MarketCalendar
 from engine.exit_advisor import ExitAdvisor
 from engine.spend import SpendLedger
 from signals import ExitTechnicals
-from store.trading import PositionRecord, TradingStore
+from store.protocols import PositionRepository
+from store.trading import PositionRecord
 
 
 class TechnicalsSource(Protocol):
@@ -24,7 +25,7 @@ class TechnicalsSource(Protocol):
 class MonitorContext:
     broker: Broker
     technicals: TechnicalsSource
-    store: TradingStore
+    store: PositionRepository
     notifier: Notifier
     clock: Clock
     calendar: MarketCalendar

@@ -33,7 +33,8 @@ from email.message import EmailMessage
 from typing import Any, Callable, Protocol
 
 from core.clock import Clock, external_io
-from consciousness_notify import Event, _json_default
+from consciousness_notify import Event
+from store.bigbro import json_default
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Alert:
         if self.event is not None:
             e = self.event
             lines += [f"{e.type.value} ({e.effective_priority.value}) at {self.at:%Y-%m-%d %H:%M:%S} UTC", "",
-                      e.subject, "", e.body, "", "data: " + json.dumps(e.data, default=_json_default, sort_keys=True)]
+                      e.subject, "", e.body, "", "data: " + json.dumps(e.data, default=json_default, sort_keys=True)]
         if self.held:
             lines += ["", f"{len(self.held)} more urgent event(s) were held back by the rate limit:"]
             for at, e in self.held[:MAX_LISTED]:
@@ -151,7 +152,7 @@ class WebhookChannel:
     name: str = "webhook"
 
     def send(self, subject: str, text: str, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload, default=_json_default).encode()
+        body = json.dumps(payload, default=json_default).encode()
         request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json", "User-Agent": "catalyst-alerts"})
         with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - configured URL
@@ -208,7 +209,7 @@ class ThrottledAlerter:
     def _dispatch(self, alert: Alert) -> None:
         subject = self.redact(alert.subject).replace("\n", " ")[:300]
         text = self.redact(alert.text)
-        payload = json.loads(self.redact(json.dumps(webhook_payload(alert), default=_json_default)))
+        payload = json.loads(self.redact(json.dumps(webhook_payload(alert), default=json_default)))
         task = asyncio.get_running_loop().create_task(self._send(subject, text, payload, alert.count),
                                                       name=f"alert-{self.channel.name}")
         self._sending.add(task)

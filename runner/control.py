@@ -7,7 +7,8 @@ import asyncio
 import logging
 import sys
 
-from consciousness_notify import Event, EventType, InboxMessage, Priority
+from consciousness_notify import Event, EventType, Priority
+from store.bigbro import InboxMessage
 from data.calendar import SessionState
 from signals import ExitReason
 from engine.day_risk import risk_state

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from consciousness_notify import Event, EventType, InboxMessage
+from consciousness_notify import Event, EventType
+from store.bigbro import InboxMessage
 from data.calendar import Session, SessionState
 from ops.logsetup import current_log_file
 from position_monitor import MonitorOutcome
@@ -99,12 +100,11 @@ async def _abandon_cycle(rt: Runtime, ctx: CycleContext, exc: BaseException) -> 
 
 
 async def _cycle_steps(rt: Runtime, ctx: CycleContext, inbox: list[InboxMessage]) -> int:
-    from runner.brains import ClaudeBrain, CycleStatus, FatalBrainError, RulesBrain
+    from runner.brains import CycleStatus, FatalBrainError
 
     cycle_id = ctx.cycle_id
     executor = ToolExecutor(ctx)
-    brain = rt.brain or (ClaudeBrain(rt.anthropic_client, rt.profile, rt.spend) if rt.brain_name == "claude"
-                         else RulesBrain(rt.profile))
+    brain = rt.brain
     await set_mode(rt, "trading", f"cycle {cycle_id} ({rt.brain_name} brain)")
     code = EXIT_OK
     try:

@@ -17,7 +17,6 @@ alternative) on every run.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections import Counter
@@ -28,6 +27,8 @@ from typing import Any, Mapping, Sequence
 
 from core.clock import Clock
 from data.calendar import MarketCalendar
+from store.bigbro import messages_between, post_once
+from store.reports import RunFigures
 from runner.exit_codes import EXIT_OK, EXIT_FAILED, EXIT_USAGE
 
 log = logging.getLogger("catalyst.report")
@@ -89,48 +90,17 @@ def _trade_row(p: Mapping[str, Any], calendar: MarketCalendar) -> dict[str, Any]
     return row
 
 
-async def _positions(db, agent_id: str, days: Sequence[date]) -> list[dict[str, Any]]:
-    rows = await db.fetch(
-        """SELECT p.*, m.haiku_calls, m.error_count FROM positions p
-           LEFT JOIN monitor_status m ON m.position_id = p.position_id
-           WHERE p.agent_id=$1 AND p.trading_day = ANY($2::date[]) ORDER BY p.entry_time, p.position_id""",
-        agent_id, list(days))
-    return [dict(r) for r in rows]
-
-
 async def gather(trading, research, agent_id: str, day: date, days: int, calendar: MarketCalendar) -> dict[str, Any]:
     """Every row the report is made of, as plain values."""
     start, end = _local_bounds(day, calendar)
     span = trade_days(day, days, calendar) if days > 1 else [day]
-    positions = await _positions(trading, agent_id, span)
-    usage = await trading.fetch(
-        """SELECT trading_day, purpose, count(*) AS calls, COALESCE(sum(cost_usd), 0) AS cost_usd FROM api_usage
-           WHERE agent_id=$1 AND trading_day = ANY($2::date[]) GROUP BY 1, 2""", agent_id, span)
-    risk = await trading.fetchrow("SELECT * FROM risk_day WHERE agent_id=$1 AND trading_day=$2", agent_id, day)
-    first_risk = await trading.fetchrow(
-        "SELECT * FROM risk_day WHERE agent_id=$1 AND trading_day = ANY($2::date[]) ORDER BY trading_day LIMIT 1",
-        agent_id, span)
-    passes = await trading.fetch(
-        """SELECT COALESCE(data->>'pass_reason', 'unspecified') AS reason, count(*) AS n FROM decisions
-           WHERE agent_id=$1 AND decision='skip' AND created_at >= $2 AND created_at < $3
-           GROUP BY 1 ORDER BY 2 DESC, 1""", agent_id, start, end)
-    cycles = await trading.fetch(
-        """SELECT status, count(*) AS n FROM cycles WHERE agent_id=$1 AND started_at >= $2 AND started_at < $3
-           GROUP BY 1 ORDER BY 1""", agent_id, start, end)
-    sent = await research.fetch(
-        """SELECT id, created_at, data->>'event' AS event, priority, subject FROM claude_messages
-           WHERE from_agent=$1 AND created_at >= $2 AND created_at < $3 AND data->>'event' <> 'DAILY_REPORT'
-           ORDER BY created_at, id""", agent_id, start, end)
-    received = await research.fetch(
-        """SELECT m.id, m.created_at, m.msg_type, m.subject, m.status, m.processed_at,
-                  (SELECT r.subject FROM claude_messages r WHERE r.reply_to_id = m.id ORDER BY r.id LIMIT 1) AS answer
-           FROM claude_messages m WHERE m.to_agent=$1 AND m.created_at >= $2 AND m.created_at < $3
-           ORDER BY m.created_at, m.id""", agent_id, start, end)
-    return {"positions": positions, "usage": [dict(u) for u in usage], "risk_day": dict(risk) if risk else None,
-            "first_risk_day": dict(first_risk) if first_risk else None,
-            "pass_reasons": {r["reason"]: int(r["n"]) for r in passes},
-            "cycles": {r["status"]: int(r["n"]) for r in cycles},
-            "sent": [dict(r) for r in sent], "received": [dict(r) for r in received], "span": span}
+    figures = RunFigures(trading, agent_id)
+    sent, received = await messages_between(research, agent_id, start, end)
+    return {"positions": await figures.positions_with_monitors(span),
+            "usage": await figures.usage_by_day_and_purpose(span), "risk_day": await figures.risk_day(day),
+            "first_risk_day": await figures.first_risk_day(span),
+            "pass_reasons": await figures.pass_reasons(start, end), "cycles": await figures.cycle_counts(start, end),
+            "sent": sent, "received": received, "span": span}
 
 
 # --- The figures (pure) ---------------------------------------------------------------------------
@@ -251,17 +221,8 @@ async def post_to_big_bro(research, r: Mapping[str, Any], subject: str, body: st
         data["performance"] = {k: v for k, v in r["performance"].items() if k != "days"}
     if r.get("run_kind"):
         data["run_kind"] = r["run_kind"]
-    async with research.transaction() as conn:
-        message_id = await conn.fetchval(
-            """INSERT INTO claude_messages (from_agent, to_agent, msg_type, priority, subject, body, data,
-                   status, created_at, idempotency_key)
-               VALUES ($1, 'big_bro', 'notification', 'normal', $2, $3, $4::jsonb, 'pending', $5, $6)
-               ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
-            r["agent_id"], subject[:500], body, json.dumps(data, default=str), at,
-            message_key(r["agent_id"], r["market"], date.fromisoformat(r["day"])))
-        if message_id is not None:
-            await conn.execute("SELECT pg_notify('claude_messages', $1)", str(message_id))
-    return message_id is not None
+    return await post_once(research, r["agent_id"], subject, body, data, at,
+                           message_key(r["agent_id"], r["market"], date.fromisoformat(r["day"])))
 
 
 # --- The command ----------------------------------------------------------------------------------
@@ -302,8 +263,7 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
     failed = False
     try:
         if latest_recorded:
-            day = await dbs.trading.fetchval("SELECT max(trading_day) FROM positions WHERE agent_id=$1",
-                                             profile.agent_id) or day
+            day = await RunFigures(dbs.trading, profile.agent_id).latest_trading_day() or day
         raw = await gather(dbs.trading, dbs.research, profile.agent_id, day, days, calendar)
         report = build(raw, agent_id=profile.agent_id, market=profile.market.value, currency=profile.currency, day=day,
                        days=days, budget_usd=float(profile.budget.daily_usd), calendar=calendar, label=settings.label)

@@ -44,6 +44,7 @@ from news.replay_news import PROVIDER, NewsFileError, load_for_replay, mark_cata
 from core.policy_lab import EntryFill
 from runner.replay_report import print_report, write_report
 from runner.sessions import NoReplayData, PaperFeed, replay_feed
+from store.reports import RunFigures
 from store.trading import PositionRecord
 from runner.exit_codes import EXIT_OK, EXIT_FAILED, EXIT_USAGE
 
@@ -350,7 +351,8 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
     owner = run_owner(profile.agent_id, clock.now(), f"replay:{id(broker)}")
     try:
         async with run_lifecycle(args, settings, calendar, clock, broker, feed.universe, False, owner) as rt:
-            rt.brain = brain
+            if brain is not None:
+                rt.brain = brain
             news_loaded = await rt.news.keep(news, source=PROVIDER) if news else 0
             try:
                 await broker.connect()
@@ -379,7 +381,9 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
                                               news_loaded)
             if partial:
                 report["run"]["partial"] = partial
-            return ReplayResult(report, error, _entries(positions), await _entries_by_cycle(rt))
+            entries_by_cycle = {cycle_key(calendar.local(started)): n
+                                for started, n in await RunFigures(rt.store.db, rt.store.agent_id).entries_by_cycle_start()}
+            return ReplayResult(report, error, _entries(positions), entries_by_cycle)
     except (DatabasesUnreachable, LockHeld, RunFailed) as exc:
         return ReplayResult(None, str(exc))
 
@@ -387,14 +391,16 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
 async def _report(rt, broker, feed: PaperFeed, calendar: MarketCalendar, profile, equity_curve: list,
                   stuck: Counter[int], replayed: list[Session], news_loaded: int,
                   ) -> tuple[dict[str, Any], list[PositionRecord]]:
-    positions = await _positions(rt)
+    figures = RunFigures(rt.store.db, rt.store.agent_id)
+    positions = await figures.positions()
     report = build_report(
         positions=positions, watches=_watches(rt, stuck),
         monitor_rows={r["position_id"]: r for r in await rt.store.monitor_rows()}, equity_curve=equity_curve,
-        usage=await _usage(rt), cycles=await _cycle_counts(rt), sessions=replayed, feed=feed, calendar=calendar,
-        profile=profile, brain=rt.brain_name, last_prices={str(p.symbol): p.market_price for p in await broker.positions()},
+        usage=await figures.usage_by_purpose(), cycles=await figures.cycle_counts(), sessions=replayed, feed=feed,
+        calendar=calendar, profile=profile, brain=rt.brain_name,
+        last_prices={str(p.symbol): p.market_price for p in await broker.positions()},
     )
-    report["pass_reasons"] = await _pass_reasons(rt)
+    report["pass_reasons"] = await figures.pass_reasons()
     await mark_catalysts(report, rt.news, news_loaded)
     return report, positions
 
@@ -469,47 +475,9 @@ def _equity_point(label: str, at: datetime, account, calendar: MarketCalendar) -
     return {"label": label, "time": calendar.local(at).isoformat(), "equity": account.equity, "cash": account.cash}
 
 
-async def _positions(rt) -> list[PositionRecord]:
-    rows = await rt.store.db.fetch(
-        "SELECT * FROM positions WHERE agent_id=$1 ORDER BY entry_time, position_id", rt.store.agent_id
-    )
-    return [PositionRecord.from_row(r) for r in rows]
-
-
-async def _usage(rt) -> dict[str, dict[str, Any]]:
-    rows = await rt.store.db.fetch(
-        """SELECT purpose, count(*) AS calls, COALESCE(sum(cost_usd), 0) AS cost_usd
-           FROM api_usage WHERE agent_id=$1 GROUP BY purpose""",
-        rt.store.agent_id,
-    )
-    return {r["purpose"]: {"calls": int(r["calls"]), "cost_usd": Decimal(r["cost_usd"])} for r in rows}
-
-
-async def _pass_reasons(rt) -> dict[str, int]:
-    """How often candidates were turned down, per reason (``PassReason``; 'unspecified' when not given)."""
-    rows = await rt.store.db.fetch(
-        """SELECT COALESCE(data->>'pass_reason', 'unspecified') AS reason, count(*) AS n FROM decisions
-           WHERE agent_id=$1 AND decision='skip' GROUP BY 1 ORDER BY 2 DESC, 1""", rt.store.agent_id)
-    return {r["reason"]: int(r["n"]) for r in rows}
-
-
-async def _entries_by_cycle(rt) -> dict[str, int]:
-    rows = await rt.store.db.fetch(
-        """SELECT c.started_at, count(*) AS n FROM positions p JOIN cycles c ON c.cycle_id = p.cycle_id
-           WHERE p.agent_id=$1 GROUP BY c.started_at""", rt.store.agent_id)
-    return {cycle_key(rt.calendar.local(r["started_at"])): int(r["n"]) for r in rows}
-
-
 def _entries(positions: list[PositionRecord]) -> list[EntryFill]:
     return [EntryFill(p.symbol, p.entry_time, p.entry_price, p.quantity, p.entry_fees) for p in positions
             if p.entry_price and p.quantity > 0]
-
-
-async def _cycle_counts(rt) -> dict[str, int]:
-    rows = await rt.store.db.fetch(
-        "SELECT status, count(*) AS n FROM cycles WHERE agent_id=$1 GROUP BY status ORDER BY status", rt.store.agent_id
-    )
-    return {r["status"]: int(r["n"]) for r in rows}
 
 
 def _watches(rt, stuck: Counter[int]) -> dict[int, _Watch]:

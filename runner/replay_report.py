@@ -91,6 +91,7 @@ def _data_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Long: report.md from top to bottom, one section after another, as the page reads.
 def render_markdown(r: dict[str, Any]) -> str:
     cur = r["currency"]
     run = r["run"]

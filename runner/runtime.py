@@ -15,13 +15,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from brokers.base import Broker
 from core.clock import Clock, SimClock, external_io
 from config.settings import Profile
-from consciousness_notify import Consciousness, Event, EventType, Notifier
+from consciousness_notify import Event, EventType, Notifier
+from store.bigbro import Consciousness
 from data.calendar import MarketCalendar, Session
 from data.market import MarketData
 from engine.exit_advisor import ExitAdvisor, HaikuAdvisor
 from position_monitor import MonitorContext, MonitorManager
+from runner.brains import Brain, ClaudeBrain, RulesBrain
 from engine.spend import SpendLedger
-from store.db import Database, DatabaseError, Databases, agent_lock_key, connect_once, open_databases
+from store.db import AgentLock, Database, DatabaseError, Databases, open_databases
 from store.trading import TradingStore
 from tool_executor import CycleContext
 
@@ -61,23 +63,18 @@ class Runtime:
     halted_by_control: str | None = None
     cycles: list[CycleContext] = field(default_factory=list)
     cycle_results: list[dict[str, Any]] = field(default_factory=list)
-    lock_conn: Any = None
-    # A brain other than the profile's (the replay's seeded random-entry control); None: by brain_name.
-    brain: Any = None
+    # Who decides: the profile's brain (Claude or the rules), or the replay's seeded random-entry control.
+    brain: Brain | None = None
     news: Any = None  # news.service.NewsService
 
 
-async def take_lock(db: Database, agent_id: str):
+async def take_lock(db: Database, agent_id: str) -> AgentLock:
     """A session advisory lock held for the whole run; two runs for one agent never trade at once."""
-    conn = await connect_once(db.url)
-    with external_io():
-        got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", agent_lock_key(agent_id))
-    if not got:
-        with external_io():
-            await conn.close()
+    lock = await AgentLock.try_take(db.url, agent_id)
+    if lock is None:
         raise LockHeld(f"another Catalyst run for {agent_id} is in progress (it holds the agent lock); "
                        "this run exits without trading")
-    return conn
+    return lock
 
 
 def make_cycle_id(market: str, local_time: datetime, owner: str, n: int) -> str:
@@ -183,8 +180,10 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
     # A simulated clock (a replay, the sample session) is in the past: the providers know only
     # today's news, so its news comes from the replay's news.csv alone.
     news = build_news(profile, secrets, clock, dbs.trading, broker, with_providers=not isinstance(clock, SimClock))
+    brain: Brain = ClaudeBrain(client, profile, spend) if brain_name == "claude" else RulesBrain(profile)
     return Runtime(profile, clock, calendar, dbs, store, notifier, consciousness, broker, market,
-                   MonitorManager(monitor_ctx), spend, brain_name, owner, live, anthropic_client=client, news=news)
+                   MonitorManager(monitor_ctx), spend, brain_name, owner, live, anthropic_client=client, brain=brain,
+                   news=news)
 
 
 def _safe_spend(consciousness: Consciousness):
@@ -222,14 +221,13 @@ async def run_lifecycle(args, settings, calendar: MarketCalendar, clock: Clock, 
         dbs = await open_databases(*settings.secrets.database_urls(), settings.var_dir)
     except DatabaseError as exc:
         raise DatabasesUnreachable(str(exc)) from None
-    lock_conn = None
+    lock: AgentLock | None = None
     rt: Runtime | None = None
     try:
-        lock_conn = await take_lock(dbs.trading, settings.profile.agent_id)
+        lock = await take_lock(dbs.trading, settings.profile.agent_id)
         if prepare is not None:
             await prepare(dbs)
         rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
-        rt.lock_conn = lock_conn
         yield rt
     finally:
         if rt is not None:
@@ -244,7 +242,6 @@ async def run_lifecycle(args, settings, calendar: MarketCalendar, clock: Clock, 
                 with external_io():
                     await rt.anthropic_client.close()
             await rt.notifier.close()  # last attempt at the outbox; held alert summaries go out
-        if lock_conn is not None:
-            with external_io():
-                await lock_conn.close()
+        if lock is not None:
+            await lock.release()
         await dbs.close()

@@ -22,13 +22,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from core.clock import external_io
 from config.settings import Profile
 from data.calendar import MarketCalendar
-from store.db import Database, agent_lock_key, connect_once
+from store.db import AgentLock, Database
 from store.trading import TradingStore
 
 
+# Long: the status document's fields in the order `--mode status` prints them.
 async def build_status(store: TradingStore, calendar: MarketCalendar, profile: Profile, now: datetime, database: str) -> dict[str, Any]:
     day = calendar.trading_day(now)
     session = calendar.session(day)
@@ -95,19 +95,16 @@ async def build_status(store: TradingStore, calendar: MarketCalendar, profile: P
 async def repair_when_no_run_is_alive(db: Database, store: TradingStore, now: datetime) -> None:
     """Status is a run too: when no run of the agent holds its lock, what a killed one left (cycles
     'running', monitors whose lease lapsed) is put right before it is shown."""
-    key = agent_lock_key(store.agent_id)
-    conn = await connect_once(db.url)
+    lock = await AgentLock.try_take(db.url, store.agent_id)
+    if lock is None:
+        return
     try:
-        with external_io():
-            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
-        if got:
-            cycles, _monitors = await store.repair_after_stopped_runs(now)
-            if cycles:
-                print(f"repaired: {len(cycles)} cycle(s) left running by a stopped run are marked interrupted",
-                      file=sys.stderr)
+        cycles, _monitors = await store.repair_after_stopped_runs(now)
+        if cycles:
+            print(f"repaired: {len(cycles)} cycle(s) left running by a stopped run are marked interrupted",
+                  file=sys.stderr)
     finally:
-        with external_io():
-            await conn.close()
+        await lock.release()
 
 
 def _s(value: Decimal | None) -> str | None:

@@ -29,7 +29,8 @@ import pytest
 import agent
 from brokers.paper import PaperExchange
 from core.clock import SimClock, external_io
-from consciousness_notify import Consciousness, Event, EventType, Notifier
+from consciousness_notify import Event, EventType, Notifier
+from store.bigbro import Consciousness
 from data.calendar import MarketCalendar
 from runner.run import EXIT_FAILED, EXIT_REFUSED, _run
 from runner.sessions import sample_feed
@@ -526,7 +527,7 @@ async def test_inbox_is_read_most_urgent_first_then_oldest_and_marked_read(tradi
 
 
 def test_control_commands_are_recognised_from_subject_or_data_only_in_tasks():
-    from consciousness_notify import InboxMessage
+    from store.bigbro import InboxMessage
 
     def msg(msg_type, subject, data=None):
         return InboxMessage(1, "big_bro", msg_type, "normal", subject, None, data, datetime(2026, 11, 23, tzinfo=timezone.utc))
