@@ -140,8 +140,7 @@ class MoomooBroker:
         self._security_firm = security_firm
         self._account_id = account_id
         self._history_page_size = history_page_size
-        self._retry_attempts = retry_attempts
-        self._retry_base_seconds = retry_base_seconds
+        self._retry_attempts, self._retry_base_seconds = retry_attempts, retry_base_seconds
         self._reconnect_seconds = reconnect_seconds
         self._hk_phase2_date = hk_phase2_date
         stop_ok = self.trd_env is TradingEnvironment.REAL if supports_stop_orders is None else supports_stop_orders

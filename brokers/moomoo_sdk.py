@@ -29,6 +29,7 @@ def restore_sigint(previous: Any) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler if previous is None or is_moomoo else previous)
 
 
+# Long: the subclasses can only be defined after the lazy import, whose side effects are undone here first.
 @functools.cache
 def load_sdk() -> SimpleNamespace:
     """Import moomoo (SIGINT handler restored, console logging at ERROR) and build our subclasses."""
