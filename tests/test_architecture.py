@@ -25,9 +25,8 @@ LAYERS = {
     "tool_executor": 2,
     "position_monitor": 3,
     "engine": 4,
-    "brokers.moomoo": 5, "brokers.alpaca": 5, "brokers.paper": 5, "brokers.http": 5, "brokers.orders": 5,
-    "store": 5, "news": 5, "ops": 5, "consciousness_notify": 5, "data.market": 5,
-    "core": 6, "signals": 6, "config": 6, "data": 6, "brokers": 6,
+    "brokers": 5, "store": 5, "news": 5, "ops": 5, "consciousness_notify": 5, "data.market": 5,
+    "core": 6, "signals": 6, "config": 6, "data": 6, "brokers.base": 6, "brokers.fees": 6,
 }
 ROOT_MODULES = ("agent", "consciousness_mcp", "signal_scenarios", "tool_executor", "position_monitor", "signals",
                 "consciousness_notify")
