@@ -52,32 +52,23 @@ async def stopped_by_signal(rt: Runtime, name: str) -> None:
 
 
 async def record_error(rt: Runtime, error: str) -> None:
-    if rt.consciousness is None:
-        return
-    try:
-        await rt.consciousness.record_error(rt.notifier.redact(error), rt.clock.now())
-    except Exception as exc:  # noqa: BLE001 - Big Bro's database is optional for trading
-        log.warning("could not record the error in claude_state: %s", type(exc).__name__)
+    if rt.consciousness is not None:
+        await rt.side_calls("recording the error in claude_state",
+                            lambda: rt.consciousness.record_error(rt.notifier.redact(error), rt.clock.now()))
 
 
 async def set_mode(rt: Runtime, mode: str, status: str | None = None) -> None:
     """claude_state: mode (awake, trading, monitoring, sleeping), last action, status message."""
-    if rt.consciousness is None:
-        return
-    try:
-        await rt.consciousness.set_mode(mode, rt.clock.now(), rt.notifier.redact(status) if status else None)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("could not update claude_state: %s", type(exc).__name__)
+    if rt.consciousness is not None:
+        await rt.side_calls("updating claude_state", lambda: rt.consciousness.set_mode(
+            mode, rt.clock.now(), rt.notifier.redact(status) if status else None))
 
 
 async def wake(rt: Runtime) -> None:
-    if rt.consciousness is None:
-        return
-    try:
+    if rt.consciousness is not None:
         now = rt.clock.now()
-        await rt.consciousness.wake(now, rt.calendar.trading_day(now), rt.profile.budget.daily_usd)
-    except Exception as exc:  # noqa: BLE001 - Big Bro's database is optional for trading
-        log.warning("could not mark the agent awake: %s", type(exc).__name__)
+        await rt.side_calls("marking the agent awake in claude_state", lambda: rt.consciousness.wake(
+            now, rt.calendar.trading_day(now), rt.profile.budget.daily_usd))
 
 
 async def sleep_state(rt: Runtime, status: str | None = None) -> None:
@@ -93,11 +84,8 @@ async def read_inbox(rt: Runtime) -> list[InboxMessage]:
     """Big Bro's pending messages, in priority order; control tasks are obeyed and answered."""
     if rt.consciousness is None:
         return []
-    try:
-        messages = await rt.consciousness.read_inbox(rt.clock.now())
-    except Exception as exc:  # noqa: BLE001
-        log.warning("could not read the inbox: %s", type(exc).__name__)
-        return []
+    messages = await rt.side_calls("reading the inbox", lambda: rt.consciousness.read_inbox(rt.clock.now()),
+                                   default=[])
     for message in messages:
         log.info("message from %s (%s, %s): %s", message.from_agent, message.priority, message.msg_type, message.subject)
         if message.control:

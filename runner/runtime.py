@@ -20,6 +20,7 @@ from store.bigbro import Consciousness
 from data.calendar import MarketCalendar, Session
 from data.market import MarketData
 from engine.exit_advisor import ExitAdvisor, HaikuAdvisor
+from ops.retry import BestEffort
 from position_monitor import MonitorContext, MonitorManager
 from runner.brains import Brain, ClaudeBrain, RulesBrain
 from engine.spend import SpendLedger
@@ -66,6 +67,8 @@ class Runtime:
     # Who decides: the profile's brain (Claude or the rules), or the replay's seeded random-entry control.
     brain: Brain | None = None
     news: Any = None  # news.service.NewsService
+    # Big Bro's side-calls (claude_state, the inbox): a failure is logged and counted, never stops the run.
+    side_calls: BestEffort = field(default_factory=lambda: BestEffort(log))
 
 
 async def take_lock(db: Database, agent_id: str) -> AgentLock:
