@@ -16,6 +16,7 @@ run: $(READY)
 # other's), removed afterwards whatever the outcome.
 test: $(READY)
 	@scripts/ensure-chromium.sh
+	$(VENV)/bin/lint-imports --no-cache
 	@base=$$(mktemp -d "$${TMPDIR:-/tmp}/catalyst-pytest-XXXXXX"); \
 	$(PY) -m pytest -q --basetemp="$$base/t"; status=$$?; rm -rf "$$base"; exit $$status
 

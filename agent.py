@@ -13,24 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from dotenv import dotenv_values
 
-from clock import Clock, WallClock
+from core.clock import Clock, WallClock
 from config.settings import (
-    PROJECT_DIR, ConfigError, Profile, Secrets, live_env_note, load_profile, load_secrets, profile_path,
+    PROJECT_DIR, ConfigError, Profile, Secrets, live_env_note, load_profile, load_secrets, profile_path, read_environment,
 )
 from data.calendar import MarketCalendar
-from logsetup import setup_logging
+from ops.logsetup import setup_logging
+from runner.exit_codes import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED
 
 log = logging.getLogger("catalyst")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
 
 class UsageError(Exception):
@@ -100,13 +98,6 @@ def _check_news_context(profile: Profile) -> None:
         raise ConfigError(f"configuration error: {exc}") from None
 
 
-def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment over ``.env`` (the environment wins)."""
-    env = {k: v for k, v in dotenv_values(PROJECT_DIR / ".env").items() if v is not None}
-    env.update(base if base is not None else os.environ)
-    return env
-
-
 def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
     """A flag the chosen mode would silently ignore: refused, so that nobody believes it acted."""
     if (args.symbols or args.out) and not args.download:
@@ -130,6 +121,7 @@ def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
     return None
 
 
+# Long: the command line's checks in the order a user meets them (flags, profile, keys, --live), then the mode.
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> int:
     args = parse_args(argv)
     misplaced = flags_that_do_nothing(args)
@@ -165,7 +157,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.mode == "status":
         hint = None
         if settings.secrets.broker_for(profile.market) == "paper":
-            from demo import demo_settings
+            from runner.demo import demo_settings
 
             if args.force:  # what `--force` runs without a broker: the demo's records
                 settings = demo_settings(settings)
@@ -176,27 +168,31 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             settings = replace(settings, profile=settings.profile.model_copy(update={"live": False}))
         return clock.run(run_status(settings, calendar, clock, as_json=args.json, hint=hint))
     if args.mode == "report":
-        from daily_report import run_report
+        from runner.daily_report import run_report
 
         if settings.secrets.broker_for(profile.market) == "paper":  # no broker: the demo is what traded
-            from demo import demo_settings
+            from runner.demo import demo_settings
 
             settings = demo_settings(settings)
             print(f"(no broker configured: reporting the sample sessions recorded under agent id "
                   f"{settings.profile.agent_id})", file=sys.stderr)
         return run_report(args, settings, calendar, clock, env)
     if args.download:
-        from download import run_download
+        from runner.download import run_download
 
         return run_download(args, settings, calendar, clock)
-    from run import run_agent  # the trading run pulls in brokers and models; status stays light
+    if args.replay is not None:
+        from runner.replay import run_replay
+
+        return run_replay(args, settings, calendar, clock=clock, env=env)
+    from runner.run import run_agent  # the trading run pulls in brokers and models; status stays light
 
     return run_agent(args, settings, calendar, clock, env)
 
 
 async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock, as_json: bool,
                      hint: str | None = None) -> int:
-    from status import build_status, render_status, repair_when_no_run_is_alive
+    from runner.status import build_status, render_status, repair_when_no_run_is_alive
     from store import TradingStore, open_databases
     from store.db import DatabaseError
 
@@ -224,7 +220,7 @@ async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock,
 
 def cli() -> int:
     """``python agent.py``: main() with the two ways a shell ends a program made quiet and clear."""
-    from quiet_pipe import quiet_when_the_reader_leaves
+    from ops.quiet_pipe import quiet_when_the_reader_leaves
 
     quiet_when_the_reader_leaves()  # `agent.py ... | head`: the run goes on, its output goes nowhere
     try:

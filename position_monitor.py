@@ -1,79 +1,65 @@
-"""One async task per open position, from the entry fill until the position is closed.
+"""The executor of one position: the one object that owns a position's life, from the entry
+decision to the booked exit, with its status (``ExecutorStatus``) and how it closed (``CloseType``).
 
-* Price guard: every quote (broker push, or a poll every ``price_poll_seconds`` where there is
-  none) re-checks the rules that cannot wait: stop, target, trailing stop, and the STRONG time
-  signals. A STRONG one exits at once, on that quote.
-* Full check every ``check_interval_seconds``: technicals and every signal, then the decision;
-  ASK_HAIKU goes to the exit advisor within the consult gate's limits.
-* Exit: cancel the position's protective orders first (what a backstop already sold, wholly or
-  in part, is part of the exit), sell what the broker really holds (never more: never short),
-  wait for the fill, book the exit with the real fill price, fees and realized P&L, tell Big Bro.
-  An exit that fails (refused order, no fill) is tried again after ``retry_delay_seconds``,
-  backing off to a minute, until it succeeds or the session ends.
-* A failing check is logged, recorded and retried after ``retry_delay_seconds`` (backing off to
-  the check interval); nothing that goes wrong in one pass of the loop ends the monitor. Only an
-  exit, the end of the session or the loss of the lease ends a monitor. The lease in
-  ``monitor_status`` says which process watches the position; it is renewed while the monitor
-  sleeps through lunch, and a monitor whose lease another process took over stops at once.
+    PENDING_ENTRY --fill--> OPEN --exit--> EXITING --booked--> CLOSED
+          |                   ^               |
+          +--no fill--> FAILED +--exit failed-+   (tried again after retry_delay_seconds)
+
+* Entry (``enter``): the order sent once (``engine.entries``), its fill awaited (``brokers.orders``),
+  the position opened from the fill and the broker-side backstop placed (``engine.backstop``).
+* Monitoring (``run``), one async task per open position:
+  * Price guard: every quote (broker push, or a poll every ``price_poll_seconds`` where there is
+    none) re-checks the rules that cannot wait: stop, target, trailing stop, and the STRONG time
+    signals. A STRONG one exits at once, on that quote.
+  * Full check every ``check_interval_seconds``: technicals and every signal, then the decision;
+    ASK_HAIKU goes to the exit advisor within the consult gate's limits.
+  * A failing check is logged, recorded and retried after ``retry_delay_seconds`` (backing off to
+    the check interval); nothing that goes wrong in one pass of the loop ends the monitor. Only an
+    exit, the end of the session or the loss of the lease (``engine.lease``) ends it.
+* Exit (``engine.exits``): on a signal, an advisor's EXIT, or an early stop (``stop_early``:
+  close_position, close_all, a halt). An exit that fails (refused order, no fill) is tried again
+  after ``retry_delay_seconds``, backing off to a minute, until it succeeds or the session ends.
 """
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import Any
 
-from brokers.base import (
-    Broker, BrokerError, Order, OrderPurpose, OrderRequest, OrderStatus, OrderType, Quote, Subscription,
-)
-from clock import Clock
-from config.settings import Profile
-from consciousness_notify import Event, EventType, Notifier, Priority
-from data.calendar import MarketCalendar, SessionState
-from exit_advisor import AdviceRequest, ConsultGate, ExitAdvisor
-from instruments import Rounding, round_to_tick, ticks_away
+from core.risk import DailyLossAction, RiskState
+from brokers.base import BrokerError, Order, Quote, Subscription
+from consciousness_notify import EventType, Priority
+from data.calendar import SessionState
+from data.market import MarketData
+from engine.backstop import place_backstop
+from engine.context import MonitorContext, TechnicalsSource
+from engine.day_risk import enforce_daily_loss
+from engine.entries import EntryDecision, EntryRefused, open_position, send_entry_order
+from engine.exit_advisor import AdviceRequest, ConsultGate
+from engine.exits import Booked, CloseType, ExitRequest, PositionExit
+from engine.lease import MonitorLease
+from engine.spend import BudgetExhausted
 from signals import (
-    Decision, ExitAction, ExitReason, ExitTechnicals, PositionView, Signal, Strength, decide, evaluate, pnl_pct,
+    Decision, ExitAction, ExitReason, PositionView, Signal, Strength, decide, evaluate, pnl_pct,
 )
-from spend import BudgetExhausted, SpendLedger
-from store.trading import PositionRecord, TradingStore
+from store.trading import PositionRecord
+
+__all__ = ["CloseType", "EntryAttempt", "ExecutorStatus", "MonitorContext", "MonitorManager", "MonitorOutcome",
+           "PositionExecutor", "TechnicalsSource"]
 
 log = logging.getLogger(__name__)
 
-MAX_EXIT_ATTEMPTS = 5
 
-
-class TechnicalsSource(Protocol):
-    async def exit_technicals(self, position: PositionRecord) -> ExitTechnicals | None: ...
-
-
-@dataclass
-class MonitorContext:
-    broker: Broker
-    technicals: TechnicalsSource
-    store: TradingStore
-    notifier: Notifier
-    clock: Clock
-    calendar: MarketCalendar
-    profile: Profile
-    owner: str
-    advisor: ExitAdvisor | None = None
-    spend: SpendLedger | None = None
-    live: bool = False
-
-    @property
-    def fill_timeout(self) -> float:
-        m = self.profile.monitor
-        return m.fill_timeout_live_seconds if self.live else m.fill_timeout_paper_seconds
-
-
-@dataclass(frozen=True)
-class ExitRequest:
-    reason: ExitReason
-    detail: str
-    exit_type: str
+class ExecutorStatus(str, enum.Enum):
+    PENDING_ENTRY = "pending_entry"  # the entry order is at the broker
+    OPEN = "open"                    # filled, protected by its backstop, watched
+    EXITING = "exiting"              # an exit is under way
+    CLOSED = "closed"                # the exit is booked
+    FAILED = "failed"                # the entry did not fill, or the position could not be opened
 
 
 @dataclass
@@ -91,44 +77,65 @@ class MonitorOutcome:
     note: str = ""
 
 
-class ExitFailed(Exception):
-    pass
-
-
 def _backoff(first: float, failures: int, ceiling: float) -> float:
     """``first`` after one failure, doubling with each further one, never above ``ceiling``
     (nor below ``first``)."""
     return max(first, min(ceiling, first * 2 ** min(failures - 1, 16)))
 
 
-class PositionMonitor:
+class PositionExecutor:
     def __init__(self, ctx: MonitorContext, position: PositionRecord) -> None:
+        """The executor of a position that is open (just filled, or adopted from an earlier run)."""
         self.ctx = ctx
         self.position = position
+        self.status = ExecutorStatus.OPEN
+        self.close_type: CloseType | None = None
         self.gate = ConsultGate.from_settings(ctx.profile.monitor)
         self.high_watermark = position.high_watermark or position.entry_price
         self.last_quote: Quote | None = None
         self.outcome = MonitorOutcome(position.position_id, str(position.symbol), closed=False)
+        self.lease = MonitorLease(ctx, position)
+        self.exit = PositionExit(ctx, position, self.outcome.stop_reaction_seconds)
         self._quotes: asyncio.Queue[Quote] = asyncio.Queue()
         self._exit_requests: asyncio.Queue[ExitRequest] = asyncio.Queue()
         self._last_signal_set: frozenset[tuple[str, str]] = frozenset()
         self._haiku_cost = Decimal(0)
         self._haiku_limit_told = False
-        self._exit_lock = asyncio.Lock()
-        self._exit_fills: list[Order] = []
         self._retry_exit: ExitRequest | None = None  # an exit that failed: tried again after the retry delay
         self._failed_checks = 0                       # full checks failed in a row (retry backoff)
-        self._lease_until: datetime | None = None     # until when the lease is ours for certain
-        self._lease_unknown: str | None = None        # why the lease could not be renewed (it lapsed)
         self._failed_exits = 0                        # exits failed in a row (retry backoff)
 
-    # --- public -----------------------------------------------------------------------------
-    def request_exit(self, reason: ExitReason, detail: str, exit_type: str = "command") -> None:
-        self._exit_requests.put_nowait(ExitRequest(reason, detail, exit_type))
+    # --- entry ------------------------------------------------------------------------------
+    @classmethod
+    async def enter(cls, ctx: MonitorContext, market: MarketData, decision: EntryDecision, price: Decimal,
+                    attempt: "EntryAttempt | None" = None) -> "EntryAttempt":
+        """Send the entry and, once filled, open the position and place its backstop. The attempt (the
+        caller's, so that it sees how far an entry got when a step raised) says what happened; its
+        ``executor`` (status OPEN) is ready to be watched, or None (FAILED)."""
+        attempt = attempt or EntryAttempt(decision, ExecutorStatus.PENDING_ENTRY)
+        order, attempt.client_order_id = await send_entry_order(ctx, decision, price)
+        attempt.order = order
+        if order.filled_quantity == 0:
+            attempt.status = ExecutorStatus.FAILED
+            return attempt
+        try:
+            position = await open_position(ctx, market, decision, order, attempt.client_order_id)
+        except EntryRefused:
+            attempt.status = ExecutorStatus.FAILED
+            raise
+        attempt.backstop = await place_backstop(ctx, position, order, decision.cycle_id)
+        attempt.executor = cls(ctx, await ctx.store.position(position.position_id))  # type: ignore[arg-type]
+        attempt.status = ExecutorStatus.OPEN
+        return attempt
 
-    async def exit_now(self, reason: ExitReason, detail: str, exit_type: str = "command") -> MonitorOutcome:
+    # --- early stop -------------------------------------------------------------------------
+    def request_exit(self, reason: ExitReason, detail: str, close_type: CloseType = CloseType.COMMAND) -> None:
+        self._exit_requests.put_nowait(ExitRequest(reason, detail, close_type))
+
+    async def stop_early(self, reason: ExitReason, detail: str,
+                         close_type: CloseType = CloseType.COMMAND) -> MonitorOutcome:
         """Exit at once (close_position, close_all, a halt), through the same exit path and lock."""
-        request = ExitRequest(reason, detail, exit_type)
+        request = ExitRequest(reason, detail, close_type)
         try:
             await self._exit(request, None)
         except Exception as exc:  # noqa: BLE001 - reported to the caller; the monitor keeps trying
@@ -138,14 +145,13 @@ class PositionMonitor:
                 self._retry_exit = request  # the running watch loop (if any) tries it again
         return self.outcome
 
+    # --- monitoring -------------------------------------------------------------------------
     async def run(self) -> MonitorOutcome:
         ctx, pos = self.ctx, self.position
-        now = ctx.clock.now()
-        if not await ctx.store.claim_monitor(pos.position_id, pos.symbol, ctx.owner, now, ctx.profile.monitor.lease_seconds):
+        if not await self.lease.claim(ctx.clock.now()):
             self.outcome.note = "another live process holds this position's monitor lease"
             log.info("%s: %s", pos.symbol, self.outcome.note)
             return self.outcome
-        self._lease_until = now + timedelta(seconds=ctx.profile.monitor.lease_seconds)
         await self._notify(EventType.MONITOR_STARTED, f"Monitoring {pos.symbol.short}",
                            f"Watching {pos.side.value} {pos.quantity} {pos.symbol} from {pos.entry_price}; "
                            f"stop {pos.stop_price}, target {pos.target_price}, backstop {pos.backstop_status}.",
@@ -203,7 +209,7 @@ class PositionMonitor:
                 now = ctx.clock.now()
                 if now >= next_full:
                     next_full = now + timedelta(seconds=self._next_check_after(await self._full_check()))
-                elif now >= next_lease and not await self._renew_lease(now):
+                elif now >= next_lease and not await self.lease.renew(now):
                     await self._step_down()
                     return
                 if now >= next_lease:
@@ -231,7 +237,7 @@ class PositionMonitor:
             # and two processes would watch (and sell) it.
             renew_every = ctx.profile.monitor.lease_seconds / 3
             while ctx.clock.now() < resume:
-                if not await self._renew_lease(ctx.clock.now()):
+                if not await self.lease.renew(ctx.clock.now()):
                     await self._step_down()
                     return False
                 await ctx.clock.sleep(min(renew_every, (resume - ctx.clock.now()).total_seconds()))
@@ -299,7 +305,7 @@ class PositionMonitor:
         decision = decide(strong, ctx.profile.signals)
         reason = decision.exit_reason or ExitReason.SIGNALS
         await self._record_check(quote.price, decision, full_check=False)
-        await self._try_exit(ExitRequest(reason, decision.reasons[0] + "; " + decision.reasons[1], "rule"),
+        await self._try_exit(ExitRequest(reason, decision.reasons[0] + "; " + decision.reasons[1], CloseType.RULE),
                              trigger_time=quote.time)
 
     async def _full_check(self) -> bool:
@@ -332,7 +338,7 @@ class PositionMonitor:
             decision, exit_request = await self._consult(signals, decision, quote.price)
         else:
             exit_request = (
-                ExitRequest(decision.exit_reason or ExitReason.SIGNALS, "; ".join(decision.reasons[:2]), "rule")
+                ExitRequest(decision.exit_reason or ExitReason.SIGNALS, "; ".join(decision.reasons[:2]), CloseType.RULE)
                 if decision.action is ExitAction.EXIT else None
             )
         await self._record_check(quote.price, decision, full_check=True)
@@ -383,7 +389,7 @@ class PositionMonitor:
         if not advice.ok:
             await self._record_error(f"exit advisor failed, held: {advice.error}")
         if advice.decision is ExitAction.EXIT:
-            return decision, ExitRequest(ExitReason.HAIKU, advice.reason, "haiku")
+            return decision, ExitRequest(ExitReason.HAIKU, advice.reason, CloseType.HAIKU)
         return decision, None
 
     async def _tell_signal_changes(self, signals: list[Signal], decision: Decision) -> None:
@@ -413,160 +419,26 @@ class PositionMonitor:
             await self.ctx.clock.sleep(_backoff(self.ctx.profile.monitor.retry_delay_seconds, self._failed_exits, 60.0))
 
     async def _exit(self, request: ExitRequest, trigger_time: datetime | None) -> None:
-        async with self._exit_lock:
-            if self.outcome.closed:
-                return
-            pos = self.position
-            fired = await self._cancel_protective_orders()
-            fired_quantity = sum(o.filled_quantity for o in fired)
-            earlier = list(self._exit_fills)  # exit sells of earlier attempts that filled in part
-            earlier_quantity = sum(o.filled_quantity for o in earlier)
-            held = await self._broker_quantity()
-            if fired and not earlier and (fired_quantity >= pos.quantity or held <= 0):
-                await self._book_fills(fired, ExitReason.BACKSTOP.value, "backstop",
-                                       "the broker-side protective order filled")
-                return
-            if held <= 0:
-                if earlier:
-                    await self._book_fills(fired + earlier, request.reason.value, request.exit_type, request.detail)
-                else:
-                    await self._book_vanished(request)
-                return
-            # What the backstop or earlier attempts sold is part of this exit: sell the rest, book all.
-            quantity = min(pos.quantity - fired_quantity - earlier_quantity, held)
-            fills: list[Order] = list(fired) + earlier
-            remaining = quantity
-            attempts = 0
-            while remaining > 0 and attempts < MAX_EXIT_ATTEMPTS:
-                attempts += 1
-                order = await self._place_exit(remaining, trigger_time)
-                order = await self._wait_for_fill(order)
-                if order.filled_quantity:
-                    fills.append(order)
-                    self._exit_fills.append(order)
-                    remaining -= order.filled_quantity
-                elif order.status is OrderStatus.REJECTED:
-                    raise ExitFailed(order.reject_reason or "exit order rejected")
-            if remaining == quantity:
-                raise ExitFailed(f"no fill for the exit of {quantity} {pos.symbol} after {attempts} attempt(s)")
-            if remaining > 0:
-                # Only part sold: the rest stays open and watched; the next attempt sells it and the
-                # exit is booked once, over every fill.
-                sold = pos.quantity - remaining
-                raise ExitFailed(f"sold {sold} of {pos.quantity}; {remaining} remain open")
-            detail = request.detail
-            if fired:
-                detail += f"; the backstop had sold {fired_quantity} before it was cancelled"
-            await self._book_fills(fills, request.reason.value, request.exit_type, detail)
-
-    async def _book_fills(self, orders: list[Order], reason: str, exit_type: str, detail: str) -> None:
-        sold = sum(o.filled_quantity for o in orders)
-        avg = sum((o.avg_fill_price or Decimal(0)) * o.filled_quantity for o in orders) / sold
-        await self._book_exit(avg, sum((o.fees for o in orders), Decimal(0)), reason, exit_type, detail)
-
-    async def _cancel_protective_orders(self) -> list[Order]:
-        """Cancel the backstop first (so the exit never sells twice); the backstop orders that had
-        filled, wholly or in part, before they could be cancelled."""
-        ctx, pos = self.ctx, self.position
-        fired: list[Order] = []
-        for order_id in pos.backstop_order_ids:
-            order = await ctx.broker.get_order(order_id)
-            if not order.status.is_final:
-                order = await ctx.broker.cancel_order(order_id)
-            if order.filled_quantity > 0:
-                fired.append(order)
-            await ctx.store.record_order(order, trading_day=ctx.calendar.trading_day(ctx.clock.now()),
-                                         at=ctx.clock.now(), cycle_id=pos.cycle_id, position_id=pos.position_id)
-        if pos.backstop_order_ids:
-            await ctx.store.set_backstop(pos.position_id, "cancelled", pos.backstop_order_ids, ctx.clock.now())
-        return fired
-
-    async def _broker_quantity(self) -> int:
-        pos = self.position
-        for held in await self.ctx.broker.positions():
-            if held.symbol == pos.symbol and held.side is pos.side:
-                return held.quantity
-        return 0
-
-    async def _place_exit(self, quantity: int, trigger_time: datetime | None) -> Order:
-        ctx, pos = self.ctx, self.position
-        # Derived from the entry's own client id (unique at the broker), so a reset database can
-        # never pick up an old exit order as this one.
-        base = pos.entry_client_order_id or f"{ctx.profile.agent_id[:4]}-p{pos.position_id}-{pos.entry_time:%Y%m%d%H%M%S}"
-        prefix = f"{base}-x"
-        attempt = await ctx.store.count_orders_with_prefix(prefix) + 1
-        order_type, limit = OrderType.MARKET, None
-        if ctx.profile.monitor.exit_order_type == "marketable_limit" and self.last_quote is not None:
-            day = ctx.calendar.trading_day(ctx.clock.now())
-            ticks = ctx.profile.monitor.marketable_limit_ticks
-            base = self.last_quote.bid if pos.side.value == "long" else self.last_quote.ask
-            limit = ticks_away(pos.symbol.market, base, -ticks if pos.side.value == "long" else ticks, day,
-                               ctx.profile.ticks.hk_phase2_date)
-            limit = round_to_tick(pos.symbol.market, limit, day, Rounding.NEAREST, ctx.profile.ticks.hk_phase2_date)
-            order_type = OrderType.LIMIT
-        request = OrderRequest(
-            symbol=pos.symbol, side=pos.side.exit_side, quantity=quantity, order_type=order_type,
-            client_order_id=f"{prefix}{attempt}", limit_price=limit, purpose=OrderPurpose.EXIT,
-        )
-        order = await ctx.broker.place_order(request)
-        if trigger_time is not None:
-            self.outcome.stop_reaction_seconds.append((ctx.clock.now() - trigger_time).total_seconds())
-        await self._record_order(order)
-        return order
-
-    async def _wait_for_fill(self, order: Order) -> Order:
-        ctx = self.ctx
-        deadline = ctx.clock.now() + timedelta(seconds=ctx.fill_timeout)
-        while not order.status.is_final and ctx.clock.now() < deadline:
-            await ctx.clock.sleep(ctx.profile.monitor.fill_poll_seconds)
-            order = await ctx.broker.get_order(order.broker_order_id)
-        if not order.status.is_final:
-            order = await ctx.broker.cancel_order(order.broker_order_id)
-        await self._record_order(order)
-        return order
-
-    async def _record_order(self, order: Order) -> None:
-        ctx = self.ctx
-        await ctx.store.record_order(order, trading_day=ctx.calendar.trading_day(ctx.clock.now()), at=ctx.clock.now(),
-                                     cycle_id=self.position.cycle_id, position_id=self.position.position_id)
-
-    async def _book_vanished(self, request: ExitRequest) -> None:
-        """The broker no longer holds the position: book it from the broker's own fills, never at 0."""
-        ctx, pos = self.ctx, self.position
-        fills = [f for f in await ctx.broker.fills(pos.entry_time, pos.symbol) if f.side is pos.side.exit_side]
-        if fills:
-            qty = sum(f.quantity for f in fills)
-            avg = sum(f.price * f.quantity for f in fills) / qty
-            fired = any(f.broker_order_id in pos.backstop_order_ids for f in fills)
-            reason = ExitReason.BACKSTOP if fired else ExitReason.CLOSED_AT_BROKER
-            await self._book_exit(avg, sum((f.fees for f in fills), Decimal(0)), reason.value,
-                                  "broker", "closed at the broker; booked with the broker's fills")
+        if self.outcome.closed:
             return
-        await ctx.store.mark_reconciled_missing(pos.position_id, ctx.clock.now(),
-                                                "not held at the broker and no exit fill found")
-        self.outcome.closed = True
-        self.outcome.exit_reason = ExitReason.RECONCILED_MISSING.value
-        await self._notify(EventType.RECONCILE, f"{pos.symbol.short} vanished at the broker",
-                           f"{pos.symbol} is not held at the broker and no exit fill was found; marked "
-                           "reconciled_missing (not booked at any price).", {"action": "reconciled_missing"})
+        self.status = ExecutorStatus.EXITING
+        try:
+            booked = await self.exit.run(request, last_quote=self.last_quote, trigger_time=trigger_time,
+                                         haiku_calls=self.gate.calls)
+        finally:
+            if self.exit.booked is None:
+                self.status = ExecutorStatus.OPEN
+        self._closed(booked)
 
-    async def _book_exit(self, price: Decimal, fees: Decimal, reason: str, exit_type: str, detail: str) -> None:
-        ctx, pos = self.ctx, self.position
-        closed = await ctx.store.close_position(pos.position_id, exit_price=price, exit_time=ctx.clock.now(),
-                                                exit_reason=reason, exit_type=exit_type, exit_fees=fees)
+    def _closed(self, booked: Booked | None) -> None:
+        if booked is None:
+            return
+        self.status = ExecutorStatus.CLOSED
+        self.close_type = booked.close_type
         self.outcome.closed = True
-        self.outcome.exit_reason = reason
-        self.outcome.exit_price = price
-        self.outcome.realized_pnl = closed.realized_pnl
-        await self._notify(
-            EventType.EXIT,
-            f"EXIT {pos.symbol.short} {reason}: {pos.symbol.market.currency} {closed.realized_pnl:+,.2f}",
-            f"Sold {closed.quantity} {pos.symbol} at {price:.4f} (entry {pos.entry_price}); reason {reason} "
-            f"({detail}); fees {fees:.2f}; P&L {closed.realized_pnl:+,.2f} ({closed.realized_pnl_pct:+.2f}%).",
-            {"exit_price": price, "entry_price": pos.entry_price, "quantity": closed.quantity, "reason": reason,
-             "exit_type": exit_type, "fees": fees, "realized_pnl": closed.realized_pnl,
-             "realized_pnl_pct": closed.realized_pnl_pct, "haiku_calls": self.gate.calls},
-        )
+        self.outcome.exit_reason = booked.reason
+        self.outcome.exit_price = booked.price
+        self.outcome.realized_pnl = booked.realized_pnl
 
     # --- records ----------------------------------------------------------------------------
     async def _record_check(self, price: Decimal, decision: Decision, full_check: bool, error: str | None = None) -> None:
@@ -586,34 +458,13 @@ class PositionMonitor:
             self.outcome.errors += 1
             log.warning("%s: could not record the check: %s", pos.symbol, exc)
 
-    async def _renew_lease(self, now: datetime) -> bool:
-        """Extend this monitor's lease; False when another live process may hold it now.
-
-        Fails closed: when the renewal itself fails (the database does not answer), the monitor goes
-        on only while the lease it last renewed is certainly still its own; once that has lapsed,
-        another run may have adopted the position, so this one stops rather than risk a second sale."""
-        lease_seconds = self.ctx.profile.monitor.lease_seconds
-        try:
-            held = await self.ctx.store.claim_monitor(self.position.position_id, self.position.symbol, self.ctx.owner,
-                                                      now, lease_seconds)
-        except Exception as exc:  # noqa: BLE001 - decided below: the lease we know of, or nothing
-            if self._lease_until is not None and now < self._lease_until:
-                log.warning("%s: lease renewal failed (%s); the lease holds until %s, trying again",
-                            self.position.symbol, type(exc).__name__, self._lease_until.isoformat())
-                return True
-            self._lease_unknown = f"{type(exc).__name__}: {exc}"
-            return False
-        if held:
-            self._lease_until = now + timedelta(seconds=lease_seconds)
-        return held
-
     async def _step_down(self) -> None:
         """Another process took the position over (our lease had lapsed), or may have (the lease
         could not be renewed in time): stop, so that only one monitor ever sells it."""
         pos = self.position
-        if self._lease_unknown is not None:
+        if self.lease.lost_because is not None:
             self.outcome.note = ("the monitor lease could not be renewed and has lapsed "
-                                 f"({self._lease_unknown}); stopped watching so that no two processes sell it")
+                                 f"({self.lease.lost_because}); stopped watching so that no two processes sell it")
             await self._record_error(self.outcome.note)
             await self._notify(EventType.MONITOR_ENDED, f"Monitor stopped: {pos.symbol.short} lease lost",
                                f"{pos.symbol}: {self.outcome.note}. The next run or heartbeat adopts it.",
@@ -641,11 +492,8 @@ class PositionMonitor:
         await self._notify(EventType.MONITOR_ERROR, f"Monitor error on {pos.symbol.short}", message, {"error": message})
 
     async def _release(self) -> None:
-        ctx, pos = self.ctx, self.position
-        try:
-            await ctx.store.release_monitor(pos.position_id, ctx.owner, ctx.clock.now())
-        except Exception as exc:  # noqa: BLE001
-            log.warning("%s: could not release the monitor lease: %s", pos.symbol, exc)
+        pos = self.position
+        await self.lease.release()
         if self.outcome.closed:
             await self._notify(EventType.MONITOR_ENDED, f"Monitor ended: {pos.symbol.short} closed",
                                f"{pos.symbol} closed ({self.outcome.exit_reason}) after {self.outcome.checks} full "
@@ -654,28 +502,43 @@ class PositionMonitor:
                                 "errors": self.outcome.errors})
 
     async def _notify(self, kind: EventType, subject: str, body: str, data: dict, priority: Priority | None = None) -> None:
-        pos = self.position
-        await self.ctx.notifier.send(Event(kind, subject, body, {
-            "symbol": str(pos.symbol), "position_id": pos.position_id, **data}, priority))
+        await self.ctx.tell(self.position, kind, subject, body, data, priority)
+
+@dataclass
+class EntryAttempt:
+    """What became of an entry decision: the final entry order, the backstop, and the executor that
+    owns the position from here on (None when nothing filled)."""
+
+    decision: EntryDecision
+    status: ExecutorStatus
+    client_order_id: str = ""
+    order: Order | None = None
+    backstop: str | None = None
+    executor: PositionExecutor | None = None
 
 
 class MonitorManager:
-    """Starts one monitor task per position and knows which are running."""
+    """The run's position executors: starts one monitoring task per open position, stops one early on
+    a command, and knows which are running."""
 
     def __init__(self, ctx: MonitorContext) -> None:
         self.ctx = ctx
-        self.monitors: dict[int, PositionMonitor] = {}
+        self.monitors: dict[int, PositionExecutor] = {}
         self.tasks: dict[int, asyncio.Task[MonitorOutcome]] = {}
         self.outcomes: list[MonitorOutcome] = []
 
     def start(self, position: PositionRecord) -> bool:
-        if position.position_id in self.tasks and not self.tasks[position.position_id].done():
+        """Watch a position that is open (adopted, or reconciled): a new executor for it."""
+        return self.watch(PositionExecutor(self.ctx, position))
+
+    def watch(self, executor: PositionExecutor) -> bool:
+        pid = executor.position.position_id
+        if pid in self.tasks and not self.tasks[pid].done():
             return False
-        monitor = PositionMonitor(self.ctx, position)
-        self.monitors[position.position_id] = monitor
-        task = asyncio.get_running_loop().create_task(monitor.run(), name=f"monitor-{position.symbol}")
-        task.add_done_callback(lambda t, pid=position.position_id: self._finished(pid, t))
-        self.tasks[position.position_id] = task
+        self.monitors[pid] = executor
+        task = asyncio.get_running_loop().create_task(executor.run(), name=f"monitor-{executor.position.symbol}")
+        task.add_done_callback(lambda t, pid=pid: self._finished(pid, t))
+        self.tasks[pid] = task
         return True
 
     def _finished(self, position_id: int, task: asyncio.Task[MonitorOutcome]) -> None:
@@ -687,26 +550,32 @@ class MonitorManager:
         self.outcomes.append(task.result())
 
     async def close_now(self, position: PositionRecord, reason: ExitReason, detail: str) -> MonitorOutcome:
-        monitor = self.monitors.get(position.position_id)
+        """close_position, close_all, a halt: the position's executor stops early (a new one where no
+        executor of this run is watching it)."""
+        executor = self.monitors.get(position.position_id)
         task = self.tasks.get(position.position_id)
-        if monitor is None or task is None or task.done():
-            monitor = PositionMonitor(self.ctx, position)
-        return await monitor.exit_now(reason, detail)
+        if executor is None or task is None or task.done():
+            executor = PositionExecutor(self.ctx, position)
+        return await executor.stop_early(reason, detail)
+
+    async def close(self, position: PositionRecord, reason: ExitReason, detail: str) -> dict[str, Any]:
+        """close_position: what the early stop of one position came to."""
+        outcome = await self.close_now(position, reason, detail)
+        result = {"symbol": str(position.symbol), "closed": outcome.closed, "exit_reason": outcome.exit_reason,
+                  "exit_price": outcome.exit_price, "realized_pnl": outcome.realized_pnl}
+        if not outcome.closed:
+            result["error"] = outcome.note or "not closed yet; the monitor keeps trying"
+        return result
+
+    async def close_all(self, reason: ExitReason, detail: str) -> list[dict[str, Any]]:
+        """close_all, a halt, --mode close: every open position stopped early, one result each."""
+        return [await self.close(position, reason, detail) for position in await self.ctx.store.open_positions()]
+
+    async def check_daily_loss(self, state: RiskState) -> DailyLossAction:
+        return await enforce_daily_loss(self.ctx, self.close_all, state)
 
     def active(self) -> list[int]:
         return [pid for pid, t in self.tasks.items() if not t.done()]
-
-    def request_exit_all(self, reason: ExitReason, detail: str) -> int:
-        count = 0
-        for pid in self.active():
-            self.monitors[pid].request_exit(reason, detail, "command")
-            count += 1
-        return count
-
-    async def wait(self) -> list[MonitorOutcome]:
-        while self.active():
-            await asyncio.gather(*(self.tasks[pid] for pid in self.active()), return_exceptions=True)
-        return self.outcomes
 
     async def cancel(self) -> None:
         for task in self.tasks.values():

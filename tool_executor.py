@@ -11,32 +11,33 @@ import enum
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Awaitable, Callable, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from brokers.base import (
-    Broker, BrokerError, Order, OrderPurpose, OrderRejected, OrderRequest, OrderStatus, OrderType, Timeframe,
-    UnknownSymbol,
+    Broker, BrokerError, OrderStatus, OrderType, Timeframe, UnknownSymbol,
 )
-from clock import Clock
+from core.clock import Clock
 from config.settings import Profile
 from consciousness_notify import Event, EventType, Notifier, Priority
 from data.calendar import MarketCalendar
 from data.universe import is_synthetic_symbol
 from data.market import MarketData
-from instruments import (
-    Market, OrderSide, PositionSide, Rounding, Symbol, SymbolError, is_on_tick, parse_symbol, round_to_tick, tick_size,
+from core.instruments import (
+    Market, OrderSide, Rounding, Symbol, SymbolError, is_on_tick, parse_symbol, round_to_tick, tick_size,
 )
-from position_monitor import MonitorManager
+from position_monitor import EntryAttempt, ExecutorStatus, MonitorManager, PositionExecutor
+from engine.day_risk import risk_state
+from engine.entries import EntryDecision, EntryRefused
 from brokers.fees import execution_fees
 from data.indicators import minute_volatility_pct
-from risk import DailyLossAction, EntryProposal, Noise, RiskState, check_risk, daily_loss_action
+from core.risk import DailyLossAction, EntryProposal, Noise, RiskState, check_risk
 from signals import ExitReason
-from store.trading import DuplicateOpenPosition, PositionRecord, TradingStore
-from workflow import WorkflowTracker
+from store.trading import TradingStore
+from engine.workflow import WorkflowTracker
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,6 @@ def round_trip_cost(symbol: Symbol, entry: Decimal, quantity: int, bid: Decimal,
 class ToolExecutor:
     def __init__(self, ctx: CycleContext) -> None:
         self.ctx = ctx
-        self._sequence: dict[Symbol, int] = {}
         self._minute_sigma: dict[Symbol, float | None] = {}
 
     async def run(self, name: str, raw_input: Any) -> ToolResult:
@@ -296,28 +296,7 @@ class ToolExecutor:
         return symbol
 
     async def risk_state(self) -> RiskState:
-        ctx = self.ctx
-        now = ctx.clock.now()
-        day = ctx.today()
-        account = await ctx.broker.account()
-        open_positions = await ctx.store.open_positions()
-        unrealized = Decimal(0)
-        if open_positions:
-            snaps = await ctx.broker.snapshots([p.symbol for p in open_positions])
-            for p in open_positions:
-                if p.symbol in snaps:
-                    unrealized += (snaps[p.symbol].quote.price - p.entry_price) * p.quantity
-        risk_day = await ctx.store.ensure_risk_day(day, account.equity)
-        day_start = ctx.calendar.at_local(day, datetime.min.time())
-        halted = bool(risk_day["halted"]) or ctx.halted_by_control is not None
-        reason = risk_day["halt_reason"] or ctx.halted_by_control
-        return RiskState(
-            equity=account.equity, cash=account.cash, open_symbols=frozenset(p.symbol for p in open_positions),
-            entries_today=await ctx.store.entries_on(day), realized_pnl_today=await ctx.store.realized_pnl_on(day, day_start),
-            unrealized_pnl=unrealized, start_of_day_equity=Decimal(risk_day["start_equity"]), halted=halted,
-            halt_reason=reason, minutes_to_close=ctx.calendar.minutes_to_close(now),
-            minutes_to_break=ctx.calendar.minutes_to_break(now),
-        )
+        return await risk_state(self.ctx.monitors.ctx, self.ctx.halted_by_control)
 
     async def noise(self, symbol: Symbol, entry: Decimal, quantity: int, bid: Decimal, ask: Decimal) -> Noise:
         """The symbol's one-minute noise (two sessions of bars, once per cycle) and an entry's round-trip cost."""
@@ -343,23 +322,7 @@ class ToolExecutor:
 
     async def check_daily_loss(self, state: RiskState | None = None) -> DailyLossAction:
         """Warn at the warning level; at the halt level stop new entries and close everything."""
-        ctx = self.ctx
-        state = state or await self.risk_state()
-        action = daily_loss_action(state, ctx.profile)
-        day = ctx.today()
-        risk_day = await ctx.store.risk_day(day)
-        if action is DailyLossAction.WARN and risk_day and not risk_day["warned"]:
-            await ctx.store.set_warned(day)
-            await ctx.notifier.send(Event(EventType.RISK_WARNING, f"Daily loss {state.daily_pnl_pct:.2f}%",
-                                          f"Daily P&L {state.daily_pnl:,.2f} ({state.daily_pnl_pct:.2f}%); halt at "
-                                          f"-{ctx.profile.risk.daily_loss_halt_pct}%.", {"daily_pnl_pct": state.daily_pnl_pct}))
-        if action is DailyLossAction.HALT and risk_day and not risk_day["halted"]:
-            reason = f"daily loss {state.daily_pnl_pct:.2f}% reached the -{ctx.profile.risk.daily_loss_halt_pct}% limit"
-            await ctx.store.set_halt(day, True, reason, ctx.clock.now())
-            await ctx.notifier.send(Event(EventType.RISK_HALT, "Trading halted: daily loss limit", reason + "; closing everything.",
-                                          {"daily_pnl": state.daily_pnl, "daily_pnl_pct": state.daily_pnl_pct}))
-            await close_everything(ctx, ExitReason.RISK_HALT, reason)
-        return action
+        return await self.ctx.monitors.check_daily_loss(state or await self.risk_state())
 
 
 def _problems(exc: ValidationError) -> list[str]:
@@ -374,23 +337,6 @@ def _problems(exc: ValidationError) -> list[str]:
         else:
             out.append(f"{where} = {value!r}: {err['msg']}")
     return out
-
-
-# --- close helpers (shared with the run for close-all and halts) ----------------------------------
-async def close_everything(ctx: CycleContext, reason: ExitReason, detail: str) -> list[dict[str, Any]]:
-    results = []
-    for position in await ctx.store.open_positions():
-        results.append(await close_one(ctx, position, reason, detail))
-    return results
-
-
-async def close_one(ctx: CycleContext, position: PositionRecord, reason: ExitReason, detail: str) -> dict[str, Any]:
-    outcome = await ctx.monitors.close_now(position, reason, detail)
-    result = {"symbol": str(position.symbol), "closed": outcome.closed, "exit_reason": outcome.exit_reason,
-              "exit_price": outcome.exit_price, "realized_pnl": outcome.realized_pnl}
-    if not outcome.closed:
-        result["error"] = outcome.note or "not closed yet; the monitor keeps trying"
-    return result
 
 
 # --- The tools ------------------------------------------------------------------------------------
@@ -521,151 +467,51 @@ async def _execute(ex: ToolExecutor, inp: ExecuteTradeInput) -> dict[str, Any]:
 
 
 async def place_entry(ex: ToolExecutor, symbol: Symbol, inp: ExecuteTradeInput, entry: Decimal) -> dict[str, Any]:
+    """Hand the approved decision to a position executor: it sends the order, waits for the fill, opens
+    the position and places the backstop; the run's monitors then watch it."""
     ctx = ex.ctx
-    now = ctx.clock.now()
-    day = ctx.today()
-    prefix = f"{ctx.cycle_id}-{symbol.code}-"
-    client_order_id = (await unfinished_entry(ctx, prefix)
-                       or f"{prefix}{await ctx.store.count_orders_with_prefix(prefix) + 1}")
-    backstop_stop, backstop_target = backstop_levels(ctx, symbol, entry)
-    bracket = ctx.broker.capabilities.supports_bracket
-    request = OrderRequest(
+    decision = EntryDecision(
         symbol=symbol, side=inp.side, quantity=inp.quantity,
         order_type=OrderType.MARKET if inp.order_type == "market" else OrderType.LIMIT,
-        client_order_id=client_order_id, limit_price=inp.limit_price if inp.order_type == "limit" else None,
-        purpose=OrderPurpose.ENTRY,
-        take_profit_price=backstop_target if bracket else None, stop_loss_price=backstop_stop if bracket else None,
+        limit_price=inp.limit_price if inp.order_type == "limit" else None, stop=inp.stop_loss,
+        target=inp.take_profit, tier=inp.tier, reason=inp.reason, cycle_id=ctx.cycle_id,
     )
-    await ctx.store.record_intent(request, trading_day=day, at=now, cycle_id=ctx.cycle_id)
+    attempt = EntryAttempt(decision, ExecutorStatus.PENDING_ENTRY)
     try:
-        order = await ctx.broker.find_order(client_order_id) or await ctx.broker.place_order(request)
-    except OrderRejected as exc:
-        await ctx.store.mark_rejected(client_order_id, str(exc), ctx.clock.now())
-        raise ToolError(f"the broker refused the order: {exc}") from None
-    await ctx.store.record_order(order, trading_day=day, at=ctx.clock.now(), cycle_id=ctx.cycle_id, position_id=None)
-    order = await wait_for_fill(ctx, order)
+        attempt = await PositionExecutor.enter(ctx.monitors.ctx, ctx.market, decision, entry, attempt)
+    except EntryRefused as exc:
+        raise ToolError(str(exc)) from None
+    finally:
+        if attempt.order is not None:  # the order reached its end at the broker: the decision is recorded
+            await log_entry_decision(ctx, decision, entry, attempt)
+    order = attempt.order
     result: dict[str, Any] = {
-        "symbol": str(symbol), "order_id": order.broker_order_id, "client_order_id": client_order_id,
+        "symbol": str(symbol), "order_id": order.broker_order_id, "client_order_id": attempt.client_order_id,
         "requested_quantity": inp.quantity, "filled_quantity": order.filled_quantity,
         "fill_price": order.avg_fill_price, "fees": order.fees,
     }
-    await ctx.store.log_decision(
-        cycle_id=ctx.cycle_id, created_at=ctx.clock.now(), decision="trade", reasoning=inp.reason, source=ctx.brain,
-        symbol=symbol, tier=inp.tier, entry=entry, stop=inp.stop_loss, target=inp.take_profit,
-        data={"client_order_id": client_order_id, "quantity": inp.quantity, "filled": order.filled_quantity},
-    )
-    ctx.decisions_made += 1
-    if order.filled_quantity == 0:
+    if attempt.executor is None:
         result["status"] = "rejected" if order.status is OrderStatus.REJECTED else "not_filled"
-        result["reason"] = order.reject_reason or f"no fill within {fill_timeout(ctx):g} s; the order was cancelled"
+        result["reason"] = order.reject_reason or f"no fill within {ctx.monitors.ctx.fill_timeout:g} s; the order was cancelled"
         return result
     result["status"] = "filled" if order.filled_quantity == inp.quantity else "partial"
-    position = await open_position_from_fill(ctx, symbol, order, inp, client_order_id)
-    result["position_id"] = position.position_id
-    result["backstop"] = await place_backstop(ctx, position, order)
+    result["position_id"] = attempt.executor.position.position_id
+    result["backstop"] = attempt.backstop
     ctx.trades_executed += 1
     ctx.entries.append(result)
-    ctx.monitors.start(await ctx.store.position(position.position_id))  # type: ignore[arg-type]
+    ctx.monitors.watch(attempt.executor)
     ctx.tracker.advance_monitor()
     return result
 
 
-async def unfinished_entry(ctx: CycleContext, prefix: str) -> str | None:
-    """The client order id of this cycle's entry in the symbol that may be at the broker but has no
-    position yet (the broker's answer was lost, or waiting for the fill failed). A retry reuses it:
-    ``find_order`` then picks up that order instead of placing a second one."""
-    for row in reversed(await ctx.store.orders(ctx.today())):
-        if (row["client_order_id"].startswith(prefix) and row["purpose"] == OrderPurpose.ENTRY.value
-                and row["position_id"] is None
-                and row["status"] in ("pending_submit", "submitted", "partially_filled", "filled")):
-            return row["client_order_id"]
-    return None
-
-
-def fill_timeout(ctx: CycleContext) -> float:
-    m = ctx.profile.monitor
-    return m.fill_timeout_live_seconds if ctx.live else m.fill_timeout_paper_seconds
-
-
-async def wait_for_fill(ctx: CycleContext, order: Order) -> Order:
-    """Wait for the order to finish; cancel an unfilled remainder at the timeout."""
-    deadline = ctx.clock.now() + timedelta(seconds=fill_timeout(ctx))
-    while not order.status.is_final and ctx.clock.now() < deadline:
-        await ctx.clock.sleep(ctx.profile.monitor.fill_poll_seconds)
-        order = await ctx.broker.get_order(order.broker_order_id)
-    if not order.status.is_final:
-        order = await ctx.broker.cancel_order(order.broker_order_id)
-    await ctx.store.record_order(order, trading_day=ctx.today(), at=ctx.clock.now(), cycle_id=ctx.cycle_id, position_id=None)
-    return order
-
-
-def backstop_levels(ctx: CycleContext, symbol: Symbol, price: Decimal) -> tuple[Decimal, Decimal]:
-    day = ctx.today()
-    phase2 = ctx.profile.ticks.hk_phase2_date
-    stop = round_to_tick(symbol.market, price * (1 - ctx.profile.backstop.stop_pct / 100), day, Rounding.DOWN, phase2)
-    target = round_to_tick(symbol.market, price * (1 + ctx.profile.backstop.target_pct / 100), day, Rounding.UP, phase2)
-    return stop, target
-
-
-async def open_position_from_fill(ctx: CycleContext, symbol: Symbol, order: Order, inp: ExecuteTradeInput,
-                                  client_order_id: str) -> PositionRecord:
-    bars = await ctx.market.bars(symbol, Timeframe.M1, 30)
-    try:
-        position = await ctx.store.open_position(
-            symbol=symbol, side=PositionSide.LONG, quantity=order.filled_quantity, entry_price=order.avg_fill_price,
-            entry_time=ctx.clock.now(), trading_day=ctx.today(), stop_price=inp.stop_loss, target_price=inp.take_profit,
-            tier=inp.tier, entry_reason=inp.reason, entry_volume_rate=await ctx.market.volume_pace(symbol, bars),
-            entry_fees=order.fees, cycle_id=ctx.cycle_id, entry_client_order_id=client_order_id,
-        )
-    except DuplicateOpenPosition:
-        raise ToolError(f"{symbol} is already open in the database; not opening a second position") from None
-    await ctx.store.link_order(client_order_id, position.position_id)
-    await ctx.notifier.send(Event(
-        EventType.ENTRY,
-        f"ENTRY {symbol.short} {order.filled_quantity} @ {order.avg_fill_price} (tier {inp.tier})",
-        f"Bought {order.filled_quantity} of {order.quantity} {symbol} at {order.avg_fill_price}; stop {inp.stop_loss}, "
-        f"target {inp.take_profit}; {inp.reason}",
-        {"symbol": str(symbol), "position_id": position.position_id, "quantity": order.filled_quantity,
-         "requested": order.quantity, "price": order.avg_fill_price, "stop": inp.stop_loss, "target": inp.take_profit,
-         "tier": inp.tier, "client_order_id": client_order_id, "cycle_id": ctx.cycle_id},
-    ))
-    return position
-
-
-async def place_backstop(ctx: CycleContext, position: PositionRecord, entry_order: Order) -> str:
-    caps = ctx.broker.capabilities
-    now = ctx.clock.now()
-    if caps.supports_bracket and entry_order.legs:
-        ids = [leg.broker_order_id for leg in entry_order.legs]
-        await ctx.store.set_backstop(position.position_id, "bracket", ids, now)
-        return "bracket"
-    if caps.supports_stop_orders:
-        stop, _ = backstop_levels(ctx, position.symbol, position.entry_price)
-        request = OrderRequest(
-            symbol=position.symbol, side=position.side.exit_side, quantity=position.quantity, order_type=OrderType.STOP,
-            client_order_id=f"{position.entry_client_order_id}-bs", stop_price=stop, purpose=OrderPurpose.BACKSTOP_STOP,
-        )
-        try:
-            await ctx.store.record_intent(request, trading_day=ctx.today(), at=now, cycle_id=ctx.cycle_id)
-            order = await ctx.broker.find_order(request.client_order_id) or await ctx.broker.place_order(request)
-        except BrokerError as exc:
-            await ctx.store.set_backstop(position.position_id, "failed", [], now)
-            await _no_backstop(ctx, position, f"the stop order was refused: {exc}")
-            return "failed"
-        await ctx.store.record_order(order, trading_day=ctx.today(), at=now, cycle_id=ctx.cycle_id, position_id=position.position_id)
-        await ctx.store.set_backstop(position.position_id, "placed", [order.broker_order_id], now)
-        return f"stop {stop}"
-    await ctx.store.set_backstop(position.position_id, "none", [], now)
-    await _no_backstop(ctx, position, f"{caps.name} accepts no stop orders on this account")
-    return "none"
-
-
-async def _no_backstop(ctx: CycleContext, position: PositionRecord, why: str) -> None:
-    await ctx.notifier.send(Event(
-        EventType.NO_BACKSTOP, f"No broker backstop for {position.symbol.short}",
-        f"{position.symbol} has no broker-side protective order ({why}); only the in-process monitor protects it.",
-        {"symbol": str(position.symbol), "position_id": position.position_id, "why": why},
-    ))
+async def log_entry_decision(ctx: CycleContext, decision: EntryDecision, entry: Decimal, attempt: EntryAttempt) -> None:
+    await ctx.store.log_decision(
+        cycle_id=ctx.cycle_id, created_at=ctx.clock.now(), decision="trade", reasoning=decision.reason, source=ctx.brain,
+        symbol=decision.symbol, tier=decision.tier, entry=entry, stop=decision.stop, target=decision.target,
+        data={"client_order_id": attempt.client_order_id, "quantity": decision.quantity,
+              "filled": attempt.order.filled_quantity if attempt.order else 0},
+    )
+    ctx.decisions_made += 1
 
 
 @tool("close_position", "Close an open position now at the market: cancels its protective orders first, "
@@ -678,14 +524,14 @@ async def _close(ex: ToolExecutor, inp: ClosePositionInput) -> dict[str, Any]:
         raise ToolError(f"no open position in {symbol}; open positions: {', '.join(held) or 'none'}")
     await ex.ctx.store.log_decision(cycle_id=ex.ctx.cycle_id, created_at=ex.ctx.clock.now(), decision="close",
                                     reasoning=inp.reason, source=ex.ctx.brain, symbol=symbol)
-    return await close_one(ex.ctx, position, ExitReason.MANUAL, inp.reason)
+    return await ex.ctx.monitors.close(position, ExitReason.MANUAL, inp.reason)
 
 
 @tool("close_all", "Close every open position now (emergency or end of day); one result per position.", CloseAllInput)
 async def _close_all(ex: ToolExecutor, inp: CloseAllInput) -> dict[str, Any]:
     await ex.ctx.store.log_decision(cycle_id=ex.ctx.cycle_id, created_at=ex.ctx.clock.now(), decision="emergency",
                                     reasoning=inp.reason, source=ex.ctx.brain)
-    return {"results": await close_everything(ex.ctx, ExitReason.CLOSE_ALL, inp.reason)}
+    return {"results": await ex.ctx.monitors.close_all(ExitReason.CLOSE_ALL, inp.reason)}
 
 
 @tool("send_alert", "Send an alert to the oversight agent (and email/webhook for critical ones when configured).",

@@ -69,7 +69,7 @@ def _cycle_plan(planned, second: str):
 def claude_cycle() -> dict:
     import agent
     from config.settings import load_profile, profile_path
-    from costs import Usage, cost_usd
+    from core.costs import Usage, cost_usd
     from tests.fakes.fake_anthropic import FakeAnthropic
     from tests.fakes.scripted_trader import ScriptedTrader, pick_entry
 

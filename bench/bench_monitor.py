@@ -2,13 +2,13 @@
 
 Run: ``.venv/bin/python -m bench.bench_monitor`` (or ``make bench``). Prints figures; never fails
 on them. Uses an embedded PostgreSQL in a temporary folder (started and stopped here), the paper
-exchange on the simulated clock and the real ``PositionMonitor`` (``tests/monitor_harness.py``).
+exchange on the simulated clock and the real ``PositionExecutor`` (``tests/monitor_harness.py``).
 
 * Stop reaction: wall milliseconds from the exchange pushing the quote that breaks a stop to the
   exit order reaching the exchange (``place_order``), over 200 breaches: four rounds of 50
   positions monitored at once, their stops broken on different 15-second steps (three a minute)
   while the other monitors keep running their quote guards and full checks. Target: p95 < 250 ms.
-* Full checks: wall time of ``PositionMonitor._full_check`` (quote, technicals on the real 09988
+* Full checks: wall time of ``PositionExecutor._full_check`` (quote, technicals on the real 09988
   minute bars, every signal, the decision, the monitor_status write) for 5 and 50 open positions,
   a round of checks every 5 simulated minutes. Target: 50 positions well inside one 300 s interval.
 """
@@ -30,10 +30,10 @@ if str(PROJECT) not in sys.path:
 
 from brokers.base import OrderPurpose, OrderRequest  # noqa: E402
 from brokers.paper import PaperExchange  # noqa: E402
-from clock import SimClock  # noqa: E402
+from core.clock import SimClock  # noqa: E402
 from data.bars import BarSeries, load_samples  # noqa: E402
-from instruments import Market, Symbol  # noqa: E402
-from position_monitor import PositionMonitor  # noqa: E402
+from core.instruments import Market, Symbol  # noqa: E402
+from position_monitor import PositionExecutor  # noqa: E402
 from store.db import EmbeddedPostgres  # noqa: E402
 from tests.monitor_harness import CALENDAR, Harness, hk_profile, hk_series, hkt  # noqa: E402
 
@@ -90,7 +90,7 @@ async def _breach_round(url: str, clock: SimClock, round_no: int, outbox: Path) 
         monitors = []
         for symbol in series:
             position = await h.open_position(symbol, 100, stop=Decimal("78.00"))
-            monitors.append(PositionMonitor(h.ctx, position))
+            monitors.append(PositionExecutor(h.ctx, position))
         until = hkt(BREACH_DAY, "10:40")
         exchange.start(until)
         tasks = [asyncio.get_running_loop().create_task(m.run()) for m in monitors]
@@ -120,7 +120,7 @@ async def _full_check_costs(url: str, clock: SimClock, positions: int, outbox: P
             price = (await h.exchange.snapshots([symbol]))[symbol].quote.price
             position = await h.open_position(symbol, 100, stop=(price * Decimal("0.9")).quantize(Decimal("0.1")))
             assert await h.store.claim_monitor(position.position_id, symbol, h.ctx.owner, clock.now(), 3600)
-            monitors.append(PositionMonitor(h.ctx, position))
+            monitors.append(PositionExecutor(h.ctx, position))
         checks, rounds = [], []
         for k in range(1, 13):  # 10:05 ... 11:00, every 5 minutes
             await clock.sleep_until(CALENDAR.at_local(SAMPLE_DAY, dtime(10, 0)) + timedelta(minutes=5 * k))

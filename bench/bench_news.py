@@ -25,9 +25,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from clock import SimClock  # noqa: E402
+from core.clock import SimClock  # noqa: E402
 from config.settings import NewsSettings  # noqa: E402
-from instruments import parse_symbol  # noqa: E402
+from core.instruments import parse_symbol  # noqa: E402
 from news.items import NewsItem  # noqa: E402
 from news.sentiment import SentimentScorer, load_lexicon  # noqa: E402
 from news.service import RESULT_BYTES, NewsService  # noqa: E402

@@ -19,11 +19,11 @@ if str(PROJECT) not in sys.path:
 
 from brokers.base import OrderRequest, OrderType  # noqa: E402
 from brokers.paper import PaperExchange  # noqa: E402
-from clock import SimClock  # noqa: E402
+from core.clock import SimClock  # noqa: E402
 from config.settings import Profile  # noqa: E402
 from data.bars import BarSeries, load_samples  # noqa: E402
 from data.calendar import MarketCalendar, Session  # noqa: E402
-from instruments import Market, OrderSide, Symbol, Rounding, round_to_tick  # noqa: E402
+from core.instruments import Market, OrderSide, Symbol, Rounding, round_to_tick  # noqa: E402
 
 SESSION_DAY = date(2022, 6, 15)   # the last full session of the real 09988 bars
 

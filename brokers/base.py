@@ -23,7 +23,7 @@ from typing import Callable, Protocol, Sequence
 
 import pandas as pd
 
-from instruments import OrderSide, PositionSide, Symbol
+from core.instruments import OrderSide, PositionSide, Symbol
 
 BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from config.settings import HKFees, Profile, USFees
-from instruments import Market, OrderSide
+from core.instruments import Market, OrderSide
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")

@@ -90,12 +90,12 @@ from brokers.base import (
     UnknownSymbol,
 )
 from brokers.fees import execution_fees
-from clock import Clock
+from core.clock import Clock
 from config.settings import Profile
 from data.bars import BarSeries, empty_bars, resample
 from data.calendar import MarketCalendar, SessionState
-from policy_lab import Steps
-from instruments import (
+from core.policy_lab import Steps
+from core.instruments import (
     HK_SPREAD_PHASE1_DATE,
     Market,
     OrderSide,

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
+from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from instruments import Market
+from core.instruments import Market
 
 CONFIG_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = CONFIG_DIR.parent
@@ -197,14 +198,13 @@ class PaperExchange(Strict):
     # The demo universe; this seed gives the sample session a few trades (see README).
     universe_seed: int = 4
     universe_size: int = Field(30, ge=0, le=200)
-    history_sessions: int = Field(25, ge=1, le=250)
     # Board lots of the symbols in replay data (bar files do not carry them), e.g. {"700": 100}.
     lot_sizes: dict[str, int] = {}
 
     @field_validator("lot_sizes")
     @classmethod
     def _lots_by_canonical_symbol(cls, lots: dict[str, int]) -> dict[str, int]:
-        from instruments import parse_symbol
+        from core.instruments import parse_symbol
 
         out = {}
         for code, lot in lots.items():
@@ -224,7 +224,6 @@ class Schedule(Strict):
 
 class ScanSettings(Strict):
     default_index: str = "ALL"
-    max_results: int = Field(20, ge=1, le=20)
     volume_lookback_sessions: int = Field(20, ge=1, le=60)
     indices: dict[str, tuple[str, ...]] = {}
 
@@ -262,7 +261,7 @@ class NewsSettings(Strict):
     @field_validator("aliases")
     @classmethod
     def _aliases_by_canonical_symbol(cls, aliases: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        from instruments import parse_symbol
+        from core.instruments import parse_symbol
 
         return {str(parse_symbol(code)): names for code, names in aliases.items()}
 
@@ -289,7 +288,6 @@ class Profile(Strict):
     schedule: Schedule = Schedule()
     scan: ScanSettings = ScanSettings()
     ticks: Ticks = Ticks()
-    news_hours_max: int = Field(72, ge=1, le=72)
     news: NewsSettings = NewsSettings()
 
     @field_validator("market", mode="before")
@@ -501,3 +499,10 @@ def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
             return []
         model = field.annotation
     return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def read_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over ``.env`` (the environment wins)."""
+    env = {k: v for k, v in dotenv_values(PROJECT_DIR / ".env").items() if v is not None}
+    env.update(base if base is not None else os.environ)
+    return env

@@ -28,7 +28,7 @@ import pandas as pd
 
 from brokers.base import BAR_COLUMNS, Timeframe
 from data.calendar import TIMEZONES, MarketCalendar
-from instruments import HK_SPREAD_PHASE1_DATE, Market, Symbol, SymbolError, parse_symbol, round_to_tick
+from core.instruments import HK_SPREAD_PHASE1_DATE, Market, Symbol, SymbolError, parse_symbol, round_to_tick
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import exchange_calendars as xcals
 import pandas as pd
 
-from instruments import Market
+from core.instruments import Market
 
 CALENDAR_CODES = {Market.HK: "XHKG", Market.US: "XNYS"}
 TIMEZONES = {Market.HK: ZoneInfo("Asia/Hong_Kong"), Market.US: ZoneInfo("America/New_York")}

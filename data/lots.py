@@ -9,7 +9,7 @@ import csv
 from pathlib import Path
 
 from data.bars import LOTS_FILE, BarFileError
-from instruments import Symbol, SymbolError, parse_symbol
+from core.instruments import Symbol, SymbolError, parse_symbol
 
 
 def lots_beside(path: Path) -> dict[Symbol, int]:

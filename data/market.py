@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 
 from brokers.base import Broker, BrokerError, Snapshot, Timeframe, UnknownSymbol
-from clock import Clock
+from core.clock import Clock
 from config.settings import Profile
 from data.bars import resample
 from data.calendar import MarketCalendar, Session
 from data.indicators import Technicals, compute_technicals
 from data.patterns import Pattern, detect_patterns
-from instruments import Symbol
+from core.instruments import Symbol
 from signals import ExitTechnicals
 from store.trading import PositionRecord
 
@@ -284,7 +284,7 @@ class MarketData:
         index = index.upper()
         configured = self.profile.scan.indices
         if index in configured:
-            from instruments import parse_symbol
+            from core.instruments import parse_symbol
 
             return [parse_symbol(s) for s in configured[index]]
         if index == "ALL" and self.universe:

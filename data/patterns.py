@@ -19,7 +19,7 @@ import pandas as pd
 
 from brokers.base import Timeframe
 from data.indicators import check_bar_spacing, true_range
-from instruments import Market, PriceError, Rounding, round_to_tick, ticks_away
+from core.instruments import Market, PriceError, Rounding, round_to_tick, ticks_away
 
 Direction = Literal["bullish", "bearish"]
 

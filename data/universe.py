@@ -31,7 +31,7 @@ import pandas as pd
 from brokers.base import BAR_COLUMNS
 from data.bars import BarSeries
 from data.calendar import MarketCalendar, Session
-from instruments import Market, Symbol, _hk_bands
+from core.instruments import Market, Symbol, _hk_bands
 
 HK_BOARD_LOTS = (100, 200, 400, 500, 1000, 2000)
 SYNTH_HK_FIRST_CODE = 99900

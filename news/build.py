@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from clock import Clock
+from core.clock import Clock
 from config.settings import Profile
-from instruments import Symbol
+from core.instruments import Symbol
 from news.providers import AlpacaNews, NewsApiNews, NewsProvider, RssNews
 from news.sentiment import SentimentScorer, load_lexicon
 from news.service import NewsService

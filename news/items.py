@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from instruments import Symbol
+from core.instruments import Symbol
 
 
 @dataclass(frozen=True)

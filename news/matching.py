@@ -5,7 +5,7 @@ import re
 from functools import lru_cache
 from typing import Iterable, Sequence
 
-from instruments import Market, Symbol
+from core.instruments import Market, Symbol
 
 # Words a broker's security name carries that headlines leave out ("Apple Inc. Common Stock" is
 # "Apple" in a headline; "Alibaba Group Holding Ltd -SW" is "Alibaba").

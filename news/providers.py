@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 
 from brokers.http import TimeoutSession
-from instruments import Market, Symbol, SymbolError, parse_symbol
+from core.instruments import Market, Symbol, SymbolError, parse_symbol
 from news.items import NewsItem
 from news.matching import core_name, symbols_mentioned
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from data.bars import NEWS_FILE
-from instruments import Market, SymbolError, parse_symbol
+from core.instruments import Market, SymbolError, parse_symbol
 from news.items import NewsItem
 
 PROVIDER = "news.csv"
@@ -77,7 +77,7 @@ def _item(row: Mapping[str, str], path: Path, n: int, market: Market, local_tz: 
 async def mark_catalysts(report: dict[str, Any], news: Any, loaded: int) -> None:
     """Say of every trade (and open position) whether its news had a catalyst at the entry time,
     as get_news would have answered then; and how many headlines the replay had."""
-    from instruments import parse_symbol as symbol_of
+    from core.instruments import parse_symbol as symbol_of
 
     rows = [*report.get("trades", []), *report.get("open_positions", [])]
     for row in rows:

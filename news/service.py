@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
-from clock import Clock, external_io
+from core.clock import Clock, external_io
 from config.settings import NewsSettings
-from instruments import Symbol
+from core.instruments import Symbol
 from news.items import NewsItem, ScoredItem
 from news.providers import NewsProvider, describe_failure
 from news.sentiment import SentimentScorer

@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from config.settings import PROJECT_DIR, ConfigError, Profile, load_profile, load_secrets, profile_path
-from logsetup import RedactSecrets, setup_logging
+from config.settings import PROJECT_DIR, ConfigError, Profile, load_profile, load_secrets, profile_path, read_environment
+from ops.logsetup import RedactSecrets, setup_logging
+from runner.exit_codes import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED
 
 log = logging.getLogger("catalyst.mcp")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 TOKEN_VAR = "CATALYST_MCP_TOKEN"
 MIN_TOKEN_CHARS = 16
 MARKETS = ("hk", "us")
@@ -61,7 +61,6 @@ def is_loopback(host: str) -> bool:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = parse_args(argv)
-    from agent import read_environment
 
     env = read_environment(env)
     try:
@@ -90,7 +89,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 async def _serve(args: argparse.Namespace, secrets, profiles: list[Profile], token: str | None,
                  redactor: RedactSecrets) -> int:
-    from clock import WallClock
+    from core.clock import WallClock
     from oversight.agents import AgentRegistry
     from oversight.server import build_server
     from oversight.service import Oversight

@@ -64,6 +64,7 @@ class StaticToken:
         return None
 
 
+# Long: Big Bro's fourteen MCP tools, each a few lines registered as a closure over one service.
 def build_server(oversight: Oversight, redact: Callable[[str], str], bearer_token: str | None = None,
                  public_url: str | None = None) -> MCPServer:
     """The server; with ``bearer_token`` (HTTP) every request must carry it, through the SDK's own

@@ -16,13 +16,13 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Callable
 
-from clock import Clock
+from core.clock import Clock
 from consciousness_notify import BIG_BRO
 from data.calendar import CalendarRangeError, MarketCalendar
-from instruments import Market
+from core.instruments import Market
 from oversight.agents import SENDER_ID, AgentInfo, AgentKind, AgentRegistry, CONTROLLABLE_KINDS
 from oversight.store import SOURCE, OversightStore
-from status import build_status
+from runner.status import build_status
 from store.trading import TradingStore
 
 log = logging.getLogger("catalyst.mcp")

@@ -26,9 +26,9 @@ from brokers.paper import SessionTapes  # noqa: E402
 from config.settings import load_profile, profile_path  # noqa: E402
 from data.calendar import MarketCalendar  # noqa: E402
 from data.indicators import minute_volatility_pct  # noqa: E402
-from instruments import OrderSide, Rounding, round_to_tick  # noqa: E402
-from policy_lab import EntryFill, re_exit, time_exit_after  # noqa: E402
-from sessions import FULL_SESSION_SHARE, replay_feed, scheduled_cycle_times  # noqa: E402
+from core.instruments import OrderSide, Rounding, round_to_tick  # noqa: E402
+from core.policy_lab import EntryFill, re_exit, time_exit_after  # noqa: E402
+from runner.sessions import FULL_SESSION_SHARE, replay_feed, scheduled_cycle_times  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator
 
 import asyncpg
 
-from clock import external_io, io
+from core.clock import external_io, io
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,29 @@ async def connect_once(url: str, timeout: float = 10) -> asyncpg.Connection:
 def agent_lock_key(agent_id: str) -> int:
     """The advisory lock a run of ``agent_id`` holds for its whole life (one run per agent at a time)."""
     return int.from_bytes(hashlib.sha256(f"catalyst:{agent_id}".encode()).digest()[:8], "big", signed=True)
+
+
+class AgentLock:
+    """The agent's advisory lock, held on a connection of its own for as long as a run lives."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def try_take(cls, url: str, agent_id: str) -> "AgentLock | None":
+        """The lock, or None when another run of the agent holds it."""
+        conn = await connect_once(url)
+        with external_io():
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", agent_lock_key(agent_id))
+        if got:
+            return cls(conn)
+        with external_io():
+            await conn.close()
+        return None
+
+    async def release(self) -> None:
+        with external_io():
+            await self._conn.close()
 
 
 class DatabaseError(Exception):

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import asyncpg
 
 from brokers.base import Order, OrderRequest
-from instruments import Market, PositionSide, Symbol, parse_symbol
+from core.instruments import Market, PositionSide, Symbol, parse_symbol
 from store.db import Database
 
 
@@ -283,14 +283,6 @@ class TradingStore:
         )
         return PositionRecord.from_row(row) if row else None
 
-    async def positions_for_day(self, trading_day: date) -> list[PositionRecord]:
-        rows = await self.db.fetch(
-            """SELECT * FROM positions WHERE agent_id=$1 AND (trading_day=$2 OR exit_time::date=$2 OR status='open')
-               ORDER BY position_id""",
-            self.agent_id, trading_day,
-        )
-        return [PositionRecord.from_row(r) for r in rows]
-
     async def close_position(
         self,
         position_id: int,
@@ -521,17 +513,6 @@ class TradingStore:
         )
         return Decimal(value)
 
-    async def usage_for_cycle(self, cycle_id: str) -> dict[str, Any]:
-        row = await self.db.fetchrow(
-            """SELECT count(*) AS calls, COALESCE(sum(input_tokens),0) AS input, COALESCE(sum(output_tokens),0) AS output,
-                      COALESCE(sum(cache_write_tokens),0) AS cache_write, COALESCE(sum(cache_read_tokens),0) AS cache_read,
-                      COALESCE(sum(cost_usd),0) AS cost_usd
-               FROM api_usage WHERE agent_id=$1 AND cycle_id=$2""",
-            self.agent_id, cycle_id,
-        )
-        return dict(row)
-
-    # --- risk day ---------------------------------------------------------------------------
     async def risk_day(self, trading_day: date) -> dict[str, Any] | None:
         row = await self.db.fetchrow(
             "SELECT * FROM risk_day WHERE agent_id=$1 AND trading_day=$2", self.agent_id, trading_day

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Iterable
 
 import agent
-from clock import Clock
+from core.clock import Clock
 from config.settings import Profile, load_profile, profile_path
 from data.bars import BarSeries
 from data.calendar import MarketCalendar, Session
-from instruments import Market, PositionSide, Symbol
-from sessions import PaperFeed, sample_feed
+from core.instruments import Market, PositionSide, Symbol
+from runner.sessions import PaperFeed, sample_feed
 from store.db import Database
 from store.trading import TradingStore
 from tests.helpers import query

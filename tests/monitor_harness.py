@@ -3,7 +3,7 @@
 Everything runs inside ``SimClock(start).run(...)``: the paper exchange replays hand-built (or
 real) 1-minute bars on the simulated clock, the trading store and Big Bro's tables live in a fresh
 embedded-PostgreSQL database, MarketData computes the exit technicals from the exchange's bars,
-and the monitor under test is the real ``PositionMonitor``.
+and the monitor under test is the real ``PositionExecutor``.
 
     series = hk_series("08001", day, levels=[("09:30", 80.0), ("10:30", 77.0)])
     async def scenario():
@@ -36,15 +36,15 @@ from brokers.base import (
     Fill, Order, OrderPurpose, OrderRejected, OrderRequest, OrderStatus, OrderType, Timeframe,
 )
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import MonitorSettings, PaperExchange as PaperSettings, Profile
 from consciousness_notify import Notifier
 from data.bars import BarSeries, empty_bars
 from data.calendar import MarketCalendar
 from data.market import MarketData
-from exit_advisor import ExitAdvisor
-from instruments import Market, OrderSide, PositionSide, Symbol
-from position_monitor import MonitorContext, MonitorOutcome, PositionMonitor, TechnicalsSource
+from engine.exit_advisor import ExitAdvisor
+from core.instruments import Market, OrderSide, PositionSide, Symbol
+from position_monitor import MonitorContext, MonitorOutcome, PositionExecutor, TechnicalsSource
 from store.db import Database
 from store.trading import PositionRecord, TradingStore
 
@@ -243,13 +243,13 @@ class Harness:
         return fresh
 
     # --- running -------------------------------------------------------------------------------
-    def monitor(self, position: PositionRecord) -> PositionMonitor:
-        return PositionMonitor(self.ctx, position)
+    def monitor(self, position: PositionRecord) -> PositionExecutor:
+        return PositionExecutor(self.ctx, position)
 
-    async def run_monitor(self, position: PositionRecord | PositionMonitor, until: datetime) -> MonitorOutcome:
+    async def run_monitor(self, position: PositionRecord | PositionExecutor, until: datetime) -> MonitorOutcome:
         """Replay the exchange to ``until`` while the monitor watches; a monitor still running at
         ``until`` is cancelled (as a run ends its monitors) and its outcome so far returned."""
-        monitor = position if isinstance(position, PositionMonitor) else self.monitor(position)
+        monitor = position if isinstance(position, PositionExecutor) else self.monitor(position)
         self.exchange.start(until)
         task = asyncio.get_running_loop().create_task(monitor.run(), name="monitor-under-test")
         try:

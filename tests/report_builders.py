@@ -8,9 +8,9 @@ from datetime import timedelta
 from config.settings import load_profile, profile_path
 from data.bars import SAMPLES_DIR
 from data.calendar import MarketCalendar
-from instruments import Market, parse_symbol
-from replay import max_drawdown_pct, summarize
-from sessions import PaperFeed, replay_feed
+from core.instruments import Market, parse_symbol
+from runner.replay import max_drawdown_pct, summarize
+from runner.sessions import PaperFeed, replay_feed
 
 CALENDAR = MarketCalendar(Market.HK)
 

@@ -22,11 +22,11 @@ import pytest
 
 import agent
 from config.settings import ENV_VARS, load_profile, profile_path
-from costs import Usage, cost_usd
+from core.costs import Usage, cost_usd
 from tests.fakes.fake_anthropic import AUTH_ERROR, CREDIT_TOO_LOW, reply, text
 from tests.fakes.scripted_trader import ScriptedTrader, call, calls, pick_entry
 from tests.helpers import query
-from workflow import ORDER
+from engine.workflow import ORDER
 
 PROJECT = Path(__file__).resolve().parent.parent
 # `--force` with no broker trades the sample session as the demo agent, never as the live `intl_claude`.
@@ -409,10 +409,10 @@ class Crash(BaseException):
 def test_crash_after_placing_an_order_is_reconciled_by_the_next_run(database_url, var_dir, monkeypatch, capsys):
     from brokers.base import OrderPurpose
     from brokers.paper import PaperExchange
-    from clock import SimClock
+    from core.clock import SimClock
     from data.calendar import MarketCalendar
-    from run import _run
-    from sessions import sample_feed
+    from runner.run import _run
+    from runner.sessions import sample_feed
     from store.trading import TradingStore
 
     env = {"DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(var_dir)}
@@ -468,7 +468,7 @@ def test_a_phantom_position_is_never_booked_at_price_zero(database_url, var_dir,
     """Open in the database, not held at the broker, no exit fill: marked reconciled_missing, not closed at 0."""
     from datetime import datetime, timezone
 
-    from instruments import Market, PositionSide, parse_symbol
+    from core.instruments import Market, PositionSide, parse_symbol
     from store.db import Database
     from store.trading import TradingStore
 

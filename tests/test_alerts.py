@@ -8,11 +8,11 @@ import ssl
 from datetime import datetime, timezone
 from pathlib import Path
 
-from alerts import EmailChannel, ThrottledAlerter, WebhookChannel, build_alerters
-from clock import SimClock
+from ops.alerts import EmailChannel, ThrottledAlerter, WebhookChannel, build_alerters
+from core.clock import SimClock
 from config.settings import load_secrets
 from consciousness_notify import Event, EventType, Notifier, Priority
-from logsetup import RedactSecrets
+from ops.logsetup import RedactSecrets
 from tests.fakes import free_port
 from tests.fakes.mail_fixtures import PASSWORD
 

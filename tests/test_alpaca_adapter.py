@@ -12,7 +12,8 @@ from decimal import Decimal
 
 import pytest
 
-from brokers.alpaca import AlpacaBroker, _order_status
+from brokers.alpaca import AlpacaBroker
+from brokers.alpaca_convert import order_status
 from brokers.base import (
     BAR_COLUMNS,
     BrokerError,
@@ -27,9 +28,9 @@ from brokers.base import (
     Timeframe,
     UnknownSymbol,
 )
-from clock import SimClock, WallClock
+from core.clock import SimClock, WallClock
 from config.settings import ConfigError, Secrets
-from instruments import OrderSide, PositionSide, parse_symbol
+from core.instruments import OrderSide, PositionSide, parse_symbol
 from tests.fakes.alpaca_fixtures import alpaca_secrets_for
 from tests.helpers import async_wait_until
 
@@ -409,4 +410,4 @@ def test_capabilities_and_mode_guard():
     ("something_new", 0, 10, OrderStatus.SUBMITTED),
 ])
 def test_status_mapping(word, filled, qty, expected):
-    assert _order_status(word, filled, qty) is expected
+    assert order_status(word, filled, qty) is expected

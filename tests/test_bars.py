@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from brokers.base import BAR_COLUMNS, Timeframe
 from data.bars import SAMPLES_DIR, BarFileError, load_bars, load_samples, resample, session_bars
 from data.calendar import MarketCalendar
-from instruments import Market, Symbol, is_on_tick
+from core.instruments import Market, Symbol, is_on_tick
 
 HK, US = Market.HK, Market.US
 BABA = Symbol(HK, "09988")

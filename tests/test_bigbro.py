@@ -26,12 +26,13 @@ import pytest
 
 import agent
 from brokers.paper import PaperExchange
-from clock import SimClock, external_io
-from consciousness_notify import Consciousness, Event, EventType, InboxMessage, Notifier
+from core.clock import SimClock, external_io
+from consciousness_notify import Event, EventType, Notifier
 from data.bars import SAMPLES_DIR
+from store.bigbro import Consciousness, InboxMessage
 from data.calendar import MarketCalendar
-from run import EXIT_FAILED, EXIT_REFUSED, _run
-from sessions import sample_feed
+from runner.run import EXIT_FAILED, EXIT_REFUSED, _run
+from runner.sessions import sample_feed
 from store.db import Database, DatabaseError, open_databases
 from tests.fakes import free_port
 from tests.fakes.pg_proxy import Listen

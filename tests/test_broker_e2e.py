@@ -22,12 +22,12 @@ from decimal import Decimal
 import pytest
 
 from brokers.moomoo import MoomooBroker
-from clock import SimClock, WallClock
+from core.clock import SimClock, WallClock
 from consciousness_notify import Notifier
 from data.calendar import MarketCalendar
 from data.market import MarketData
-from instruments import Market, PositionSide, parse_symbol
-from position_monitor import MonitorContext, PositionMonitor
+from core.instruments import Market, PositionSide, parse_symbol
+from position_monitor import MonitorContext, PositionExecutor
 from store.db import Database
 from store.trading import TradingStore
 from tests.broker_harness import (
@@ -292,7 +292,7 @@ def test_quote_pushes_are_restored_after_a_reconnect_and_a_pushed_price_still_tr
             ctx = MonitorContext(broker=broker, technicals=MarketData(broker, clock, calendar, hk_profile), store=store,
                                  notifier=Notifier(db, hk_profile.agent_id, clock, tmp_path / "outbox.jsonl", "push-test"),
                                  clock=clock, calendar=calendar, profile=hk_profile, owner="push-test@1")
-            monitor = PositionMonitor(ctx, position)
+            monitor = PositionExecutor(ctx, position)
             task = asyncio.get_running_loop().create_task(monitor.run())
             await async_wait_until(lambda: opend.subscribed("00700"), 10, "the monitor's quote subscription")
             opend.push_quote_sync(HK, "00700", 381.0)

@@ -18,12 +18,12 @@ from moomoo.common.pb import Trd_Common_pb2
 
 from brokers.base import OrderPurpose
 from brokers.moomoo import MoomooBroker
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import Secrets
 from consciousness_notify import Notifier
 from data.calendar import MarketCalendar
 from data.market import MarketData
-from instruments import Market, Rounding, parse_symbol, round_to_tick
+from core.instruments import Market, Rounding, parse_symbol, round_to_tick
 from position_monitor import MonitorContext, MonitorManager
 from store.trading import TradingStore
 from tests.broker_harness import (
@@ -33,7 +33,7 @@ from tests.broker_harness import (
 from tests.fakes.fake_opend import SIMULATE_ACC, TRD_MODIFY_ORDER, TRD_PLACE_ORDER
 from tests.monitor_harness import hk_series
 from tool_executor import CycleContext, ToolExecutor
-from workflow import WorkflowTracker
+from engine.workflow import WorkflowTracker
 
 ALIBABA, SYNTH = parse_symbol("9988"), parse_symbol("99915")     # 99915: what `make run` enters first
 POLL_15S = {"CATALYST__MONITOR__PRICE_POLL_SECONDS": "15"}

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from data.calendar import CalendarRangeError, MarketCalendar, SessionState
-from instruments import Market
+from core.instruments import Market
 
 HKT = ZoneInfo("Asia/Hong_Kong")
 ET = ZoneInfo("America/New_York")

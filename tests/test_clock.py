@@ -5,7 +5,7 @@ import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
-from clock import SimClock, io
+from core.clock import SimClock, io
 
 START = datetime(2026, 11, 23, 1, 30, tzinfo=timezone.utc)
 
@@ -86,7 +86,7 @@ def test_an_external_call_that_never_answers_times_out_in_real_time_on_either_cl
     real-time deadline can end a call to a server that never answers (it hung the run for ever)."""
     import pytest
 
-    from clock import WallClock
+    from core.clock import WallClock
 
     with _silent_server() as server:
         host, port = server.getsockname()

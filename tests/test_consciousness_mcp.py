@@ -28,13 +28,13 @@ from mcp.client.streamable_http import streamable_http_client
 
 import agent
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import ENV_VARS, load_profile, profile_path
 from data.calendar import MarketCalendar
 from oversight.agents import AgentKind, AgentRegistry
 from oversight.app import main as mcp_main
-from run import EXIT_FAILED, EXIT_REFUSED, _run
-from sessions import sample_feed
+from runner.run import EXIT_FAILED, EXIT_REFUSED, _run
+from runner.sessions import sample_feed
 from tests.helpers import async_wait_until, query
 
 PROJECT = Path(__file__).resolve().parent.parent

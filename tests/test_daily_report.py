@@ -84,7 +84,7 @@ def test_a_day_without_trades_says_why(database_url, tmp_path, traded_day, capsy
     skips but a profile with max_entries_per_day 0 would not trade; simplest honest case: the same
     database, a trading day after the sample day, when nothing ran."""
     from data.calendar import MarketCalendar
-    from instruments import Market
+    from core.instruments import Market
 
     later = MarketCalendar(Market.HK).next_open(
         MarketCalendar(Market.HK).session(traded_day).close).date()

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 import pandas as pd
 
 import agent
-from clock import SimClock
+from core.clock import SimClock
 from data.bars import load_bars, load_samples
-from instruments import Market, Symbol
+from core.instruments import Market, Symbol
 from tests.broker_harness import alpaca_env, moomoo_env
 
 BABA, AAPL = Symbol(Market.HK, "09988"), Symbol(Market.US, "AAPL")

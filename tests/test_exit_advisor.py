@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 from anthropic import AsyncAnthropic
 
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import ModelSpec, Models, MonitorSettings, SignalThresholds
-from costs import Usage, cost_usd
+from core.costs import Usage, cost_usd
 from data.calendar import MarketCalendar
-from exit_advisor import (
+from engine.exit_advisor import (
     EXIT_DECISION_TOOL,
     MAX_REASON_WORDS,
     AdviceFailure,
@@ -22,7 +22,7 @@ from exit_advisor import (
     HaikuAdvisor,
     RulesAdvisor,
 )
-from instruments import Market, PositionSide
+from core.instruments import Market, PositionSide
 from signals import ExitAction, PositionView, Signal, SignalName, Strength
 from tests.fakes.fake_anthropic import (
     AUTH_ERROR,

@@ -487,8 +487,7 @@ def test_a_bug_while_reading_good_bars_is_a_failure_not_bad_usage(database_url, 
     """Exit 2 says "you gave something wrong"; a bug of ours reading good data is exit 1 and says so.
     (A bug cannot be produced by real input, so this one is injected.)"""
     import agent
-    import sessions
-
+    import runner.sessions as sessions
     def broken_reader(*_args, **_kwargs):
         raise KeyError("time_key")
     monkeypatch.setattr(sessions, "load_bars", broken_reader)
@@ -507,8 +506,8 @@ def test_the_decision_model_call_gives_up_on_a_closed_port_on_the_wall_clock_too
     """The same retries as on the simulated clock (three attempts, then the connection error)."""
     import anthropic
 
-    from brains import ClaudeBrain
-    from clock import WallClock
+    from runner.brains import ClaudeBrain
+    from core.clock import WallClock
     from config.settings import load_profile, profile_path
 
     profile = load_profile(profile_path("hk"), {})
@@ -530,7 +529,7 @@ def test_a_broken_alerts_module_stops_the_run_instead_of_silencing_urgent_alerts
     env = {**inherited_env(), **NO_SECRETS, "DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(tmp_path / "var"),
            "CATALYST_LOG_DIR": str(tmp_path / "logs")}
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules['alerts'] = None  # as if alerts.py failed to import\n"
+        [sys.executable, "-c", "import sys; sys.modules['ops.alerts'] = None  # as if alerts.py failed to import\n"
          "import agent; sys.exit(agent.cli())", "--force"],
         cwd=PROJECT, text=True, capture_output=True, timeout=120, env=env)
 

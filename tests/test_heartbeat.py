@@ -16,11 +16,11 @@ import pytest
 import agent
 from brokers.base import OrderRequest, OrderType
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from data.bars import load_samples
 from data.calendar import MarketCalendar
-from instruments import Market, OrderSide, PositionSide, Symbol
-from run import _run
+from core.instruments import Market, OrderSide, PositionSide, Symbol
+from runner.run import _run
 from store.db import Database
 from store.trading import TradingStore
 from tests.helpers import agent_messages, async_wait_until, query
@@ -190,7 +190,7 @@ def test_crontab_example_runs_each_cycle_once_a_day_across_daylight_saving_and_h
 
     from config.settings import load_profile, profile_path
     from data.calendar import SessionState
-    from run import is_cycle_time
+    from runner.run import is_cycle_time
 
     profile = load_profile(profile_path(market), {})
     calendar = MarketCalendar(profile.market)

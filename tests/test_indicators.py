@@ -12,7 +12,7 @@ from brokers.base import Timeframe
 from data.bars import load_samples, resample, session_bars
 from data.calendar import MarketCalendar
 from data.indicators import compute_technicals, session_vwap, true_range, wilder_rsi
-from instruments import Market, Symbol
+from core.instruments import Market, Symbol
 
 HK, US = Market.HK, Market.US
 HK_CAL, US_CAL = MarketCalendar(HK), MarketCalendar(US)

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from instruments import (
+from core.instruments import (
     Market, OrderSide, PositionSide, Rounding, SymbolError, check_lot_multiple, is_on_tick, parse_symbol,
     round_to_tick, size_by_lot, tick_size,
 )

@@ -8,13 +8,13 @@ from datetime import date
 import pytest
 
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import load_profile, profile_path
 from data.bars import load_samples
 from data.calendar import MarketCalendar
 from data.market import MarketData
-from instruments import Market
-from sessions import full_sessions
+from core.instruments import Market
+from runner.sessions import full_sessions
 
 WARM_UP = 3                      # sessions of minute history before a ratio is read
 

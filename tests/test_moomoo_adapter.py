@@ -26,17 +26,12 @@ from brokers.base import (
     Timeframe,
     UnknownSymbol,
 )
-from brokers.moomoo import (
-    MoomooBroker,
-    RateLimit,
-    SlidingWindowLimiter,
-    TradingEnvironment,
-    _restore_sigint,
-    _sdk,
-    map_order_status,
-)
-from clock import SimClock, WallClock
-from instruments import Market, OrderSide, PositionSide, parse_symbol, tick_size
+from brokers.moomoo import MoomooBroker, TradingEnvironment
+from brokers.moomoo_limits import RateLimit, SlidingWindowLimiter
+from brokers.moomoo_sdk import load_sdk, restore_sigint
+from brokers.moomoo_wire import map_order_status
+from core.clock import SimClock, WallClock
+from core.instruments import Market, OrderSide, PositionSide, parse_symbol, tick_size
 from tests.fakes.fake_opend import (
     HK,
     INIT_CONNECT,
@@ -509,17 +504,17 @@ def test_moomoos_ctrl_c_handler_is_undone():
     original = signal.getsignal(signal.SIGINT)
     try:
         signal.signal(signal.SIGINT, quit_handler)
-        _restore_sigint(previous)
+        restore_sigint(previous)
         assert signal.getsignal(signal.SIGINT) is previous
         signal.signal(signal.SIGINT, quit_handler)
-        _restore_sigint(None)                                     # no Python handler before: the default
+        restore_sigint(None)                                     # no Python handler before: the default
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, original)
 
 
 def test_loaded_sdk_is_quiet_and_leaves_ctrl_c_alone():
-    _sdk()
+    load_sdk()
     assert getattr(signal.getsignal(signal.SIGINT), "__name__", "") != "quit_handler"
     from moomoo.common.ft_logger import logger
 

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import CONFIG_DIR, NewsSettings
-from instruments import parse_symbol
+from core.instruments import parse_symbol
 from news.items import NewsItem
 from news.providers import AlpacaNews, NewsApiNews, RssNews
 from news.sentiment import NewsContextError, SentimentScorer, load_lexicon, parse_lexicon

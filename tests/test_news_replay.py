@@ -10,7 +10,7 @@ from pathlib import Path
 import agent
 from config.settings import CONFIG_DIR
 from data.bars import SAMPLES_DIR
-from instruments import parse_symbol
+from core.instruments import parse_symbol
 from news.items import NewsItem
 from news.sentiment import SentimentScorer, load_lexicon
 from news.service import NewsService

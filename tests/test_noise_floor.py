@@ -12,8 +12,8 @@ from datetime import date
 from decimal import Decimal
 
 from config.settings import Profile
-from instruments import Market, OrderSide, Symbol
-from risk import EntryProposal, Noise, RiskState, acceptable_levels, check_risk
+from core.instruments import Market, OrderSide, Symbol
+from core.risk import EntryProposal, Noise, RiskState, acceptable_levels, check_risk
 
 D = Decimal
 TENCENT = Symbol(Market.HK, "00700")

@@ -20,14 +20,14 @@ import pytest
 import agent
 from brokers.base import BAR_COLUMNS, Order, OrderPurpose, OrderRequest, OrderType, RateLimited
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import ENV_VARS, Levels, Profile, SignalThresholds, load_profile, profile_path
 from data.calendar import MarketCalendar
-from instruments import (
+from core.instruments import (
     Market, OrderSide, PositionSide, Rounding, Symbol, parse_symbol, round_to_tick, size_by_lot,
 )
 from position_monitor import MonitorManager
-from risk import DailyLossAction, EntryProposal, RiskState, check_risk, daily_loss_action
+from core.risk import DailyLossAction, EntryProposal, RiskState, check_risk, daily_loss_action
 from signals import (
     ExitAction, ExitReason, PositionView, SignalName, Strength, decide, evaluate, technical_signals,
 )
@@ -236,7 +236,7 @@ def test_a_board_lot_of_50_is_sized_and_approved_as_50_shares():
 def test_the_prompt_and_the_checks_state_the_same_limits_and_tool_texts_state_none_of_their_own():
     """Item 11: the original's prompt said 2% and 5%, a tool text said "max 5 positions, 20%, 2:1"
     while the code enforced 15 / 20% / 1.2."""
-    from brains import render_system_prompt
+    from runner.brains import render_system_prompt
 
     profile = load_profile(profile_path("hk"), {
         "CATALYST__RISK__MAX_POSITIONS": "3", "CATALYST__RISK__MAX_POSITION_VALUE": "8000",
@@ -301,7 +301,7 @@ def test_each_position_has_its_own_ten_consults_in_one_long_running_process(data
     positions of the afternoon had none left."""
     from anthropic import AsyncAnthropic
 
-    from exit_advisor import HaikuAdvisor
+    from engine.exit_advisor import HaikuAdvisor
     from tests.fakes.fake_anthropic import forced
 
     fake_anthropic.script([forced({"decision": "HOLD", "reason": "wait", "confidence": 0.5})] * 30)
@@ -355,7 +355,7 @@ def test_the_end_of_day_exit_follows_the_profile_and_never_fires_after_the_close
 # --- 14. Nothing is scheduled or sold when the market cannot trade --------------------------------------------
 def test_cycles_at_the_lunch_break_or_the_close_never_run():
     """Item 14: the original scheduled close cycles at 12:00 and 16:00, after continuous trading ended."""
-    from run import is_cycle_time
+    from runner.run import is_cycle_time
 
     calendar = MarketCalendar(HK)
     profile = load_profile(profile_path("hk"), {"CATALYST__SCHEDULE__CYCLE_TIMES": '["09:30", "12:00", "13:00", "16:00"]'})

@@ -28,11 +28,11 @@ from brokers.base import (
 )
 from brokers.fees import hk_fees, us_fees
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import HKFees, PaperExchange as PaperSettings, Profile, USFees
 from data.bars import BarSeries, empty_bars, load_samples, resample
 from data.calendar import MarketCalendar
-from instruments import Market, OrderSide, Symbol, is_on_tick
+from core.instruments import Market, OrderSide, Symbol, is_on_tick
 
 HK, US = Market.HK, Market.US
 ALIBABA = Symbol(HK, "09988")

@@ -15,7 +15,7 @@ from data.bars import load_samples, resample
 from data.calendar import MarketCalendar
 from data.indicators import true_range
 from data.patterns import BEARISH_NAMES, average_true_range, detect_patterns
-from instruments import Market, Symbol, is_on_tick
+from core.instruments import Market, Symbol, is_on_tick
 
 HK, US = Market.HK, Market.US
 DAY = date(2022, 6, 15)

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from config.settings import Profile
 from data.calendar import MarketCalendar
-from instruments import Market, Symbol
-from policy_lab import (
+from core.instruments import Market, Symbol
+from core.policy_lab import (
     EntryFill, Outcome, Steps, barrier_levels, index_by_entry, policy_row, re_exit, regret_by_reason, time_exit_after,
 )
 

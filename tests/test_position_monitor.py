@@ -1,6 +1,6 @@
 """The exit engine as a trader sees it: when positions are sold, at what price, and what is recorded.
 
-Every test runs the real ``PositionMonitor`` against the paper exchange replaying hand-built
+Every test runs the real ``PositionExecutor`` against the paper exchange replaying hand-built
 1-minute bars on a simulated clock (``tests/monitor_harness.py``), a fresh embedded-PostgreSQL
 database for the trading and Big Bro tables, MarketData for the technicals, and, for the consults,
 ``HaikuAdvisor`` with the real ``AsyncAnthropic`` against the fake Messages API.
@@ -21,9 +21,9 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from brokers.base import OrderStatus
-from clock import SimClock
+from core.clock import SimClock
 from data.calendar import SessionState
-from exit_advisor import HaikuAdvisor
+from engine.exit_advisor import HaikuAdvisor
 from position_monitor import MonitorManager
 from signals import ExitReason
 from tests.fakes.fake_anthropic import forced, reply, text
@@ -253,7 +253,7 @@ def test_haiku_exit_answer_sells_at_that_check(database_url, tmp_path, fake_anth
 def test_an_unreadable_spend_ledger_stops_the_consults_and_says_so(database_url, tmp_path, fake_anthropic):
     """Without the ledger nobody knows what is left of the budget: no Haiku call, and a recorded
     monitor error instead of a silent "no budget"."""
-    from spend import SpendLedger
+    from engine.spend import SpendLedger
 
     series = _one_moderate_series("08037")
 

@@ -11,12 +11,12 @@ from decimal import Decimal
 
 from brokers.base import Order, OrderPurpose, OrderRequest, OrderType
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from consciousness_notify import Notifier
 from data.bars import load_samples
 from data.calendar import MarketCalendar
-from instruments import Market, OrderSide, PositionSide, Symbol
-from reconcile import Reconciler
+from core.instruments import Market, OrderSide, PositionSide, Symbol
+from runner.reconcile import Reconciler
 from store.db import Database
 from store.trading import TradingStore
 from tests.helpers import agent_messages, async_wait_until, hk_settings, query

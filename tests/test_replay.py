@@ -95,7 +95,7 @@ def _seed_live_position(url: str) -> int:
     from datetime import date, datetime, timezone
     from decimal import Decimal
 
-    from instruments import Market, PositionSide, Symbol
+    from core.instruments import Market, PositionSide, Symbol
     from store.db import Database
     from store.trading import TradingStore
 
@@ -185,8 +185,8 @@ def test_claude_brain_replay_counts_its_llm_cost_and_haiku_calls(database_url, t
     from decimal import Decimal
 
     from config.settings import load_profile, profile_path
-    from costs import Usage, cost_usd
-    from instruments import Market, Rounding, round_to_tick
+    from core.costs import Usage, cost_usd
+    from core.instruments import Market, Rounding, round_to_tick
     from tests.fakes.scripted_trader import ScriptedTrader, call
 
     day = __import__("datetime").date(2022, 5, 30)
@@ -233,7 +233,7 @@ def test_claude_brain_replay_counts_its_llm_cost_and_haiku_calls(database_url, t
 
 # --- Figures from a trade list, and replays across years ------------------------------------------------
 def test_summary_figures_follow_the_documented_rules():
-    from replay import max_drawdown_pct, summarize
+    from runner.replay import max_drawdown_pct, summarize
 
     def trade(net, pct, reason, haiku=0, errors=0, reactions=()):
         return {"net_pnl": net, "net_pnl_pct": pct, "gross_pnl": net + 20, "fees": 20.0, "exit_reason": reason,
@@ -325,8 +325,8 @@ def test_a_replay_says_which_board_lot_it_assumed_and_takes_the_real_one_from_th
     """Bar files carry no board lot; the original assumed 100 for every HK stock without a word."""
     from config.settings import load_profile, profile_path
     from data.calendar import MarketCalendar
-    from instruments import Market, parse_symbol
-    from sessions import replay_feed
+    from core.instruments import Market, parse_symbol
+    from runner.sessions import replay_feed
 
     folder, _ = _two_days_as("00700", tmp_path / "data")
     code = agent.main(["--replay", str(folder)], env=_env(database_url, tmp_path))

@@ -12,7 +12,7 @@ import pytest
 import agent
 from data.bars import SAMPLES_DIR, BarFileError, load_bars
 from data.calendar import MarketCalendar
-from instruments import Market, Symbol
+from core.instruments import Market, Symbol
 
 HK, US = Market.HK, Market.US
 HK_CAL = MarketCalendar(HK)
@@ -62,7 +62,7 @@ AAPL,2026-07-29 09:31:00,200,201,199,0,100
 
 
 def test_five_minute_bars_say_so_and_count_whole_sessions(tmp_path):
-    from sessions import session_coverage
+    from runner.sessions import session_coverage
 
     bars = pd.read_csv(FIVE_MINUTE)
     bars[bars["date"].str[:10].isin(["2022-04-19", "2022-04-20"])].to_csv(tmp_path / "09988.csv", index=False)
@@ -121,7 +121,7 @@ def _days(source: Path, days: list[str]) -> pd.DataFrame:
 
 
 def test_a_day_with_missing_bars_is_kept_with_its_coverage_unless_under_min_coverage(tmp_path):
-    from sessions import NoReplayData, replay_feed
+    from runner.sessions import NoReplayData, replay_feed
 
     bars = _days(ONE_MINUTE, ["2022-05-19", "2022-05-20"])
     bars = bars[~((bars["date"].str[:10] == "2022-05-20") & (bars["date"].str[11:16] >= "04:00"))]  # 20th: 09:30-12:00 only
@@ -138,7 +138,7 @@ def test_a_day_with_missing_bars_is_kept_with_its_coverage_unless_under_min_cove
 
 
 def test_lots_csv_gives_board_lots_and_is_not_read_as_a_ticker(tmp_path):
-    from sessions import replay_feed
+    from runner.sessions import replay_feed
 
     _days(ONE_MINUTE, ["2022-05-19"]).to_csv(tmp_path / "00700.csv", index=False)
     _days(ONE_MINUTE, ["2022-05-19"]).to_csv(tmp_path / "02318.csv", index=False)
@@ -155,7 +155,7 @@ def test_lots_csv_gives_board_lots_and_is_not_read_as_a_ticker(tmp_path):
 
 
 def test_files_of_the_other_market_are_named(tmp_path):
-    from sessions import replay_feed
+    from runner.sessions import replay_feed
 
     _days(ONE_MINUTE, ["2022-05-19"]).to_csv(tmp_path / "09988.csv", index=False)
     write(tmp_path / "AAPL_1m.csv", "datetime,open,high,low,close,volume\n2026-07-29 09:30:00,200,201,199,200.5,100")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from replay import summarize
-from replay_report import traded_symbols_by_pnl, write_report
+from runner.replay import summarize
+from runner.replay_report import traded_symbols_by_pnl, write_report
 from tests.report_builders import CALENDAR, feed_of, report_of
 
 
@@ -83,7 +83,7 @@ def test_the_returns_histogram_counts_every_trade_the_largest_included(returns):
     """Bin edges summed in floating point once left the largest return outside the last bin."""
     import matplotlib.pyplot as plt
 
-    from replay_report import _draw_returns
+    from runner.replay_report import _draw_returns
 
     fig, ax = plt.subplots()
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 import agent
-from replay_report import write_report
+from runner.replay_report import write_report
 from tests.browser import open_page
 from tests.report_builders import CALENDAR, feed_of, report_of
 from tests.report_fixtures import report_env

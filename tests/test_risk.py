@@ -14,8 +14,8 @@ from decimal import Decimal
 import pytest
 
 from config.settings import MonitorSettings, Profile, RiskLimits
-from instruments import Market, OrderSide, PositionSide, Symbol
-from risk import (
+from core.instruments import Market, OrderSide, PositionSide, Symbol
+from core.risk import (
     DailyLossAction, EntryProposal, RiskState, check_risk, daily_loss_action, position_cap, suggested_quantity,
 )
 from tests.tool_harness import Tools, hk_profile, run_tools, sample_session
@@ -186,7 +186,7 @@ def test_daily_loss_warns_at_one_and_a_half_and_halts_at_two_percent(pnl, action
 # --- with the database --------------------------------------------------------------------------------
 async def _closed_position(t: Tools, symbol: str, pnl: Decimal, origin: str = "agent", day_offset: int = 0) -> None:
     """A position of 100 @ 1,000 opened and closed today (or ``day_offset`` days ago) with ``pnl``."""
-    from instruments import parse_symbol
+    from core.instruments import parse_symbol
 
     now = t.clock.now() - timedelta(days=day_offset)
     day = t.calendar.trading_day(t.clock.now()) - timedelta(days=day_offset)
@@ -260,7 +260,7 @@ def test_daily_loss_halt_stops_entries_and_closes_everything(database_url, tmp_p
         symbol = await _pick(t)
         quote = await t.ok("get_quote", {"symbol": symbol})
         ask = D(quote["ask"])
-        from instruments import Rounding, round_to_tick
+        from core.instruments import Rounding, round_to_tick
 
         day = t.calendar.trading_day(t.clock.now())
         stop = round_to_tick(HK, ask * D("0.96"), day, Rounding.UP)     # outside the noise floor (about 2%)

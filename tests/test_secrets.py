@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 
 import agent
-from logsetup import setup_logging
+from ops.logsetup import setup_logging
 from store.db import Database
 from tests.fakes.mail_fixtures import PASSWORD as SMTP_PASSWORD
 

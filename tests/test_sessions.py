@@ -14,8 +14,8 @@ import pytest
 from config.settings import load_profile, profile_path
 from data.bars import SAMPLES_DIR, load_bars, load_samples
 from data.calendar import MarketCalendar
-from instruments import Market, Symbol
-from sessions import NoReplayData, full_sessions, replay_feed, sample_feed, scheduled_cycle_times
+from core.instruments import Market, Symbol
+from runner.sessions import NoReplayData, full_sessions, replay_feed, sample_feed, scheduled_cycle_times
 
 HK, US = Market.HK, Market.US
 CALENDARS = {HK: MarketCalendar(HK), US: MarketCalendar(US)}

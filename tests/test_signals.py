@@ -12,7 +12,7 @@ import pytest
 
 from config.settings import Levels, SignalThresholds
 from data.calendar import MarketCalendar
-from instruments import Market, PositionSide
+from core.instruments import Market, PositionSide
 from signals import (
     ExitAction,
     ExitReason,

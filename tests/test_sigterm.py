@@ -11,10 +11,10 @@ import signal
 from datetime import timedelta
 
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from data.calendar import MarketCalendar
-from run import EXIT_FAILED, _run
-from sessions import sample_feed
+from runner.run import EXIT_FAILED, _run
+from runner.sessions import sample_feed
 from store.db import Database
 from store.trading import TradingStore
 from tests.helpers import async_wait_until, hk_settings, query

@@ -10,13 +10,13 @@ from decimal import Decimal
 
 import pytest
 
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import Models
-from consciousness_notify import Consciousness
-from costs import Usage
+from store.bigbro import Consciousness
+from core.costs import Usage
 from data.calendar import MarketCalendar
-from instruments import Market
-from spend import BudgetExhausted, SpendLedger
+from core.instruments import Market
+from engine.spend import BudgetExhausted, SpendLedger
 from store.db import Database
 from store.trading import TradingStore
 from tests.fakes import free_port

@@ -13,10 +13,10 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import agent
-from clock import SimClock
+from core.clock import SimClock
 from data.calendar import MarketCalendar
-from instruments import Market, PositionSide, Symbol
-from run import EXIT_FAILED
+from core.instruments import Market, PositionSide, Symbol
+from runner.run import EXIT_FAILED
 from store.db import Database
 from store.trading import TradingStore
 from tests.fakes import free_port

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from brokers.base import Order, OrderPurpose, OrderStatus, OrderType
-from instruments import Market, OrderSide, PositionSide, parse_symbol
+from core.instruments import Market, OrderSide, PositionSide, parse_symbol
 from store.db import Database, EmbeddedPostgres, open_databases
 from store.trading import DuplicateOpenPosition, TradingStore
 

@@ -14,10 +14,10 @@ from decimal import ROUND_FLOOR, Decimal
 
 from brokers.base import Disconnected, OrderPurpose, OrderStatus
 from brokers.paper import PaperExchange
-from instruments import Rounding, round_to_tick
+from core.instruments import Rounding, round_to_tick
 from tests.tool_harness import CYCLE_ID, Tools, first_cycle, hk_profile, run_tools
 from tool_executor import TOOL_SPECS, tool_schemas
-from workflow import Phase
+from engine.workflow import Phase
 
 SPEC_TOOLS = ["scan_market", "get_quote", "get_technicals", "detect_patterns", "get_news", "check_risk",
               "get_portfolio", "execute_trade", "close_position", "close_all", "send_alert", "log_decision"]
@@ -358,7 +358,7 @@ def test_every_spelling_of_a_symbol_is_the_same_canonical_symbol(database_url, t
 
 
 def test_the_system_prompt_states_the_profiles_limits_not_fixed_text():
-    from brains import render_system_prompt
+    from runner.brains import render_system_prompt
 
     default = render_system_prompt(hk_profile())
     assert "at most 5 open positions" in default and "HKD 10,000" in default and "tier 3: HKD 5,000" in default

@@ -21,7 +21,7 @@ from data.universe import (
     measure_calibration,
     round_prices_to_tick,
 )
-from instruments import Market, is_on_tick, round_to_tick, size_by_lot
+from core.instruments import Market, is_on_tick, round_to_tick, size_by_lot
 
 HK, US = Market.HK, Market.US
 CALENDARS = {HK: MarketCalendar(HK), US: MarketCalendar(US)}

@@ -8,10 +8,10 @@ import io
 import sys
 from datetime import datetime, timedelta, timezone
 
-from clock import SimClock
+from core.clock import SimClock
 from tests.tool_harness import first_cycle
 from tool_executor import tool_schemas
-from workflow import TOOL_PHASES, Phase, WorkflowTracker, default_progress_stream
+from engine.workflow import TOOL_PHASES, Phase, WorkflowTracker, default_progress_stream
 
 
 def test_phases_never_go_backwards_and_time_each_phase():

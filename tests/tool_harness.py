@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from brokers.paper import PaperExchange
-from clock import SimClock
+from core.clock import SimClock
 from config.settings import Profile, load_profile, profile_path
 from consciousness_notify import Notifier
 from data.calendar import MarketCalendar, Session
 from data.market import MarketData
 from position_monitor import MonitorContext, MonitorManager
-from sessions import PaperFeed, sample_feed
+from runner.sessions import PaperFeed, sample_feed
 from store.db import Database
 from store.trading import TradingStore
 from tool_executor import CycleContext, ToolExecutor, ToolResult
-from workflow import WorkflowTracker
+from engine.workflow import WorkflowTracker
 
 CYCLE_ID = "hk_20220615_094500_abc123"
 

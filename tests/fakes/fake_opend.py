@@ -330,8 +330,10 @@ class FakeOpenD:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
-    def call(self, fn: Callable, *args, timeout: float = 5.0):
-        """Run ``fn(*args)`` (plain or coroutine function) on the fake's loop and return its result."""
+    def call(self, fn: Callable, *args, timeout: float = 60.0):
+        """Run ``fn(*args)`` (plain or coroutine function) on the fake's loop and return its result.
+        The timeout is generous: installing a whole sample session's market takes seconds on a loaded
+        two-core machine, and a fake that gives up first fails the test for nothing."""
         async def run():
             result = fn(*args)
             if asyncio.iscoroutine(result):

@@ -140,14 +140,14 @@ def pick_entry(profile, value_target: Decimal = Decimal("8000")) -> PlannedEntry
     """The first scan candidate at the first cycle time whose board lots fit ``value_target``."""
     from brokers.base import Timeframe
     from brokers.paper import PaperExchange
-    from clock import SimClock
+    from core.clock import SimClock
     from data.indicators import minute_volatility_pct
-    from risk import Noise, acceptable_levels
+    from core.risk import Noise, acceptable_levels
     from tool_executor import round_trip_cost
     from data.calendar import MarketCalendar
     from data.market import MarketData
-    from instruments import Rounding, round_to_tick
-    from sessions import sample_feed
+    from core.instruments import Rounding, round_to_tick
+    from runner.sessions import sample_feed
 
     calendar = MarketCalendar(profile.market)
     feed = sample_feed(profile, calendar)

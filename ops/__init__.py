@@ -1,0 +1,1 @@
+"""Operations side-calls: logging, alerts, retries, best-effort wrappers."""
