@@ -107,6 +107,11 @@ async def repair_when_no_run_is_alive(db: Database, store: TradingStore, now: da
         await lock.release()
 
 
+def _price(value: Decimal | None) -> str | None:
+    """A price as traders write it: 383.4, not the column's 383.400000."""
+    return None if value is None else format(value.normalize(), "f")
+
+
 def _s(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
@@ -121,7 +126,7 @@ def _monitor(row: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None
         "status": status,
         "owner": row["owner"],
         "last_check_at": row["last_check_at"].isoformat() if row["last_check_at"] else None,
-        "last_price": _s(row["last_price"]),
+        "last_price": _price(row["last_price"]),
         "pnl_pct": _s(row["pnl_pct"]),
         "decision": row["decision"],
     }
