@@ -71,6 +71,10 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
     the replay itself runs on its own simulated clock.
     """
     env = os.environ if env is None else env
+    if getattr(args, "jobs", 1) > 1:
+        from replay_jobs import run_split_replay
+
+        return run_split_replay(args, settings, calendar, env=env, reports_dir=reports_dir)
     wall = clock or WallClock()
     profile = settings.profile
     try:
