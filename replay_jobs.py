@@ -11,9 +11,9 @@ What a range boundary cuts, and how it is handled:
 
 * Positions: none crosses a boundary. A day-trading replay closes every position by the end of
   its session (the monitor's time exits, ``market_close`` at the latest) and every day order
-  expires at the close (``brokers.paper``); a position still open when a range ends is listed
-  under ``open_positions`` of that range, exactly as a single replay lists one still open at its
-  end. The merged report keeps those rows and says how many there were (``run.jobs``).
+  expires at the close (``brokers.paper``). Only a position whose monitor failed can stay open
+  overnight: a single replay adopts it the next session and exits it then; a split one lists it
+  under ``open_positions`` of its range, and ``run.jobs.ranges[].open_at_end`` counts them.
 * History: every process loads all the bars, so the first session of a range has the sessions
   before it for its volume baseline and indicators, as in a single replay: it is no warm-up.
 * Account: the one thing that is not independent. Each range starts from the profile's starting
