@@ -40,7 +40,7 @@ from config.settings import PROJECT_DIR
 from data.bars import BarFileError
 from data.calendar import MarketCalendar, Session
 from news.replay_news import NewsFileError
-from replay import ReplayUsageError, _parse_day, _unwritable, max_drawdown_pct, replay_data_options, summarize
+from replay import RANGE_ENV, ReplayUsageError, _parse_day, _unwritable, max_drawdown_pct, replay_data_options, summarize
 from replay_report import print_report, write_report
 from sessions import NoReplayData, replay_feed
 
@@ -117,7 +117,7 @@ def _run_ranges(args, ranges: list[list[Session]], env: Mapping[str, str],
     for k, sessions in enumerate(ranges, 1):
         folder = scratch / f"part-{k}"
         folder.mkdir()
-        child_env = {**env, REPORTS_ENV: str(folder)}
+        child_env = {**env, REPORTS_ENV: str(folder), RANGE_ENV: f"{k}/{len(ranges)}"}
         log = (folder / "output.txt").open("w")
         children.append((k, sessions, folder, log, subprocess.Popen(
             _child_argv(args, sessions[0], sessions[-1]), env=child_env, stdout=log, stderr=subprocess.STDOUT,
