@@ -3,7 +3,7 @@
 
     python agent.py [--market hk|us] [--mode trade|close|heartbeat|status] [--force] [--live]
                     [--brain claude|rules] [--config PATH] [--download --symbols ... --from D --to D [--out DIR]]
-                    [--replay PATH [--from D] [--to D] [--tz ZONE] [--min-coverage SHARE] [--compare [--seed N]]]
+                    [--replay PATH [--from D] [--to D] [--tz ZONE] [--min-coverage SHARE] [--compare [--seed N]] [--jobs N]]
     python agent.py --mode report [--market hk|us] [--day D] [--days N]
 
 Exit codes: 0 done or skipped; 1 the run failed; 2 bad usage or configuration; 3 refused for safety.
@@ -61,6 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="download 1-minute bars from the broker in the replay's format (with --symbols, --from, --to)")
     p.add_argument("--symbols", nargs="+", metavar="CODE", help="with --download: the symbols (700 9988, or AAPL,MSFT)")
     p.add_argument("--out", type=Path, metavar="DIR", help="with --download: the folder (default data/downloads/<market>)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="with --replay: split the sessions into N date ranges replayed in N processes, one report")
     p.add_argument("--tz", metavar="ZONE", help="with --replay: the time zone of naive bar times (default: the market's)")
     p.add_argument("--min-coverage", dest="min_coverage", metavar="SHARE",
                    help="with --replay: leave out sessions with less of their bars than this (0.9 or 90%%; default: none)")
@@ -116,6 +118,9 @@ def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
         return "--day and --days only go with --mode report"
     if (args.tz or args.min_coverage) and args.replay is None:
         return "--tz and --min-coverage only go with --replay PATH"
+    if args.jobs != 1 and (args.replay is None or args.compare or args.jobs < 1):
+        return ("--jobs N only goes with --replay PATH, without --compare, and N is 1 or more" if args.jobs >= 1
+                else f"--jobs {args.jobs}: give 1 or more processes")
     if args.replay is not None and args.mode != "trade":
         return f"--replay runs trading sessions; it does not go with --mode {args.mode}"
     return None

@@ -108,8 +108,9 @@ def universe_scale() -> None:
         return
     codes = sorted({p.name.split("_")[0] for p in DEV_HK.glob("*_1m_*.csv")})
     root = Path(__file__).resolve().parents[1]
-    print(f"replay by universe size, dev HK {SCALE_RANGE[0]}..{SCALE_RANGE[1]} (rules brain, one process each):")
-    for n in (1, 10, 50):
+    print(f"replay by universe size, dev HK {SCALE_RANGE[0]}..{SCALE_RANGE[1]} (rules brain; peak RSS of the largest "
+          "process; --jobs 2 splits the dates over two processes):")
+    for n, jobs in ((1, 1), (10, 1), (50, 1), (1, 2), (10, 2), (50, 2)):
         with tempfile.TemporaryDirectory(prefix="catalyst-bench-scale-") as tmp:
             folder = Path(tmp) / "bars"
             folder.mkdir()
@@ -119,15 +120,16 @@ def universe_scale() -> None:
             env = {**os.environ, "CATALYST_VAR_DIR": str(Path(tmp) / "var"), "CATALYST_REPORTS_DIR": str(Path(tmp) / "r"),
                    "CATALYST_LOG_DIR": str(Path(tmp) / "logs")}
             cmd = [sys.executable, str(root / "agent.py"), "--replay", str(folder), "--config",
-                   str(root / "config/eval/hk.yaml"), "--brain", "rules", "--from", SCALE_RANGE[0], "--to", SCALE_RANGE[1]]
+                   str(root / "config/eval/hk.yaml"), "--brain", "rules", "--from", SCALE_RANGE[0], "--to", SCALE_RANGE[1],
+                   "--jobs", str(jobs)]
             start = time.perf_counter()
             child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
             _, status, usage = os.wait4(child.pid, 0)
             wall = time.perf_counter() - start
             if os.waitstatus_to_exitcode(status) != 0:
-                print(f"  {n:3d} symbols: no figures (exit {os.waitstatus_to_exitcode(status)})")
+                print(f"  {n:3d} symbols, --jobs {jobs}: no figures (exit {os.waitstatus_to_exitcode(status)})")
                 continue
             [report] = (Path(tmp) / "r").glob("replay-*/report.json")
             bars = json.loads(report.read_text())["bars_replayed"]
-            print(f"  {n:3d} symbols: {bars:9,} bars in {wall:6.1f} s wall, {bars / wall:8,.0f} bars/s, "
+            print(f"  {n:3d} symbols, --jobs {jobs}: {bars:9,} bars in {wall:6.1f} s wall, {bars / wall:8,.0f} bars/s, "
                   f"peak RSS {usage.ru_maxrss / 1024:,.0f} MB")

@@ -449,19 +449,17 @@ class PaperExchange:
         cached = self._timelines.get(day)
         if cached is not None:
             return cached
-        entries: list[tuple[int, _Tape, int]] = []
-        for symbol, history in self._history.items():
-            if day in history.day_rows:
-                tape = self._tape(symbol, day)
-                entries.extend((t, tape, i) for i, t in enumerate(tape.times_us.tolist()))
-        entries.sort(key=lambda e: e[0])
-        times: list[int] = []
-        groups: list[list[tuple[_Tape, int]]] = []
-        for t, tape, i in entries:
-            if not times or times[-1] != t:
-                times.append(t)
-                groups.append([])
-            groups[-1].append((tape, i))
+        tapes = [self._tape(symbol, day) for symbol, history in self._history.items() if day in history.day_rows]
+        # Every symbol's steps in time order (ties in symbol order: a stable sort), grouped by time.
+        times_us = np.concatenate([t.times_us for t in tapes]) if tapes else np.zeros(0, dtype=np.int64)
+        tape_of = np.concatenate([np.full(len(t.times_us), k) for k, t in enumerate(tapes)]) if tapes else times_us
+        step_of = np.concatenate([np.arange(len(t.times_us)) for t in tapes]) if tapes else times_us
+        order = np.argsort(times_us, kind="stable")
+        times_us, tape_of, step_of = times_us[order], tape_of[order].tolist(), step_of[order].tolist()
+        distinct, firsts = np.unique(times_us, return_index=True)
+        bounds = [*firsts.tolist(), len(times_us)]
+        times = distinct.tolist()
+        groups = [[(tapes[k], i) for k, i in zip(tape_of[a:b], step_of[a:b])] for a, b in zip(bounds, bounds[1:])]
         session = self._calendar.session(day)
         timeline = _Timeline(times, groups, _us(session.close) if session else None)
         # The replay moves forward a day at a time: keep memory flat over long replays (a 1 GB box).

@@ -251,7 +251,9 @@ def _refuse_repeated_times(path: Path, raw: pd.DataFrame, index: pd.Index) -> No
 def _numbers(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=raw.index)
     for column in BAR_COLUMNS:
-        values = pd.to_numeric(raw[column].str.strip(), errors="coerce").astype(float)
+        values = pd.to_numeric(raw[column], errors="coerce").astype(float)
+        if values.isna().any():  # stripping every cell is slow; only text that did not parse needs it
+            values = pd.to_numeric(raw[column].str.strip(), errors="coerce").astype(float)
         bad = values.isna() | ~np.isfinite(values.to_numpy())
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -370,8 +372,22 @@ class _TickRounder:
 
     def apply(self, frame: pd.DataFrame, days) -> pd.DataFrame:
         out = frame.copy()
+        # Each distinct (price, tick table) is rounded once and spread back over the rows: the
+        # same prices as rounding row by row, without a Python call per price.
+        day_values = np.asarray(days, dtype="datetime64[D]")
+        unique_days, day_of_row = np.unique(day_values, return_inverse=True)
+        tables = [self._table_day(d.astype(object)) for d in unique_days]
+        distinct_tables = sorted(set(tables))
+        table_of_row = np.array([distinct_tables.index(t) for t in tables], dtype=np.int64)[day_of_row] \
+            if len(unique_days) else np.zeros(0, dtype=np.int64)
         for column in PRICE_COLUMNS:
-            out[column] = [self.price(float(p), d) for p, d in zip(frame[column].to_numpy(), days)]
+            values = frame[column].to_numpy(dtype=float)
+            rounded = np.empty(len(values), dtype=float)
+            for code, table in enumerate(distinct_tables):
+                rows = table_of_row == code
+                distinct, position = np.unique(values[rows], return_inverse=True)
+                rounded[rows] = np.array([self.price(float(v), table) for v in distinct.tolist()], dtype=float)[position]
+            out[column] = rounded
         out["volume"] = out["volume"].astype(float)
         return out
 
@@ -382,18 +398,18 @@ _ANY_DAY = date(2000, 1, 3)  # before every tick-table change
 # --- Session grid -------------------------------------------------------------------------------
 def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> pd.Series:
     """Per bar: the start of the session part (open to lunch, lunch to close) it is in; NaT outside."""
-    local_days = pd.Index(index.tz_convert(calendar.tz).date)
-    part_start = pd.Series(pd.NaT, index=range(len(index)), dtype="datetime64[ns, UTC]")
-    times = pd.Series(index, index=range(len(index)))
-    for day in local_days.unique():
-        session = calendar.session(day)
+    utc = index.tz_convert("UTC").as_unit("ns").asi8
+    local_midnights = index.tz_convert(calendar.tz).tz_localize(None).normalize().as_unit("ns").asi8
+    starts = np.full(len(index), np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    for midnight in np.unique(local_midnights).tolist():
+        session = calendar.session(pd.Timestamp(midnight).date())
         if session is None:
             continue
-        on_day = local_days == day
+        on_day = local_midnights == midnight
         for start, end in session.parts:
-            inside = on_day & (times >= pd.Timestamp(start)).to_numpy() & (times < pd.Timestamp(end)).to_numpy()
-            part_start[inside] = pd.Timestamp(start)
-    return part_start
+            start_ns, end_ns = pd.Timestamp(start).as_unit("ns").value, pd.Timestamp(end).as_unit("ns").value
+            starts[on_day & (utc >= start_ns) & (utc < end_ns)] = start_ns
+    return pd.Series(pd.DatetimeIndex(starts.view("datetime64[ns]")).tz_localize("UTC"), index=range(len(index)))
 
 
 def _on_session_grid(frame: pd.DataFrame, calendar: MarketCalendar) -> pd.DataFrame:

@@ -105,6 +105,8 @@ class MarketData:
         self._baselines: dict[tuple[Symbol, date], np.ndarray | float | None] = {}
         self._history_errors: dict[tuple[Symbol, date], str] = {}
         self._history: dict[tuple[Symbol, date], pd.DataFrame] = {}
+        self._bars_at: datetime | None = None
+        self._bars_memo: dict[tuple[Symbol, Timeframe, int], pd.DataFrame] = {}
 
     # --- quotes ---------------------------------------------------------------------------------
     async def quotes(self, symbols: Sequence[Symbol]) -> dict[Symbol, QuoteView]:
@@ -202,6 +204,16 @@ class MarketData:
     # --- bars and technicals ------------------------------------------------------------------------
     async def bars(self, symbol: Symbol, timeframe: Timeframe, count: int = BARS_WANTED) -> pd.DataFrame:
         now = self.clock.now()
+        # The same bars asked twice at the same instant (technicals, then patterns) are read and
+        # resampled once; a copy each time, so no caller sees another's changes.
+        key = (symbol, timeframe, count)
+        if self._bars_at != now:
+            self._bars_at, self._bars_memo = now, {}
+        if key not in self._bars_memo:
+            self._bars_memo[key] = await self._read_bars(symbol, timeframe, count, now)
+        return self._bars_memo[key].copy()
+
+    async def _read_bars(self, symbol: Symbol, timeframe: Timeframe, count: int, now: datetime) -> pd.DataFrame:
         if timeframe is Timeframe.D1:
             start = now - timedelta(days=int(count * 1.6) + 10)
             return (await self.broker.bars(symbol, Timeframe.D1, start, now)).tail(count)
@@ -221,6 +233,8 @@ class MarketData:
         today_open = session.open if session else now
         key = (symbol, today)
         if key not in self._history:
+            # Days only move forward: earlier days' history is never read again (flat memory over a long replay).
+            self._history = {k: v for k, v in self._history.items() if k[1] == today}
             self._history[key] = await self.broker.bars(symbol, Timeframe.M1, start, min(today_open, now))
         history = self._history[key]
         history = history[history.index >= start]

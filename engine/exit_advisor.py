@@ -26,9 +26,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-import anthropic
+if TYPE_CHECKING:  # annotations only; the SDK itself is imported where a call is made
+    import anthropic
 
 from core.clock import io
 from config.settings import ModelSpec, MonitorSettings, SignalThresholds
@@ -143,6 +144,7 @@ class HaikuAdvisor:
         self._timeout = timeout_seconds
 
     async def advise(self, request: AdviceRequest) -> Advice:
+        import anthropic  # here, not at the top: a rules brain never loads the SDK (44 MB, seconds)
         try:
             response = await io(self._create(request), timeout=self._timeout)  # real seconds on either clock
         except (asyncio.TimeoutError, anthropic.APITimeoutError):
@@ -172,6 +174,7 @@ class HaikuAdvisor:
                       ok=False, error=self._redact(error), usage=usage, cost_usd=cost, failure=failure)
 
     def _describe(self, exc: BaseException) -> str:
+        import anthropic  # here, not at the top: a rules brain never loads the SDK (44 MB, seconds)
         if isinstance(exc, anthropic.APIStatusError):
             return f"{type(exc).__name__} (HTTP {exc.status_code}): {_api_message(exc)}"
         return f"{type(exc).__name__}: {exc}"
@@ -191,6 +194,7 @@ def _api_message(exc: anthropic.APIStatusError) -> str:
 
 
 def _failure_kind(exc: BaseException) -> AdviceFailure:
+    import anthropic  # here, not at the top: a rules brain never loads the SDK (44 MB, seconds)
     if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
         return AdviceFailure.AUTH
     if isinstance(exc, anthropic.BadRequestError) and "credit balance" in _api_message(exc).lower():

@@ -10,9 +10,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import anthropic
+if TYPE_CHECKING:  # annotations only; the SDK itself is imported where a call is made
+    import anthropic
 
 from config.settings import EntryTier, Profile
 from consciousness_notify import Event, EventType
@@ -92,6 +93,7 @@ def _tier_line(t: EntryTier, profile: Profile) -> str:
 
 # --- Claude -----------------------------------------------------------------------------------------
 def _is_fatal(exc: Exception) -> bool:
+    import anthropic  # here, not at the top: a rules brain never loads the SDK (44 MB, seconds)
     if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError)):
         return True
     if isinstance(exc, anthropic.APIStatusError) and "credit balance" in str(exc).lower():
@@ -116,6 +118,7 @@ class ClaudeBrain:
         self.tools = tools
 
     async def run_cycle(self, executor: ToolExecutor, context: str) -> BrainResult:
+        import anthropic  # here, not at the top: a rules brain never loads the SDK (44 MB, seconds)
         ctx = executor.ctx
         spec = self.profile.models.decision
         result = BrainResult(CycleStatus.ITERATION_CAP)
@@ -176,6 +179,8 @@ class ClaudeBrain:
         The client does not retry by itself (``max_retries=0``): its back-off sleeps on the event
         loop's timers, which never come due while a call is in flight on the simulated clock. Here
         the wait between attempts is the run's clock, and each attempt has a real-time deadline."""
+        import anthropic  # here, not at the top: a rules brain never loads the SDK (44 MB, seconds)
+
         from core.clock import io
 
         timeout = self.profile.models.request_timeout_seconds
@@ -195,6 +200,7 @@ class ClaudeBrain:
 
 def _retryable(exc: BaseException) -> bool:
     """Connection errors, timeouts, rate limits and server errors (overloaded included) pass with time."""
+    import anthropic  # here, not at the top: a rules brain never loads the SDK (44 MB, seconds)
     if isinstance(exc, (TimeoutError, anthropic.APIConnectionError)):
         return True
     status = getattr(exc, "status_code", None)

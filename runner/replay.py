@@ -52,6 +52,8 @@ log = logging.getLogger("catalyst.replay")
 
 
 REPORTS_ENV = "CATALYST_REPORTS_DIR"
+# Set by ``--jobs`` for the processes that replay one range each: their reports are merged, not read.
+RANGE_ENV = "CATALYST_REPLAY_RANGE"
 # How long after a session's close the monitors may still run before the replay stops them.
 MONITOR_GRACE = timedelta(minutes=30)
 # Secrets that would send a replay's events to a person (email, webhook): never during a replay.
@@ -72,6 +74,10 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
     the replay itself runs on its own simulated clock.
     """
     env = os.environ if env is None else env
+    if getattr(args, "jobs", 1) > 1:
+        from runner.replay_jobs import run_split_replay
+
+        return run_split_replay(args, settings, calendar, env=env, reports_dir=reports_dir)
     wall = clock or WallClock()
     profile = settings.profile
     try:
@@ -141,7 +147,7 @@ def run_replay(args, settings, calendar: MarketCalendar, *, clock: Clock | None 
         "to": end.isoformat() if end else None, "profile_file": str(settings.profile_file),
         "started_at": started_wall.isoformat(), "wall_seconds": round(time.perf_counter() - began, 2),
     })
-    folder = write_report(report, feed, calendar, out_root, f"replay-{stamp}")
+    folder = write_report(report, feed, calendar, out_root, f"replay-{stamp}", pictures=not env.get(RANGE_ENV))
     print_report(report, folder)
     if result.error:
         print(f"replay failed: {result.error}", file=sys.stderr)

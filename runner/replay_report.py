@@ -29,7 +29,10 @@ SUMMARY_DPI = 100
 WIN, LOSS, NEUTRAL, LINE = "#2ca02c", "#d62728", "#1f77b4", "#444444"
 
 
-def write_report(report: dict[str, Any], feed: PaperFeed, calendar: MarketCalendar, root: Path, name: str) -> Path:
+def write_report(report: dict[str, Any], feed: PaperFeed, calendar: MarketCalendar, root: Path, name: str,
+                 pictures: bool = True) -> Path:
+    """``report.json`` and ``report.md`` in a new folder under ``root``; with ``pictures``, also
+    ``chart.png`` and ``report.html`` (a range of ``--jobs`` writes none: its parent draws the merged ones)."""
     root.mkdir(parents=True, exist_ok=True)
     folder = root / name
     n = 1
@@ -42,6 +45,8 @@ def write_report(report: dict[str, Any], feed: PaperFeed, calendar: MarketCalend
             folder = root / f"{name}-{n}"
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     (folder / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    if not pictures:
+        return folder
     # The numbers matter more than the pictures: a chart that fails is a note, not a failed replay.
     try:
         save_summary_chart(report, folder / "chart.png")
