@@ -5,10 +5,8 @@ makes them from minute bars; daily bars come from ``BarSeries.daily``) and retur
 ``Technicals`` of plain floats. A value that the series is too short for is None, never an
 exception and never a number computed from too little data.
 
-MACD, EMA, SMA, ATR and Bollinger Bands are computed exactly as pandas-ta 0.4.71b0 computes them
-(no TA-Lib; same operations in the same order, so the same floats to the last bit: see
-``tests/test_indicators.py``), without importing it: pandas-ta loads numba, 50 MB of memory and
-seconds of start-up for five small formulas. Computed differently on purpose:
+pandas-ta 0.4.71b0 (checked with pandas 3.1.1, no TA-Lib installed) provides MACD, EMA, SMA,
+ATR and Bollinger Bands. Computed here by hand instead:
 
 * RSI: pandas-ta's RMA starts its average at the first change instead of Wilder's 14-bar
   simple average, so on short series it disagrees with Wilder, TA-Lib and TradingView.
@@ -18,12 +16,12 @@ seconds of start-up for five small formulas. Computed differently on purpose:
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pandas_ta as ta
 
 from brokers.base import Timeframe
 from data.calendar import MarketCalendar
@@ -138,69 +136,53 @@ def _last(series: pd.Series | None) -> float | None:
 
 
 def _ema(close: pd.Series, length: int) -> pd.Series | None:
-    """pandas-ta's EMA: seeded with the SMA of the first ``length`` closes, then ``ewm(adjust=False)``."""
-    if len(close) < length:
-        return None
-    seeded = close.copy()
-    seeded.iloc[:length - 1] = np.nan
-    seeded.iloc[length - 1] = close.iloc[0:length].mean()
-    return seeded.ewm(span=length, adjust=False).mean()
+    return ta.ema(close, length=length) if len(close) >= length else None
 
 
 def _sma(close: pd.Series, length: int) -> pd.Series | None:
-    """pandas-ta's SMA: each window summed left to right, ``x[i] * (1/length)``, as its numba convolution adds."""
-    if len(close) < length:
-        return None
-    values = close.to_numpy(dtype=float)
-    weight = np.ones(length) / length
-    windows = np.lib.stride_tricks.sliding_window_view(values, length)
-    total = np.zeros(len(windows))
-    for j in range(length):
-        total = total + windows[:, j] * weight[j]
-    return pd.Series(np.concatenate((np.full(length - 1, np.nan), total)), index=close.index)
+    return ta.sma(close, length=length) if len(close) >= length else None
 
 
 def _macd(close: pd.Series) -> tuple[tuple[float | None, ...], tuple[float | None, ...]]:
     nothing = (None, None, None)
     if len(close) < MACD_SLOW:
         return nothing, nothing
-    line = _ema(close, MACD_FAST) - _ema(close, MACD_SLOW)
-    if len(close) < MACD_SLOW + MACD_SIGNAL - 1:
+    frame = ta.macd(close, fast=MACD_FAST, slow=MACD_SLOW, signal=MACD_SIGNAL)
+    if frame is None:
         # pandas-ta wants slow + signal - 1 bars; the MACD line itself exists from bar 26.
+        fast, slow = _ema(close, MACD_FAST), _ema(close, MACD_SLOW)
+        line = fast - slow
         return (_last(line), None, None), (_last(line.iloc[:-1]), None, None)
-    signal = _ema(line.loc[line.first_valid_index():], MACD_SIGNAL).reindex(close.index)
-    hist = line - signal
+    line = frame[_column(frame, "MACD_")]
+    signal = frame[_column(frame, "MACDs_")]
+    hist = frame[_column(frame, "MACDh_")]
     now = (_last(line), _last(signal), _last(hist))
     prev = (_last(line.iloc[:-1]), _last(signal.iloc[:-1]), _last(hist.iloc[:-1]))
     return now, prev
+
+
+def _column(frame: pd.DataFrame, prefix: str) -> str:
+    return next(c for c in frame.columns if c.startswith(prefix))
 
 
 def _bollinger(close: pd.Series) -> tuple[float | None, float | None, float | None]:
     if len(close) < BB_LENGTH:
         return None, None, None
     # ddof=0: the population deviation, as TA-Lib and TradingView draw the bands.
-    deviation = close.rolling(BB_LENGTH, min_periods=BB_LENGTH).var(0).apply(np.sqrt)
-    mid = _sma(close, BB_LENGTH)
-    return _last(mid + BB_STD * deviation), _last(mid), _last(mid - BB_STD * deviation)
+    frame = ta.bbands(close, length=BB_LENGTH, lower_std=BB_STD, upper_std=BB_STD, ddof=0)
+    if frame is None:
+        return None, None, None
+    return (
+        _last(frame[_column(frame, "BBU_")]),
+        _last(frame[_column(frame, "BBM_")]),
+        _last(frame[_column(frame, "BBL_")]),
+    )
 
 
 def _atr(bars: pd.DataFrame) -> float | None:
-    """pandas-ta's ATR: true range (a machine epsilon added to every high-low when one is zero),
-    seeded with its SMA over ``ATR_LENGTH`` bars, then Wilder's smoothing (``ewm(alpha=1/length)``)."""
     if len(bars) < ATR_LENGTH + 1:
         return None
-    high, low, close = bars["high"], bars["low"], bars["close"]
-    span = high - low
-    if span.eq(0).any():
-        span = span + sys.float_info.epsilon
-    previous = close.shift(1)
-    tr = pd.concat([span, high - previous, previous - low], axis=1).abs().max(axis=1)
-    if tr.isna().all():
-        return None
-    seed = tr.iloc[0:ATR_LENGTH].mean()
-    tr.iloc[:ATR_LENGTH - 1] = np.nan
-    tr.iloc[ATR_LENGTH - 1] = seed
-    return _last(tr.ewm(alpha=1.0 / ATR_LENGTH, adjust=False).mean())
+    return _last(ta.atr(bars["high"], bars["low"], bars["close"], length=ATR_LENGTH))
 
 
 def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
