@@ -220,7 +220,7 @@ def _compare(args, settings, calendar: MarketCalendar, feed: PaperFeed, result: 
              report: dict[str, Any]) -> tuple[dict[str, dict], dict[str, dict], str]:
     """The policy table and the regret per exit reason (see ``policy_lab``)."""
     from runner.brains import RandomEntryBrain
-    from brokers.paper import SessionTapes
+    from brokers.paper_tapes import SessionTapes
     from core.policy_lab import index_by_entry, key_of, policy_row, regret_by_reason
 
     profile = settings.profile

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brokers.fees import execution_fees  # noqa: E402
-from brokers.paper import SessionTapes  # noqa: E402
+from brokers.paper_tapes import SessionTapes  # noqa: E402
 from config.settings import load_profile, profile_path  # noqa: E402
 from data.calendar import MarketCalendar  # noqa: E402
 from data.indicators import minute_volatility_pct  # noqa: E402
