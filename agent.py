@@ -186,6 +186,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         from runner.download import run_download
 
         return run_download(args, settings, calendar, clock)
+    if args.replay is not None and args.jobs > 1:
+        from runner.replay_jobs import run_split_replay
+
+        return run_split_replay(args, settings, calendar, env=env)
     if args.replay is not None:
         from runner.replay import run_replay
 

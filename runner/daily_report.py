@@ -109,7 +109,7 @@ def performance(day_rows: Sequence[tuple[date, Sequence[Mapping[str, Any]], floa
     """Over ``(day, closed trades, LLM spend)`` rows: daily P&L, cumulative equity, win rate, payoff
     (average win / average loss, in money), max drawdown of the equity at each day's end, fees, and
     cost per trade ((fees + LLM spend) / trades)."""
-    from runner.replay import max_drawdown_pct
+    from runner.replay_figures import max_drawdown_pct
 
     base = start_equity or 0.0
     equity, out_days, all_trades, spend = base, [], [], 0.0
@@ -147,7 +147,7 @@ def _largest_fall(equities: Sequence[float]) -> float:
 
 def build(raw: Mapping[str, Any], *, agent_id: str, market: str, currency: str, day: date, days: int,
           budget_usd: float, calendar: MarketCalendar, label: str | None) -> dict[str, Any]:
-    from runner.replay import summarize
+    from runner.replay_figures import summarize
 
     rows = [_trade_row(p, calendar) for p in raw["positions"]]
     today = [r for r, p in zip(rows, raw["positions"]) if p["trading_day"] == day]

@@ -40,7 +40,8 @@ from config.settings import PROJECT_DIR
 from data.bars import BarFileError
 from data.calendar import MarketCalendar, Session
 from news.replay_news import NewsFileError
-from runner.replay import RANGE_ENV, ReplayUsageError, _parse_day, _unwritable, max_drawdown_pct, replay_data_options, summarize
+from runner.replay_figures import max_drawdown_pct, summarize
+from runner.replay_options import RANGE_ENV, ReplayUsageError, parse_day, replay_data_options, unwritable
 from runner.replay_report import print_report, write_report
 from runner.sessions import NoReplayData, replay_feed
 
@@ -67,7 +68,7 @@ def run_split_replay(args, settings, calendar: MarketCalendar, *, env: Mapping[s
     """Replay each range in its own ``agent.py`` process, then write and print the merged report."""
     profile = settings.profile
     try:
-        start, end = _parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to")
+        start, end = parse_day(args.date_from, "--from"), parse_day(args.date_to, "--to")
         if start and end and start > end:
             raise ReplayUsageError(f"--from {start} is after --to {end}; nothing to replay")
         feed = replay_feed(args.replay, profile, calendar, start, end, **replay_data_options(args))
@@ -75,7 +76,7 @@ def run_split_replay(args, settings, calendar: MarketCalendar, *, env: Mapping[s
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     out_root = Path(reports_dir or env.get(REPORTS_ENV) or PROJECT_DIR / "reports").expanduser()
-    problem = _unwritable(out_root)
+    problem = unwritable(out_root)
     if problem:
         print(f"replay: the reports folder {out_root} cannot be written ({problem}); "
               f"set {REPORTS_ENV} to a folder you can write", file=sys.stderr)

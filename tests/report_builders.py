@@ -9,7 +9,7 @@ from config.settings import load_profile, profile_path
 from data.bars import SAMPLES_DIR
 from data.calendar import MarketCalendar
 from core.instruments import Market, parse_symbol
-from runner.replay import max_drawdown_pct, summarize
+from runner.replay_figures import max_drawdown_pct, summarize
 from runner.sessions import PaperFeed, replay_feed
 
 CALENDAR = MarketCalendar(Market.HK)

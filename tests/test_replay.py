@@ -233,7 +233,7 @@ def test_claude_brain_replay_counts_its_llm_cost_and_haiku_calls(database_url, t
 
 # --- Figures from a trade list, and replays across years ------------------------------------------------
 def test_summary_figures_follow_the_documented_rules():
-    from runner.replay import max_drawdown_pct, summarize
+    from runner.replay_figures import max_drawdown_pct, summarize
 
     def trade(net, pct, reason, haiku=0, errors=0, reactions=()):
         return {"net_pnl": net, "net_pnl_pct": pct, "gross_pnl": net + 20, "fees": 20.0, "exit_reason": reason,

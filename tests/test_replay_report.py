@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.replay import summarize
+from runner.replay_figures import summarize
 from runner.replay_report import traded_symbols_by_pnl, write_report
 from tests.report_builders import CALENDAR, feed_of, report_of
 
