@@ -138,7 +138,7 @@ def test_us_sample_session_trades_through_alpaca_with_a_bracket_backstop(alpaca_
     clock = SimClock(session.open)
     alpaca_fake.serve_market(f.series, now=clock.peek)
 
-    run = run_agent(["--force", "--market", "us"], alpaca_env(alpaca_fake, database_url, tmp_path, f.universe), clock)
+    run = run_agent(["--force", "--market", "us"], alpaca_env(alpaca_fake, database_url, tmp_path, f.universe, **POLL_15S), clock)
 
     assert run.code == 0, run.out + run.err
     entries, exits = entries_and_exits(run.out)
