@@ -42,17 +42,12 @@ class Clock(Protocol):
         """Run ``main`` to completion on an event loop that follows this clock."""
 
 
-async def _wait_for(event: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(event.wait(), timeout=max(0.0, seconds))
-        return True
-    except TimeoutError:
-        return False
+class _LoopTime:
+    """Sleeping and waiting on the running event loop's time: real for the wall clock, virtual for
+    the simulated one (its loop jumps ahead whenever nothing is runnable)."""
 
-
-class WallClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        raise NotImplementedError
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
@@ -61,7 +56,16 @@ class WallClock:
         await self.sleep((when - self.now()).total_seconds())
 
     async def wait_for(self, event: asyncio.Event, seconds: float) -> bool:
-        return await _wait_for(event, seconds)
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, seconds))
+            return True
+        except TimeoutError:
+            return False
+
+
+class WallClock(_LoopTime):
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
@@ -185,7 +189,7 @@ async def io(awaitable: Awaitable[T], timeout: float | None = None) -> T:
         timer.cancel()
 
 
-class SimClock:
+class SimClock(_LoopTime):
     """Simulated time starting at ``start`` (timezone-aware).
 
     ``now()`` and ``sleep()`` work on the loop created by ``run()``. Outside that loop (before
@@ -227,15 +231,6 @@ class SimClock:
 
     def advance(self, seconds: float) -> None:
         self.set(self._manual + timedelta(seconds=seconds))
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-    async def sleep_until(self, when: datetime) -> None:
-        await self.sleep((when - self.now()).total_seconds())
-
-    async def wait_for(self, event: asyncio.Event, seconds: float) -> bool:
-        return await _wait_for(event, seconds)
 
     def run(self, main: Coroutine[Any, Any, T]) -> T:
         loop = VirtualTimeLoop()
