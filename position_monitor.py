@@ -43,6 +43,7 @@ from engine.exit_advisor import AdviceRequest, ConsultGate
 from engine.exits import Booked, CloseType, ExitRequest, PositionExit
 from engine.lease import MonitorLease
 from engine.spend import BudgetExhausted
+from ops.retry import backoff_seconds
 from signals import (
     Decision, ExitAction, ExitReason, PositionView, Signal, Strength, decide, evaluate, pnl_pct,
 )
@@ -77,11 +78,6 @@ class MonitorOutcome:
     note: str = ""
 
 
-def _backoff(first: float, failures: int, ceiling: float) -> float:
-    """``first`` after one failure, doubling with each further one, never above ``ceiling``
-    (nor below ``first``)."""
-    return max(first, min(ceiling, first * 2 ** min(failures - 1, 16)))
-
 
 class PositionExecutor:
     def __init__(self, ctx: MonitorContext, position: PositionRecord) -> None:
@@ -108,11 +104,10 @@ class PositionExecutor:
     # --- entry ------------------------------------------------------------------------------
     @classmethod
     async def enter(cls, ctx: MonitorContext, market: MarketData, decision: EntryDecision, price: Decimal,
-                    attempt: "EntryAttempt | None" = None) -> "EntryAttempt":
+                    attempt: "EntryAttempt") -> "EntryAttempt":
         """Send the entry and, once filled, open the position and place its backstop. The attempt (the
         caller's, so that it sees how far an entry got when a step raised) says what happened; its
         ``executor`` (status OPEN) is ready to be watched, or None (FAILED)."""
-        attempt = attempt or EntryAttempt(decision, ExecutorStatus.PENDING_ENTRY)
         order, attempt.client_order_id = await send_entry_order(ctx, decision, price)
         attempt.order = order
         if order.filled_quantity == 0:
@@ -226,7 +221,7 @@ class PositionExecutor:
             self._failed_checks = 0
             return m.check_interval_seconds
         self._failed_checks += 1
-        return _backoff(m.retry_delay_seconds, self._failed_checks, m.check_interval_seconds)
+        return backoff_seconds(self._failed_checks, m.retry_delay_seconds, m.check_interval_seconds)
 
     async def _wait_for_session(self, now: datetime, session, state: SessionState) -> bool:
         """Sleep through the lunch break (or until the open); False when the day's trading is over."""
@@ -416,7 +411,7 @@ class PositionExecutor:
                 self._retry_exit = request
             self._failed_exits += 1
             # Retry soon, backing off (to a minute at most) while the broker keeps refusing.
-            await self.ctx.clock.sleep(_backoff(self.ctx.profile.monitor.retry_delay_seconds, self._failed_exits, 60.0))
+            await self.ctx.clock.sleep(backoff_seconds(self._failed_exits, self.ctx.profile.monitor.retry_delay_seconds, 60.0))
 
     async def _exit(self, request: ExitRequest, trigger_time: datetime | None) -> None:
         if self.outcome.closed:

@@ -91,27 +91,22 @@ def load_sdk() -> SimpleNamespace:
                 return moomoo.RET_OK
             return super()._init_connect_sync()
 
-    class QuoteHandler(moomoo.StockQuoteHandlerBase):
-        def __init__(self, sink: Callable[[pd.DataFrame], None]):
-            super().__init__()
-            self._sink = sink
+    def forwarding(base):
+        """An SDK push handler that hands each frame the SDK parsed without error to ``sink``."""
+        class Handler(base):
+            def __init__(self, sink: Callable[[pd.DataFrame], None]):
+                super().__init__()
+                self._sink = sink
 
-        def on_recv_rsp(self, rsp_pb):
-            ret, data = super().on_recv_rsp(rsp_pb)
-            if ret == moomoo.RET_OK:
-                self._sink(data)
-            return ret, data
+            def on_recv_rsp(self, rsp_pb):
+                ret, data = super().on_recv_rsp(rsp_pb)
+                if ret == moomoo.RET_OK:
+                    self._sink(data)
+                return ret, data
+        return Handler
 
-    class OrderHandler(moomoo.TradeOrderHandlerBase):
-        def __init__(self, sink: Callable[[pd.DataFrame], None]):
-            super().__init__()
-            self._sink = sink
-
-        def on_recv_rsp(self, rsp_pb):
-            ret, data = super().on_recv_rsp(rsp_pb)
-            if ret == moomoo.RET_OK:
-                self._sink(data)
-            return ret, data
+    QuoteHandler = forwarding(moomoo.StockQuoteHandlerBase)
+    OrderHandler = forwarding(moomoo.TradeOrderHandlerBase)
 
     return SimpleNamespace(mod=moomoo, QuoteContext=QuoteContext, TradeContext=TradeContext,
                            QuoteHandler=QuoteHandler, OrderHandler=OrderHandler)

@@ -22,8 +22,9 @@ OnRetry = Callable[[BaseException, int, float], None]
 
 
 def backoff_seconds(failed_attempts: int, first_delay: float, max_delay: float = math.inf) -> float:
-    """``first_delay`` doubled after every further failure, at most ``max_delay``."""
-    return min(first_delay * 2 ** (failed_attempts - 1), max_delay)
+    """``first_delay`` doubled after every further failure, at most ``max_delay`` (and never below
+    ``first_delay``); the doubling stops counting after 16, so a day of failures cannot overflow."""
+    return max(first_delay, min(max_delay, first_delay * 2 ** min(failed_attempts - 1, 16)))
 
 
 def retrying(

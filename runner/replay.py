@@ -227,21 +227,21 @@ async def _replay(args, settings, calendar: MarketCalendar, clock: SimClock, fee
                     partial = error = (f"stopped by {stop.signal_name} during the session of {day}; the report "
                                        f"covers the {len(replayed)} session(s) replayed before it")
                 stop.finishing = True
-            report, positions = await _report(rt, broker, feed, calendar, profile, equity_curve, stuck, replayed,
-                                              news_loaded)
+            figures = RunFigures(rt.store.db, rt.store.agent_id)
+            report, positions = await _report(rt, figures, broker, feed, calendar, profile, equity_curve, stuck,
+                                              replayed, news_loaded)
             if partial:
                 report["run"]["partial"] = partial
             entries_by_cycle = {cycle_key(calendar.local(started)): n
-                                for started, n in await RunFigures(rt.store.db, rt.store.agent_id).entries_by_cycle_start()}
+                                for started, n in await figures.entries_by_cycle_start()}
             return ReplayResult(report, error, _entries(positions), entries_by_cycle)
     except (DatabasesUnreachable, LockHeld, RunFailed) as exc:
         return ReplayResult(None, str(exc))
 
 
-async def _report(rt, broker, feed: PaperFeed, calendar: MarketCalendar, profile, equity_curve: list,
+async def _report(rt, figures: RunFigures, broker, feed: PaperFeed, calendar: MarketCalendar, profile, equity_curve: list,
                   stuck: Counter[int], replayed: list[Session], news_loaded: int,
                   ) -> tuple[dict[str, Any], list[PositionRecord]]:
-    figures = RunFigures(rt.store.db, rt.store.agent_id)
     positions = await figures.positions()
     report = build_report(
         positions=positions, watches=_watches(rt, stuck),

@@ -7,8 +7,7 @@ import hashlib
 import logging
 import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import datetime, time, timedelta
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -162,7 +161,7 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
                         owner, alerters=build_alerters(secrets, clock), redact=redactor.redact,
                         label=getattr(settings, "label", None))
     consciousness = Consciousness(dbs.research, profile.agent_id)
-    spend = SpendLedger(store, clock, calendar, profile.budget.daily_usd, on_spend=_safe_spend(consciousness))
+    spend = SpendLedger(store, clock, calendar, profile.budget.daily_usd, on_spend=consciousness.add_spend)
     market = MarketData(broker, clock, calendar, profile, universe)
     brain_name = args.brain or ("claude" if secrets.anthropic_api_key else "rules")
     client = None
@@ -188,11 +187,6 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
                    MonitorManager(monitor_ctx), spend, brain_name, owner, live, anthropic_client=client, brain=brain,
                    news=news)
 
-
-def _safe_spend(consciousness: Consciousness):
-    async def on_spend(amount: Decimal, day: date, at: datetime) -> None:
-        await consciousness.add_spend(amount, day, at)
-    return on_spend
 
 
 def build_alerters(secrets, clock) -> list:

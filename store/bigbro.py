@@ -25,11 +25,11 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
-async def insert_record(db: Database, record: dict[str, Any]) -> None:
+async def insert_record(db: Database, record: dict[str, Any]) -> bool:
     """One outbox record into its table, once: a record already there (same idempotency key) is skipped;
-    a new message is announced with ``pg_notify('claude_messages', id)``."""
+    a new message is announced with ``pg_notify('claude_messages', id)``. True when this call wrote it."""
     if record.get("table", MESSAGES) == OBSERVATIONS:
-        await db.execute(
+        status = await db.execute(
             """INSERT INTO claude_observations (agent_id, observation_type, subject, content, market, tags,
                    created_at, idempotency_key)
                VALUES ($1,$2,$3,$4,$5,$6::jsonb,$7,$8) ON CONFLICT (idempotency_key) DO NOTHING""",
@@ -37,7 +37,7 @@ async def insert_record(db: Database, record: dict[str, Any]) -> None:
             json.dumps(record["tags"], default=json_default), datetime.fromisoformat(record["created_at"]),
             record["idempotency_key"],
         )
-        return
+        return status == "INSERT 0 1"
     async with db.transaction() as conn:
         message_id = await conn.fetchval(
             """INSERT INTO claude_messages (from_agent, to_agent, msg_type, priority, subject, body, data,
@@ -50,6 +50,7 @@ async def insert_record(db: Database, record: dict[str, Any]) -> None:
         )
         if message_id is not None:
             await conn.execute("SELECT pg_notify('claude_messages', $1)", str(message_id))
+    return message_id is not None
 
 
 @dataclass(frozen=True)
@@ -176,16 +177,11 @@ class Consciousness:
 async def post_once(research: Database, agent_id: str, subject: str, body: str, data: dict[str, Any], at: datetime,
                     idempotency_key: str) -> bool:
     """A notification to Big Bro that exists once per key: True when this call posted it."""
-    async with research.transaction() as conn:
-        message_id = await conn.fetchval(
-            """INSERT INTO claude_messages (from_agent, to_agent, msg_type, priority, subject, body, data,
-                   status, created_at, idempotency_key)
-               VALUES ($1, 'big_bro', 'notification', 'normal', $2, $3, $4::jsonb, 'pending', $5, $6)
-               ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
-            agent_id, subject[:500], body, json.dumps(data, default=str), at, idempotency_key)
-        if message_id is not None:
-            await conn.execute("SELECT pg_notify('claude_messages', $1)", str(message_id))
-    return message_id is not None
+    return await insert_record(research, {
+        "from_agent": agent_id, "to_agent": "big_bro", "msg_type": "notification", "priority": "normal",
+        "subject": subject[:500], "body": body, "data": json.loads(json.dumps(data, default=str)), "reply_to_id": None,
+        "created_at": at.isoformat(), "idempotency_key": idempotency_key,
+    })
 
 
 async def messages_between(research: Database, agent_id: str, start: datetime, end: datetime,

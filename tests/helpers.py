@@ -91,3 +91,15 @@ def hk_settings(database_url: str, var_dir: Path, argv: list[str]):
     args = agent.parse_args(argv)
     env = agent.read_environment({"DATABASE_URL": database_url, "CATALYST_VAR_DIR": str(var_dir)})
     return args, agent.load_settings(args, env)
+
+
+def hk_sample_under_three_codes(folder: Path, files: str = "09988_*.csv") -> Path:
+    """The 09988 sample bars copied under three codes, so a cycle (or the random control) has several
+    symbols to choose from."""
+    from data.bars import SAMPLES_DIR
+
+    folder.mkdir()
+    for code in ("09988", "00700", "00005"):
+        for f in (SAMPLES_DIR / "hk").glob(files):
+            (folder / f.name.replace("09988", code)).write_bytes(f.read_bytes())
+    return folder

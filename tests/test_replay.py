@@ -9,7 +9,7 @@ import pytest
 
 import agent
 from data.bars import SAMPLES_DIR
-from tests.helpers import query
+from tests.helpers import hk_sample_under_three_codes, query
 
 HK_SAMPLES = SAMPLES_DIR / "hk"
 
@@ -345,19 +345,9 @@ def test_a_replay_says_which_board_lot_it_assumed_and_takes_the_real_one_from_th
 
 
 # --- --compare: the same entries under each exit policy --------------------------------------------------
-def _three_symbol_folder(tmp_path: Path) -> Path:
-    """The 09988 sample under three codes, so the random control has symbols to draw from."""
-    folder = tmp_path / "bars"
-    folder.mkdir()
-    for code in ("09988", "00700", "00005"):
-        for f in HK_SAMPLES.glob("09988_*.csv"):
-            (folder / f.name.replace("09988", code)).write_bytes(f.read_bytes())
-    return folder
-
-
 def test_compare_puts_the_agent_row_equal_to_the_replay_and_a_seeded_random_control_beside_it(
         database_url, tmp_path, capsys):
-    folder = _three_symbol_folder(tmp_path)
+    folder = hk_sample_under_three_codes(tmp_path / "bars")
     args = ["--replay", str(folder), "--from", "2022-05-26", "--to", "2022-06-15", "--compare", "--seed", "7"]
     assert agent.main(args, env=_env(database_url, tmp_path)) == 0, capsys.readouterr().out
     out = capsys.readouterr().out

@@ -6,21 +6,12 @@ from pathlib import Path
 
 import agent
 from data.bars import SAMPLES_DIR
+from tests.helpers import hk_sample_under_three_codes
 from runner.replay_jobs import split_sessions
 
 HK_SAMPLES = SAMPLES_DIR / "hk"
 RANGE = ["--from", "2022-05-26", "--to", "2022-06-15"]
 SAME_TRADE = ("symbol", "quantity", "entry_time", "entry_price", "exit_time", "exit_price", "exit_reason", "net_pnl")
-
-
-def _bars(tmp_path: Path) -> Path:
-    """The 09988 sample bars under three codes, so a cycle has several symbols to choose from."""
-    folder = tmp_path / "bars"
-    folder.mkdir()
-    for code in ("09988", "00700", "00005"):
-        for f in HK_SAMPLES.glob("09988_1[md]_*.csv"):
-            (folder / f.name.replace("09988", code)).write_bytes(f.read_bytes())
-    return folder
 
 
 def _replay(argv: list[str], database_url: str, tmp_path: Path, name: str) -> dict:
@@ -36,7 +27,7 @@ def _replay(argv: list[str], database_url: str, tmp_path: Path, name: str) -> di
 
 
 def test_two_processes_give_the_single_replays_trades_and_pnl(database_url, tmp_path, capsys):
-    folder = _bars(tmp_path)
+    folder = hk_sample_under_three_codes(tmp_path / "bars", "09988_1[md]_*.csv")
     single = _replay(["--replay", str(folder), "--brain", "rules", *RANGE], database_url, tmp_path, "single")
     capsys.readouterr()
     split = _replay(["--replay", str(folder), "--brain", "rules", *RANGE, "--jobs", "2"], database_url, tmp_path, "jobs")
