@@ -7,7 +7,9 @@ Two clocks behind one protocol:
   whose time is virtual: when every task is waiting on a timer the loop jumps straight to the
   next timer instead of blocking, so a trading day replays in seconds and always the same way.
   Time never jumps while real I/O is in flight (a database query, a call to a fake server):
-  code that awaits something outside the process wraps it in ``external_io()``.
+  code that awaits something outside the process wraps it in ``external_io()``. I/O whose timing
+  must not change which task runs first (the database) goes through an ``IoThread`` instead: it
+  completes before the simulated loop runs anything else, as if it took no time at all.
 
 Because the virtual time lives in the event loop itself, everything built on asyncio timers
 (``asyncio.sleep``, ``asyncio.wait_for``, ``asyncio.timeout``) follows the simulated clock.
@@ -19,7 +21,7 @@ import contextlib
 import selectors
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Coroutine, Iterator, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Iterator, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -187,6 +189,65 @@ async def io(awaitable: Awaitable[T], timeout: float | None = None) -> T:
         raise
     finally:
         timer.cancel()
+
+
+def simulation_running() -> bool:
+    """Whether the running event loop is a simulated clock's."""
+    try:
+        return isinstance(asyncio.get_running_loop(), VirtualTimeLoop)
+    except RuntimeError:
+        return False
+
+
+class IoThread:
+    """A private event loop on a thread of its own, for I/O a simulation must see as instantaneous.
+
+    ``external_io()`` stops simulated time while a call is in flight, but other tasks still run
+    meanwhile, and which of two concurrent calls answers first is up to the real world: a monitor's
+    exit and a cycle's scan at the same simulated second then interleave differently from one run
+    to the next. ``call()`` blocks the simulated loop until the answer is in, so nothing else runs
+    meanwhile and every run interleaves its tasks the same way. Objects bound to an event loop
+    (asyncpg pools and connections) are made and used on this thread's loop only.
+    """
+
+    def __init__(self, name: str = "sim-io") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, make: Callable[[], Awaitable[T]], timeout: float = _IO_STALL_SECONDS) -> T:
+        """Await ``make()`` on the thread's loop and return its result (or raise its error) here.
+
+        ``timeout``: seconds of real time; past it the call is cancelled and ``TimeoutError`` raised.
+        """
+        async def run() -> T:
+            return await make()
+
+        answer = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        try:
+            return answer.result(timeout)
+        except TimeoutError:
+            if answer.done():  # the call's own timeout, not ours
+                raise
+            answer.cancel()
+            raise TimeoutError(f"no answer within {timeout:g} s") from None
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+
+        async def cancel_the_rest() -> None:  # e.g. a call given up on: it ends here, not in the collector
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_the_rest(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 class SimClock(_LoopTime):

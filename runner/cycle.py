@@ -44,8 +44,8 @@ async def trade_session(rt: Runtime, session: Session | None, inbox: list[InboxM
     for when in cycle_times(rt, session):
         if when > rt.clock.now():
             await rt.clock.sleep_until(when)
-        if rt.calendar.state(rt.clock.now()) is not SessionState.OPEN:
-            continue
+        if session is not None and rt.calendar.state(rt.clock.now()) is not SessionState.OPEN:
+            continue  # a scheduled time outside a replayed session (a half day); a broker run was gated at its start
         if not first:  # a later cycle of the same run: Big Bro may have written meanwhile (e.g. resume)
             inbox = await read_inbox(rt)
         first = False

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     fixed = [Decimal(x) for x in ("0.5", "1", "1.5", "2", "3", "5")]
     multiples = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
     policies = ([("close", None, False)] + [(f"fixed {p}%", ("pct", p), t) for p in fixed for t in (False, True)]
-                + [(f"noise x{m:g}", ("noise", m), t) for m in multiples for t in (False, True)])
+                + [(f"noise x{m:g}", ("noise", m), t) for m in multiples for t in (False, True)]
+                + [(f"target only, noise x{m:g}", ("target", m), False) for m in multiples])
     results: dict[str, list[list[float]]] = {name + (" +target" if t else ""): [[], []] for name, _, t in policies}
     sigmas: list[float] = []
     for n, session in enumerate(sessions):
@@ -80,14 +81,17 @@ def main(argv: list[str] | None = None) -> int:
                 entry = EntryFill(symbol, times[i], ask, qty, fees)
                 deadline = time_exit_after(session, times[i], profile)
                 for name, rule, with_target in policies:
-                    stop = None
+                    stop = target = None
                     if rule is not None:
                         kind, x = rule
                         dist = (ask * x / 100 if kind == "pct"
                                 else ask * Decimal(str(x * sigma * args.hold ** 0.5)) / 100)
-                        stop = round_to_tick(symbol.market, ask - dist, session.day, Rounding.DOWN,
-                                             profile.ticks.hk_phase2_date)
-                    target = None
+                        if kind == "target":  # a take-profit alone: sell into strength, no stop
+                            target = round_to_tick(symbol.market, ask + dist, session.day, Rounding.UP,
+                                                   profile.ticks.hk_phase2_date)
+                        else:
+                            stop = round_to_tick(symbol.market, ask - dist, session.day, Rounding.DOWN,
+                                                 profile.ticks.hk_phase2_date)
                     if with_target and stop is not None:
                         target = round_to_tick(symbol.market, ask + (ask - stop) * Decimal(str(args.rr)), session.day,
                                                Rounding.UP, profile.ticks.hk_phase2_date)

@@ -14,11 +14,13 @@ import warnings
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import asyncpg
 
-from core.clock import external_io, io
+from core.clock import IoThread, external_io, io, simulation_running
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,9 @@ def _describe(url: str) -> str:
 class Database:
     """An asyncpg pool; every call is marked as external I/O for the simulated clock.
 
+    Under a simulated clock the pool lives on an ``IoThread``: each call completes before the
+    simulation runs anything else, so concurrent tasks interleave the same way on every run.
+
     An *optional* database (``optional_migrations`` given: Big Bro's research database) may be
     unreachable when the run starts: every call then tries to connect (and migrate) first, at
     most once every ``RECONNECT_SECONDS`` of the loop's clock, and raises ``DatabaseError``
@@ -91,6 +96,7 @@ class Database:
         self.url = url
         self.name = name
         self._pool: asyncpg.Pool | None = None
+        self._io_thread: IoThread | None = None
         self._optional_migrations = optional_migrations
         self._next_attempt: float | None = None
         self._connecting: asyncio.Lock | None = None
@@ -100,21 +106,40 @@ class Database:
         return _describe(self.url)
 
     async def connect(self, min_size: int = 1, max_size: int = 5, timeout: float = 10) -> "Database":
+        def create_pool() -> asyncpg.Pool:
+            return asyncpg.create_pool(self.url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=30)
+
         try:
-            # A real-time deadline: asyncpg's own timeout runs on the loop's timers, which never come
-            # due under the simulated clock while the connection is in flight (a silent host hung a demo).
-            self._pool = await io(asyncpg.create_pool(
-                self.url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=30
-            ), timeout=timeout)
+            if simulation_running():
+                self._io_thread = IoThread(f"db-{self.name}")
+                # asyncpg's own timeout is real time on that thread; ours is only a backstop
+                self._pool = self._io_thread.call(create_pool, timeout=timeout + 5)
+            else:
+                # A real-time deadline: asyncpg's own timeout runs on the loop's timers, which never
+                # come due under the simulated clock while the connection is in flight.
+                self._pool = await io(create_pool(), timeout=timeout)
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            self._stop_io_thread()
             raise DatabaseError(f"cannot connect to the {self.name} database at {self.where}: {type(exc).__name__}") from None
         return self
 
     async def close(self) -> None:
-        if self._pool is not None:
-            with external_io():
-                await self._pool.close()
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await self._on(pool, lambda p: p.close())
+        self._stop_io_thread()
+
+    def _stop_io_thread(self) -> None:
+        thread, self._io_thread = self._io_thread, None
+        if thread is not None:
+            thread.close()
+
+    async def _on(self, pool: asyncpg.Pool, use: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """``use(pool)``, on the I/O thread under a simulated clock, else as external I/O here."""
+        if self._io_thread is not None:
+            return self._io_thread.call(lambda: use(pool))
+        with external_io():
+            return await use(pool)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -157,63 +182,95 @@ class Database:
             return self.pool
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        pool = await self.ready()
-        with external_io():
-            return await pool.fetch(sql, *args)
+        return await self._on(await self.ready(), lambda pool: pool.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        pool = await self.ready()
-        with external_io():
-            return await pool.fetchrow(sql, *args)
+        return await self._on(await self.ready(), lambda pool: pool.fetchrow(sql, *args))
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        pool = await self.ready()
-        with external_io():
-            return await pool.fetchval(sql, *args)
+        return await self._on(await self.ready(), lambda pool: pool.fetchval(sql, *args))
 
     async def execute(self, sql: str, *args: Any) -> str:
-        pool = await self.ready()
-        with external_io():
-            return await pool.execute(sql, *args)
+        return await self._on(await self.ready(), lambda pool: pool.execute(sql, *args))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator["asyncpg.Connection | BlockingConnection"]:
         pool = await self.ready()
-        with external_io():
-            async with pool.acquire() as conn:
-                async with conn.transaction():
-                    yield conn
+        thread = self._io_thread
+        if thread is None:
+            with external_io():
+                async with pool.acquire() as conn:
+                    async with conn.transaction():
+                        yield conn
+            return
+        conn = thread.call(lambda: pool.acquire())
+        try:
+            tx = conn.transaction()
+            thread.call(tx.start)
+            try:
+                yield BlockingConnection(conn, thread)
+            except BaseException:
+                thread.call(tx.rollback)
+                raise
+            thread.call(tx.commit)
+        finally:
+            thread.call(lambda: pool.release(conn))
 
     async def migrate(self, kind: str) -> list[str]:
         """Apply ``migrations/<kind>/*.sql`` not yet applied; safe to run twice or concurrently."""
         files = sorted((MIGRATIONS_DIR / kind).glob("*.sql"))
-        applied_now: list[str] = []
-        with external_io():
-            async with self.pool.acquire() as conn:
-                await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
-                try:
-                    await conn.execute(
-                        """CREATE TABLE IF NOT EXISTS schema_migrations (
-                               kind TEXT NOT NULL, version TEXT NOT NULL, checksum TEXT NOT NULL,
-                               applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (kind, version))"""
-                    )
-                    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations WHERE kind = $1", kind)}
-                    for path in files:
-                        if path.name in done:
-                            continue
-                        sql = path.read_text()
-                        async with conn.transaction():
-                            await conn.execute(sql)
-                            await conn.execute(
-                                "INSERT INTO schema_migrations (kind, version, checksum) VALUES ($1, $2, $3)",
-                                kind, path.name, hashlib.sha256(sql.encode()).hexdigest(),
-                            )
-                        applied_now.append(path.name)
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+        applied_now = await self._on(self.pool, lambda pool: _apply_migrations(pool, kind, files))
         if applied_now:
             log.info("applied %s migrations to the %s database: %s", kind, self.name, ", ".join(applied_now))
         return applied_now
+
+
+class BlockingConnection:
+    """A connection of a database's ``IoThread``, used from the simulated loop inside a transaction:
+    each call has its answer before it returns, like every other call of that database."""
+
+    def __init__(self, conn: asyncpg.Connection, thread: IoThread) -> None:
+        self._conn = conn
+        self._thread = thread
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return self._thread.call(lambda: self._conn.fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return self._thread.call(lambda: self._conn.fetchrow(sql, *args))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return self._thread.call(lambda: self._conn.fetchval(sql, *args))
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return self._thread.call(lambda: self._conn.execute(sql, *args))
+
+
+async def _apply_migrations(pool: asyncpg.Pool, kind: str, files: list[Path]) -> list[str]:
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       kind TEXT NOT NULL, version TEXT NOT NULL, checksum TEXT NOT NULL,
+                       applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (kind, version))"""
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations WHERE kind = $1", kind)}
+            for path in files:
+                if path.name in done:
+                    continue
+                sql = path.read_text()
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (kind, version, checksum) VALUES ($1, $2, $3)",
+                        kind, path.name, hashlib.sha256(sql.encode()).hexdigest(),
+                    )
+                applied_now.append(path.name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    return applied_now
 
 
 class EmbeddedPostgres:

@@ -106,3 +106,39 @@ def test_an_external_call_that_never_answers_times_out_in_real_time_on_either_cl
             with pytest.raises(TimeoutError, match="no answer within 0.3 s"):
                 clock.run(main())
         assert isinstance(clock, SimClock) and clock.now() == START, "no simulated time passed meanwhile"
+
+
+def test_a_slow_database_answer_never_lets_another_task_overtake_in_a_simulation(database_url):
+    """Two tasks at one simulated instant: a monitor's slow write, then a cycle's quick read. Were the
+    answers taken in the order the real database gives them, the cycle would see the world before
+    the exit on one run and after it on another (a replay put an entry 15 s apart that way). In a
+    simulation a database call takes no time and nothing else runs meanwhile: always the same order."""
+    from store.db import Database
+
+    clock = SimClock(START)
+
+    async def main():
+        db = await Database(database_url, "trading").connect()
+        order: list[str] = []
+
+        async def monitor_exit():
+            await db.execute("SELECT pg_sleep(0.3)")
+            order.append("exit recorded")
+
+        async def cycle_scan():
+            await db.fetchval("SELECT 1")
+            order.append("scan read")
+
+        async def both_in_a_transaction():
+            async with db.transaction() as conn:
+                await conn.execute("SELECT pg_sleep(0.2)")
+                order.append("transaction body")
+
+        try:
+            await asyncio.gather(monitor_exit(), cycle_scan(), both_in_a_transaction(), cycle_scan())
+        finally:
+            await db.close()
+        return order
+
+    assert clock.run(main()) == ["exit recorded", "scan read", "transaction body", "scan read"]
+    assert clock.now() == START, "no simulated time passed"
