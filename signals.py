@@ -525,6 +525,9 @@ def decide(signals: Sequence[Signal], thresholds: SignalThresholds, advisor_avai
 
     if strong:
         return made(ExitAction.EXIT, f"{strong} STRONG signal(s): exit at once", 1.0)
+    if thresholds.exit_rule == "strong_only":
+        return made(ExitAction.HOLD, f"{moderate} MODERATE, {weak} WEAK: only a STRONG signal exits (exit_rule strong_only)",
+                    1.0 - pressure)
     if moderate >= thresholds.exit_moderate_count:
         return made(ExitAction.EXIT, f"{moderate} MODERATE signals >= {thresholds.exit_moderate_count}", 1.0)
     if total >= thresholds.exit_score:

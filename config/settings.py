@@ -117,7 +117,10 @@ class SignalThresholds(Strict):
     time_stop_flat_pct: float = Field(1, gt=0)
     below_vwap_pct: Levels = Levels(moderate=2, weak=0)
     below_ema9_pct: Levels = Levels(moderate=2, weak=0)
-    # Decision rules.
+    # Decision rules. "score": SPEC section 7 (STRONG exits; MODERATE counts and the score exit or ask
+    # the advisor). "strong_only": only a STRONG signal exits and nothing else is acted on (no advisor
+    # consult): where early exits cost money on real data (docs/exit-quality.md, the HK profile).
+    exit_rule: Literal["score", "strong_only"] = "score"
     strength_points: dict[Literal["moderate", "weak"], float] = {"moderate": 2.0, "weak": 1.0}
     weights: dict[str, float] = {}
     exit_score: float = Field(6, gt=0)
@@ -413,22 +416,9 @@ def profile_path(market: str) -> Path:
 
 
 def load_profile(path: Path, env: Mapping[str, str] | None = None) -> Profile:
-    """Read a profile file, apply ``CATALYST__...`` overrides from ``env``, validate."""
+    """Read a profile file (and the one it ``extends``), apply ``CATALYST__...`` overrides from ``env``, validate."""
     env = os.environ if env is None else env
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"profile file {path} does not exist (profiles: config/hk.yaml, config/us.yaml)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"profile file {path} is a folder; name a YAML file (e.g. config/hk.yaml)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"profile file {path} cannot be read: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    data = _read_profile_file(path)
     overridden: dict[tuple[str, ...], str] = {}
     for var, raw in env.items():
         if not var.startswith(ENV_PREFIX):
@@ -460,6 +450,46 @@ def live_env_note(env: Mapping[str, str], path: Path) -> str | None:
         return None
     return (f"note: {LIVE_ENV} is ignored: real money needs `live: true` in the profile file ({path}) "
             "and --live on the command line")
+
+
+EXTENDS_KEY = "extends"
+
+
+def _read_profile_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's keys over those of the profile it ``extends`` (a path relative to the file), key by
+    key in nested sections. ``live`` is never taken from the base: real money is said in the file itself."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"profile file {path} does not exist (profiles: config/hk.yaml, config/us.yaml)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"profile file {path} is a folder; name a YAML file (e.g. config/hk.yaml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"profile file {path} cannot be read: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    base_name = data.pop(EXTENDS_KEY, None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: `{EXTENDS_KEY}` names one profile file, e.g. ../hk.yaml")
+    base_path = (path.parent / base_name).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: `{EXTENDS_KEY}: {base_name}` goes round in a circle")
+    base = _read_profile_file(base_path, (*seen, path.resolve()))
+    base.pop(LIVE_KEY[0], None)
+    return _merged(base, data)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) and value else value
+    return out
 
 
 def _set_nested(data: dict, keys: tuple[str, ...], value: Any) -> None:

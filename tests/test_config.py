@@ -97,3 +97,36 @@ def test_secret_values_never_appear_in_config_errors():
 def test_a_var_folder_under_home_is_expanded(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_secrets({"CATALYST_VAR_DIR": "~/catalyst-var"}).var_dir == tmp_path / "catalyst-var"
+
+
+def test_an_evaluation_profile_is_its_live_profile_but_for_what_it_says(tmp_path):
+    """config/eval/*.yaml once copied the live profiles by hand and missed the US noise stop (1.5)."""
+    for market in ("hk", "us"):
+        live = load_profile(Path(f"config/{market}.yaml"), env={}).model_dump()
+        evaluation = load_profile(Path(f"config/eval/{market}.yaml"), env={}).model_dump()
+        differing = {key for key in live if live[key] != evaluation[key]}
+        assert differing <= {"agent_id", "schedule", "risk"}, differing
+        assert evaluation["risk"]["noise_stop_multiple"] == live["risk"]["noise_stop_multiple"]
+        assert evaluation["signals"] == live["signals"]
+
+
+def test_extends_merges_key_by_key_and_never_inherits_live(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "market: HK\nagent_id: base\nlive: true\nrisk:\n  max_positions: 3\n  min_stop_ticks: 4\n"
+        "signals:\n  rsi_overbought: {strong: 90, moderate: 80, weak: 72}\n")
+    (tmp_path / "child.yaml").write_text(
+        "extends: base.yaml\nagent_id: child\nrisk:\n  max_positions: 2\nsignals:\n  rsi_overbought: {}\n")
+    profile = load_profile(tmp_path / "child.yaml", env={})
+    assert (profile.agent_id, profile.risk.max_positions, profile.risk.min_stop_ticks) == ("child", 2, 4)
+    assert profile.signals.rsi_overbought.strong is None, "an empty section in the child switches the levels off"
+    assert profile.live is False, "real money is said in the file itself, never inherited"
+
+
+def test_a_circle_of_extends_is_one_clear_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nmarket: HK\nagent_id: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="goes round in a circle"):
+        load_profile(tmp_path / "a.yaml", env={})
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\nmarket: HK\nagent_id: c\n")
+    with pytest.raises(ConfigError, match="missing.yaml does not exist"):
+        load_profile(tmp_path / "c.yaml", env={})

@@ -511,3 +511,19 @@ def test_self_test_is_deterministic_whatever_the_timezone():
     for needle in ("Signals: [", "Decision: EXIT", "Decision: ASK_HAIKU", "Decision: HOLD", "Lunch at 11:52 HKT",
                    "Flat for 125 minutes", "half day"):
         assert needle in utc.stdout
+
+
+def test_the_strong_only_rule_holds_on_anything_but_a_strong_signal_and_never_asks_the_advisor():
+    """The HK profile's rule (docs/exit-quality.md): early exits on weaker signals cost money there."""
+    strong_only = SignalThresholds(exit_rule="strong_only")
+    three_moderate = [sig(SignalName.BELOW_VWAP, M), sig(SignalName.BELOW_EMA9, M), sig(SignalName.VOLUME_DYING, M)]
+    assert decide(three_moderate, T).action is ExitAction.EXIT
+    for advisor in (True, False):
+        decision = decide(three_moderate, strong_only, advisor_available=advisor)
+        assert decision.action is ExitAction.HOLD and "strong_only" in decision.reasons[0]
+    assert decide([sig(SignalName.STOP_LOSS, S)], strong_only).action is ExitAction.EXIT
+
+
+def test_an_unknown_exit_rule_is_refused():
+    with pytest.raises(ValueError, match="exit_rule"):
+        SignalThresholds(exit_rule="vibes")
