@@ -45,6 +45,7 @@ class EventType(str, enum.Enum):
     EXIT = "EXIT"
     MONITOR_ENDED = "MONITOR_ENDED"
     MONITOR_ERROR = "MONITOR_ERROR"
+    EXIT_WORKING = "EXIT_WORKING"      # an exit the market has not (wholly) taken yet: thin minutes
     CYCLE_SUMMARY = "CYCLE_SUMMARY"
     RISK_HALT = "RISK_HALT"
     RISK_WARNING = "RISK_WARNING"

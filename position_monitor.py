@@ -40,7 +40,7 @@ from engine.context import MonitorContext, TechnicalsSource
 from engine.day_risk import enforce_daily_loss
 from engine.entries import EntryDecision, EntryRefused, open_position, send_entry_order
 from engine.exit_advisor import AdviceRequest, ConsultGate
-from engine.exits import Booked, CloseType, ExitRequest, PositionExit
+from engine.exits import Booked, CloseType, ExitNotFilled, ExitRequest, PositionExit
 from engine.lease import MonitorLease
 from engine.spend import BudgetExhausted
 from ops.retry import backoff_seconds
@@ -100,6 +100,7 @@ class PositionExecutor:
         self._retry_exit: ExitRequest | None = None  # an exit that failed: tried again after the retry delay
         self._failed_checks = 0                       # full checks failed in a row (retry backoff)
         self._failed_exits = 0                        # exits failed in a row (retry backoff)
+        self._told_exit_working = False               # Big Bro heard that the exit waits on a thin market
 
     # --- entry ------------------------------------------------------------------------------
     @classmethod
@@ -405,13 +406,26 @@ class PositionExecutor:
     async def _try_exit(self, request: ExitRequest, trigger_time: datetime | None = None) -> None:
         try:
             await self._exit(request, trigger_time)
+            return
+        except ExitNotFilled as exc:  # thin minutes, not a fault: keep selling, and say so once
+            await self._tell_exit_working(request, exc)
         except Exception as exc:  # noqa: BLE001 - keep watching; the loop retries the exit
             await self._record_error(f"exit failed ({request.reason.value}): {type(exc).__name__}: {exc}")
-            if not self.outcome.closed:
-                self._retry_exit = request
-            self._failed_exits += 1
-            # Retry soon, backing off (to a minute at most) while the broker keeps refusing.
-            await self.ctx.clock.sleep(backoff_seconds(self._failed_exits, self.ctx.profile.monitor.retry_delay_seconds, 60.0))
+        if not self.outcome.closed:
+            self._retry_exit = request
+        self._failed_exits += 1
+        # Retry soon, backing off (to a minute at most) while the broker keeps refusing.
+        await self.ctx.clock.sleep(backoff_seconds(self._failed_exits, self.ctx.profile.monitor.retry_delay_seconds, 60.0))
+
+    async def _tell_exit_working(self, request: ExitRequest, exc: ExitNotFilled) -> None:
+        pos = self.position
+        log.info("%s: exit (%s) still working: %s", pos.symbol, request.reason.value, exc)
+        if self._told_exit_working:
+            return
+        self._told_exit_working = True
+        await self._notify(EventType.EXIT_WORKING, f"Exit working: {pos.symbol.short} ({request.reason.value})",
+                           f"{pos.symbol}: {exc}; the market is thin, the monitor keeps selling the rest.",
+                           {"reason": request.reason.value, "detail": str(exc)})
 
     async def _exit(self, request: ExitRequest, trigger_time: datetime | None) -> None:
         if self.outcome.closed:

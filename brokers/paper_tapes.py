@@ -195,10 +195,10 @@ class SessionTapes:
         if history is None:
             history = self._histories[symbol] = History.of(self._series[symbol], self._calendar)
         if day not in history.day_rows:
-            return Steps([], [], [], [], [])
+            return Steps([], [], [], [], [], [])
         tape = build_tape(history, day, self._profile)
         sells = [with_slippage(symbol.market, bid, False, day, self._profile) for bid in tape.bids]
-        return Steps([from_us(t) for t in tape.times_us.tolist()], tape.prices, tape.bids, tape.asks, sells)
+        return Steps([from_us(t) for t in tape.times_us.tolist()], tape.prices, tape.bids, tape.asks, sells, tape.fillable)
 
 
 def with_slippage(market: Market, price: Decimal, buying: bool, day: date, profile: Profile) -> Decimal:

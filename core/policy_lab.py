@@ -13,8 +13,10 @@ The time exit is where the monitor's STRONG time rule fires: the first step less
 else less than ``market_close_minutes.strong`` before the close (half days included: the
 ``Session`` knows its own close). Fills follow the paper exchange: a stop triggers when the last
 price trades at or through it and sells at that step's bid (after a gap, the gapped price); the
-target is a limit sell that fills when the bid reaches it; a time exit sells at the bid. Fees are
-``brokers.fees`` on the exit value. Liquidity is not rationed here (one position per symbol).
+target is a limit sell that fills when the bid reaches it; a time exit sells at the bid. A sale
+takes at most each step's ``fillable`` shares (the paper exchange's participation cap), walking
+on to the next steps for the rest, as the monitor's exit orders do on thin minutes; the price is
+the sale's average. Fees are ``brokers.fees`` on the exit value.
 
 Pure functions of the tape and the profile: no clock, no broker, no database.
 """
@@ -54,19 +56,25 @@ class Steps:
     bids: Sequence[Decimal]
     asks: Sequence[Decimal]
     market_sells: Sequence[Decimal]   # what a market sell gets: the bid less the profile's slippage
+    fillable: Sequence[int] | None = None  # shares a step may fill (the participation cap); None: any
 
 
 @dataclass(frozen=True)
 class ReExit:
     entry: EntryFill
-    time: datetime
-    price: Decimal
+    time: datetime                    # of the sale's last fill
+    proceeds: Decimal                 # what the whole quantity sold for
     reason: str
     exit_fees: Decimal
 
     @property
+    def price(self) -> Decimal:
+        """The sale's average price."""
+        return self.proceeds / self.entry.quantity
+
+    @property
     def gross_pnl(self) -> Decimal:
-        return (self.price - self.entry.price) * self.entry.quantity
+        return self.proceeds - self.entry.price * self.entry.quantity
 
     @property
     def net_pnl(self) -> Decimal:
@@ -102,12 +110,12 @@ def re_exit(entry: EntryFill, steps: Steps, deadline: datetime, profile: Profile
     last = len(steps.times) - 1
     for i in range(index, last + 1):
         if steps.times[i] > deadline:
-            return _sell(entry, steps, i, steps.market_sells[i], "time_exit", profile)
+            return _sell(entry, steps, i, "time_exit", profile)
         if stop is not None and steps.prices[i] <= stop:
-            return _sell(entry, steps, i, steps.market_sells[i], "stop", profile)
+            return _sell(entry, steps, i, "stop", profile)
         if target is not None and steps.bids[i] >= target:
-            return _sell(entry, steps, i, steps.bids[i], "target", profile)
-    return _sell(entry, steps, max(last, 0), steps.market_sells[max(last, 0)], "time_exit", profile)
+            return _sell(entry, steps, i, "target", profile, limit=target)
+    return _sell(entry, steps, max(last, 0), "time_exit", profile, whole=True)
 
 
 def _first_step_after(times: Sequence[datetime], t: datetime) -> int:
@@ -121,9 +129,25 @@ def _first_step_after(times: Sequence[datetime], t: datetime) -> int:
     return lo
 
 
-def _sell(entry: EntryFill, steps: Steps, i: int, price: Decimal, reason: str, profile: Profile) -> ReExit:
-    fees = execution_fees(entry.symbol.market, OrderSide.SELL, entry.quantity, price * entry.quantity, profile).total
-    return ReExit(entry, steps.times[i], price, reason, fees)
+def _sell(entry: EntryFill, steps: Steps, i: int, reason: str, profile: Profile, *,
+          limit: Decimal | None = None, whole: bool = False) -> ReExit:
+    """Sell from step ``i`` on, each step's fillable shares at a time (a limit sell only where the bid
+    is at or above it, at that bid; a market sell at the step's market price). What the tape's end
+    leaves unsold goes at its last market price, as the replay's end of day does."""
+    remaining, proceeds, j, last = entry.quantity, Decimal(0), i, len(steps.times) - 1
+    while remaining > 0 and j <= last and not whole:
+        can = remaining if steps.fillable is None else min(remaining, steps.fillable[j])
+        price = steps.market_sells[j] if limit is None else (steps.bids[j] if steps.bids[j] >= limit else None)
+        if can > 0 and price is not None:
+            proceeds += price * can
+            remaining -= can
+        if remaining > 0:
+            j += 1
+    j = min(j, last)
+    if remaining > 0:
+        proceeds += steps.market_sells[j] * remaining
+    fees = execution_fees(entry.symbol.market, OrderSide.SELL, entry.quantity, proceeds, profile).total
+    return ReExit(entry, steps.times[j], proceeds, reason, fees)
 
 
 # --- Figures -------------------------------------------------------------------------------------

@@ -57,6 +57,11 @@ class ExitFailed(Exception):
     pass
 
 
+class ExitNotFilled(ExitFailed):
+    """The market took none or only part of the sale in time (thin minutes): no fault, the rest stays
+    open and watched, and the next attempt sells it."""
+
+
 class PositionExit:
     """Selling one position, over as many attempts as it takes; the lock keeps two exits from racing."""
 
@@ -109,9 +114,9 @@ class PositionExit:
             elif order.status is OrderStatus.REJECTED:
                 raise ExitFailed(order.reject_reason or "exit order rejected")
         if remaining == quantity:
-            raise ExitFailed(f"no fill for the exit of {quantity} {pos.symbol} after {attempts} attempt(s)")
+            raise ExitNotFilled(f"no fill for the exit of {quantity} {pos.symbol} after {attempts} attempt(s)")
         if remaining > 0:
-            raise ExitFailed(f"sold {pos.quantity - remaining} of {pos.quantity}; {remaining} remain open")
+            raise ExitNotFilled(f"sold {pos.quantity - remaining} of {pos.quantity}; {remaining} remain open")
         detail = request.detail
         if fired:
             detail += f"; the backstop had sold {fired_quantity} before it was cancelled"

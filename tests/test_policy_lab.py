@@ -83,3 +83,20 @@ def test_regret_on_a_hand_made_two_trade_case():
     assert regret["stop_loss"] == {"trades": 1, "mean_net_pct": -1.5, "held_mean_net_pct": 0.5, "regret_pct": 2.0,
                                    "regret_pnl": 200.0}
     assert regret["trailing_stop"]["regret_pct"] == -1.0 and regret["trailing_stop"]["regret_pnl"] == -100.0
+
+
+def test_a_sale_on_thin_minutes_takes_each_steps_fillable_shares_like_the_paper_exchange():
+    """A re-exit that sold everything at one step on a thin minute beat the monitor, whose orders the
+    paper exchange fills only up to its participation cap: the comparison was not on the same terms."""
+    start = SESSION.open + timedelta(minutes=15)
+    thin = steps_from(start, ["300", "300", "299", "298", "297"])
+    thin = Steps(thin.times, thin.prices, thin.bids, thin.asks, thin.market_sells, fillable=[100, 100, 0, 100, 100])
+    entry = EntryFill(TENCENT, start, D("300"), 300, D("33.06"))
+    x = re_exit(entry, thin, start + timedelta(seconds=30), PROFILE)
+    # 100 at 299.8 (minute 1), none at minute 2, 100 at 297.8 (minute 3), 100 at 296.8 (minute 4)
+    assert (x.reason, x.time) == ("time_exit", start + timedelta(minutes=4))
+    assert x.proceeds == D("29980") + D("29780") + D("29680") and x.price == x.proceeds / 300
+    cut_short = Steps(thin.times[:3], thin.prices[:3], thin.bids[:3], thin.asks[:3], thin.market_sells[:3],
+                      fillable=[100, 100, 0])
+    end = re_exit(entry, cut_short, start + timedelta(seconds=30), PROFILE)
+    assert end.proceeds == D("29980") + 200 * D("298.8"), "what the tape's end leaves is sold at its last price"

@@ -738,13 +738,13 @@ def test_an_exit_that_fills_in_parts_over_several_attempts_books_every_share_onc
         h = await Harness.start(database_url, clock, {series.symbol: series}, tmp_path / "outbox.jsonl")
         try:
             position = await h.open_position(series.symbol, 2000, stop=Decimal("78.00"))
-            await h.run_monitor(position, until=hkt(DAY, "11:30"))
+            outcome = await h.run_monitor(position, until=hkt(DAY, "11:30"))
             return (await h.sells(series.symbol), await h.store.position(position.position_id),
-                    await h.held(series.symbol), position)
+                    await h.held(series.symbol), position, outcome, await h.messages())
         finally:
             await h.close()
 
-    sells, booked, held, position = simulate(hkt(DAY, "10:00"), scenario)
+    sells, booked, held, position, outcome, messages = simulate(hkt(DAY, "10:00"), scenario)
 
     sold = sum(f.quantity for f in sells)
     assert sold == 2000 and held == 0, "every share sold once, none twice, never short"
@@ -755,3 +755,7 @@ def test_an_exit_that_fills_in_parts_over_several_attempts_books_every_share_onc
     fees = sum((f.fees for f in sells), Decimal(0))
     expected = sum((f.price - position.entry_price) * f.quantity for f in sells) - position.entry_fees - fees
     assert abs(booked.realized_pnl - expected) < Decimal("0.01"), "P&L covers the shares of every attempt"
+    # A thin market is no fault of the monitor: no error counted or alerted, one notice that the exit works on.
+    events = [m["data"].get("event") for m in messages]
+    assert outcome.errors == 0 and "MONITOR_ERROR" not in events
+    assert events.count("EXIT_WORKING") == 1
