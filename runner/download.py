@@ -1,4 +1,4 @@
-"""``agent.py --download --market hk|us --symbols ... --from D --to D [--out DIR]``: bars from the broker.
+"""``agent.py --download --market hk|us --symbols ... --from D --to D [--out DIR] [--feed F]``: bars from the broker.
 
 Writes exactly what ``--replay`` reads: one file per symbol and month, ``<CODE>_1m_<YYYY-MM>.csv``
 (``datetime`` in the market's time with its offset, then ``open,high,low,close,volume``), and for
@@ -40,7 +40,8 @@ class DownloadUsageError(ValueError):
 
 class HistoryFeeds(Protocol):
     """A broker whose history comes from one of several feeds (Alpaca: IEX or SIP)."""
-    history_feed: str
+    @property
+    def history_feed(self) -> str: ...
 
     def use_history_feed(self, feed: str) -> None: ...
 
