@@ -2,7 +2,8 @@
 """Catalyst: the command line and the run.
 
     python agent.py [--market hk|us] [--mode trade|close|heartbeat|status] [--force] [--live]
-                    [--brain claude|rules] [--config PATH] [--download --symbols ... --from D --to D [--out DIR]]
+                    [--brain claude|rules] [--config PATH]
+                    [--download --symbols ... --from D --to D [--out DIR] [--feed iex|sip|auto]]
                     [--replay PATH [--from D] [--to D] [--tz ZONE] [--min-coverage SHARE] [--compare [--seed N]] [--jobs N]]
     python agent.py --mode report [--market hk|us] [--day D] [--days N]
 
@@ -61,6 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="download 1-minute bars from the broker in the replay's format (with --symbols, --from, --to)")
     p.add_argument("--symbols", nargs="+", metavar="CODE", help="with --download: the symbols (700 9988, or AAPL,MSFT)")
     p.add_argument("--out", type=Path, metavar="DIR", help="with --download: the folder (default data/downloads/<market>)")
+    p.add_argument("--feed", choices=["iex", "sip", "auto"],
+                   help="with --download --market us: Alpaca's feed (default auto: SIP, IEX when the account has no SIP)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="with --replay: split the sessions into N date ranges replayed in N processes, one report")
     p.add_argument("--tz", metavar="ZONE", help="with --replay: the time zone of naive bar times (default: the market's)")
@@ -104,6 +107,8 @@ def flags_that_do_nothing(args: argparse.Namespace) -> str | None:
     """A flag the chosen mode would silently ignore: refused, so that nobody believes it acted."""
     if (args.symbols or args.out) and not args.download:
         return "--symbols and --out only go with --download"
+    if args.feed and not (args.download and args.market == "us"):
+        return "--feed only goes with --download --market us (Alpaca's data feed; Moomoo has one)"
     if args.download and args.replay is not None:
         return "--download and --replay are two runs: download first, then --replay the folder"
     if (args.date_from or args.date_to) and args.replay is None and not args.download:

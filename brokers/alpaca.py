@@ -53,26 +53,9 @@ from alpaca.trading.requests import GetOrderByIdRequest, GetOrdersRequest
 from alpaca.trading.stream import TradingStream
 
 from brokers.base import (
-    Account,
-    BrokerError,
-    BrokerPosition,
-    CallbackSubscription,
-    Capabilities,
-    Disconnected,
-    Fill,
-    InsufficientFunds,
-    Order,
-    OrderPurpose,
-    OrderRejected,
-    OrderRequest,
-    OrderStatus,
-    OrderType,
-    Quote,
-    RateLimited,
-    Snapshot,
-    Subscription,
-    Timeframe,
-    UnknownSymbol,
+    Account, BrokerError, BrokerPosition, CallbackSubscription, Capabilities, Disconnected, FeedNotPermitted, Fill,
+    InsufficientFunds, Order, OrderPurpose, OrderRejected, OrderRequest, OrderStatus, OrderType, Quote, RateLimited,
+    Snapshot, Subscription, Timeframe, UnknownSymbol,
 )
 from brokers.alpaca_convert import (
     ORDER_SIDES,
@@ -179,6 +162,7 @@ class AlpacaBroker:
         self._live = live
         self._clock = clock
         self._feed = DataFeed(feed.lower())
+        self._history_feed = self._feed     # what ``bars`` reads: a download may choose another
         self._streaming = streaming
         self._poll_seconds = poll_seconds
         self._retries = max(0, rate_limit_retries)
@@ -287,6 +271,8 @@ class AlpacaBroker:
             return OrderRejected(f"Alpaca rejected {what} ({status}): {message}")
         if status == 422:
             return OrderRejected(f"Alpaca refused {what} ({status}): {message}")
+        if status == 403 and "sip" in lowered and "not permit" in lowered:
+            return FeedNotPermitted(f"Alpaca refused {what} on the SIP feed (403): {message}")
         if status == 403:
             return BrokerError(f"Alpaca forbids {what} (403): {message}; check the account's permissions "
                                f"and data subscription (feed '{self._feed.value}')")
@@ -354,11 +340,21 @@ class AlpacaBroker:
             return empty_bars()
         ticker = us_ticker(symbol)
         request = StockBarsRequest(symbol_or_symbols=ticker, timeframe=TIMEFRAMES[timeframe], start=start,
-                                   end=until, feed=self._feed)
+                                   end=until, feed=self._history_feed)
         barset = await self._call(f"reading {timeframe.value} bars of {symbol}", self._data.get_stock_bars, request)
         frame = bars_frame(barset.data.get(ticker, []))
         closed = (frame.index >= start) & (frame.index < end) & (frame.index + span <= now)
         return frame[closed]
+
+    @property
+    def history_feed(self) -> str:
+        return self._history_feed.value
+
+    def use_history_feed(self, feed: str) -> None:
+        self._history_feed = DataFeed(feed.lower())
+
+    async def history_quota(self) -> None:
+        return None         # Alpaca limits requests per minute, not which symbols' history is read
 
     # -- orders -------------------------------------------------------------------------------
     async def place_order(self, request: OrderRequest) -> Order:

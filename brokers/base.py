@@ -165,6 +165,16 @@ class BrokerPosition:
 
 
 @dataclass(frozen=True)
+class HistoryQuota:
+    """A broker's allowance of codes whose history may be downloaded (Moomoo: per 30 days).
+
+    ``counted`` are the codes already downloaded in the current period: asking them again costs nothing."""
+    used: int
+    remaining: int
+    counted: frozenset[Symbol] = frozenset()
+
+
+@dataclass(frozen=True)
 class Account:
     cash: Decimal
     equity: Decimal
@@ -197,6 +207,10 @@ class Disconnected(BrokerError):
 
 class UnknownSymbol(BrokerError):
     pass
+
+
+class FeedNotPermitted(BrokerError):
+    """The account's market-data subscription does not cover the feed asked for."""
 
 
 class MarketClosed(OrderRejected):
@@ -233,6 +247,10 @@ class Broker(Protocol):
 
     async def bars(self, symbol: Symbol, timeframe: Timeframe, start: datetime, end: datetime) -> pd.DataFrame:
         """Closed bars with open time in [start, end), UTC index, columns ``BAR_COLUMNS``."""
+
+    async def history_quota(self) -> HistoryQuota | None:
+        """How many more codes' history may be downloaded; None where the broker counts none."""
+        return None
 
     async def place_order(self, request: OrderRequest) -> Order: ...
 

@@ -46,6 +46,7 @@ from brokers.base import (
     Capabilities,
     Disconnected,
     Fill,
+    HistoryQuota,
     Order,
     OrderPurpose,
     OrderRejected,
@@ -75,6 +76,7 @@ from brokers.moomoo_wire import (
     history_window,
     order_from_row,
     position_from_row,
+    quota_from,
     quote_from_push,
     snapshot_from_row,
     truthy,
@@ -350,6 +352,12 @@ class MoomooBroker:
             if page_key is None:
                 break
         return bars_frame(pd.concat(frames, ignore_index=True), timeframe, self.market, start, end, now)
+
+    async def history_quota(self) -> HistoryQuota:
+        """Futu counts each code whose history K-lines are fetched once per 30 days, up to the account's quota."""
+        self._require_connected()
+        return quota_from(*await self._call("history K-line quota", self._quote_ctx.get_history_kl_quota,
+                                            get_detail=True))
 
     def subscribe_quotes(self, symbols: Sequence[Symbol], on_quote: Callable[[Quote], None]) -> Subscription:
         self._require_connected()

@@ -21,6 +21,7 @@ from brokers.base import (
     BrokerError,
     BrokerPosition,
     Fill,
+    HistoryQuota,
     Order,
     OrderPurpose,
     OrderStatus,
@@ -29,7 +30,7 @@ from brokers.base import (
     Snapshot,
     Timeframe,
 )
-from core.instruments import Market, OrderSide, PositionSide, parse_symbol, tick_size, to_decimal
+from core.instruments import Market, OrderSide, PositionSide, SymbolError, parse_symbol, tick_size, to_decimal
 
 log = logging.getLogger("catalyst.brokers.moomoo")
 
@@ -277,3 +278,14 @@ def _bar_opens(keys: pd.Series, minutes: int) -> pd.Series:
 
 def empty_bars() -> pd.DataFrame:
     return pd.DataFrame(columns=BAR_COLUMNS, dtype=float, index=pd.DatetimeIndex([], tz="UTC", name="time"))
+
+
+def quota_from(used: Any, remaining: Any, detail: list[dict]) -> HistoryQuota:
+    """``get_history_kl_quota(get_detail=True)``: the detail rows name the codes counted this period."""
+    counted = set()
+    for row in detail:
+        try:
+            counted.add(parse_symbol(row["code"]))
+        except SymbolError:     # a market this agent does not trade (SH, SZ): it counts, but cannot be asked here
+            pass
+    return HistoryQuota(used=int(used), remaining=int(remaining), counted=frozenset(counted))

@@ -319,6 +319,9 @@ class PaperExchange(OrderMatching):
             )
         return out
 
+    async def history_quota(self) -> None:
+        return None         # the bars are the replay's own: nothing is counted
+
     async def bars(self, symbol: Symbol, timeframe: Timeframe, start: datetime, end: datetime) -> pd.DataFrame:
         symbol = self._known(symbol)
         now = self._clock.now()

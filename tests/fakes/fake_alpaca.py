@@ -18,6 +18,9 @@ How it behaves (chosen deliberately, change per test):
   fills cancels its sibling (OCO). Cancelling a parent cancels its working legs.
 * Duplicate ``client_order_id`` -> 422 "client_order_id must be unique" (as the real API).
 * Buys above 2x cash -> 403 "insufficient buying power".
+* ``sip_permitted=False`` (set the attribute): an account whose plan has no SIP (the free Basic
+  plan). Bars on ``feed=sip`` ending within the last 15 minutes answer 403 "subscription does not
+  permit querying recent SIP data", as Alpaca does (docs, Market Data FAQ); older SIP is served.
 * ``inject_error(method, path, status, message)`` makes the next matching request(s) fail.
 * News API (``/v1beta1/news``, alpaca-py's ``NewsClient``): articles given by ``add_news``,
   filtered by symbols and start/end (inclusive), newest first, at most ``limit``.
@@ -56,6 +59,8 @@ from tests.fakes.bar_market import BarTape, MarketState, bid_ask
 OPEN_STATUSES = {"new", "accepted", "held", "partially_filled", "pending_new"}
 WORKING_STATUSES = {"new", "accepted", "partially_filled", "pending_new"}   # may execute now
 FINAL_STATUSES = {"filled", "canceled", "expired", "rejected"}
+SIP_REFUSAL = "subscription does not permit querying recent SIP data"
+SIP_DELAY = timedelta(minutes=15)       # a plan without SIP may read SIP bars older than this
 DEFAULT_PRICES = {"AAPL": 190.0, "MSFT": 410.0, "SPY": 500.0, "PENNY": 0.5}
 ASSET_NAMES = {"AAPL": "Apple Inc. Common Stock", "MSFT": "Microsoft Corporation Common Stock",
                "SPY": "SPDR S&P 500 ETF Trust", "PENNY": "Penny Stock Corp"}
@@ -113,6 +118,7 @@ class FakeAlpaca:
         self.fill_market_orders = fill_market_orders
         self.partial_fill_ratio = partial_fill_ratio
         self.bars_page_size = bars_page_size   # server-side page cap (real API: 10k); lower it to test paging
+        self.sip_permitted = True              # False: a plan without SIP (free): recent SIP refused, as Alpaca does
         self.prices = dict(prices or DEFAULT_PRICES)
         self.day_volume = {s: 1_000_000 for s in self.prices}
         self.day_open = dict(self.prices)
@@ -698,6 +704,8 @@ class FakeAlpaca:
         end = parse_time(q["end"]) if q.get("end") else self.now() - timedelta(minutes=15)
         limit = min(int(q.get("limit") or 10000), self.bars_page_size)
         offset = int(q["page_token"]) if q.get("page_token") else 0
+        if q.get("feed") == "sip" and not self.sip_permitted and end > self.now() - SIP_DELAY:
+            return 403, {"message": SIP_REFUSAL}
         if self._tapes:
             return self._tape_bars(syms, span, start, end, limit, offset)
         seq = []                                # (symbol, time) across symbols, paginated like the real API

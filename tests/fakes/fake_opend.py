@@ -23,6 +23,10 @@ What it models, beyond the reference fake:
 * Deal lists (2211 today, 2222 history) for REAL accounts; SIMULATE answers "Paper trading does
   not support deal data." as the real OpenD does (``simulate_supports_deals`` to change that).
 * History order list (2221).
+* History K-line quota (3104, ``get_history_kl_quota``): ``history_kl_quota`` codes per period
+  (real accounts: 100 and up, by assets and trading), ``history_kl_detail`` the codes already
+  counted (``{(market, code): local request time}``). A 3103 for a code not yet counted counts
+  it, and is refused once the quota is used up (the refusal's wording is the fake's own).
 * A per-account record of placement times (``placement_times``) read from ``clock`` (injectable,
   so a simulated clock can be used) and ``max_placements_in_window()`` for throttle tests;
   optional enforcement (``enforce_order_rate``) answering a "too frequent" error.
@@ -76,7 +80,8 @@ if threading.current_thread() is threading.main_thread():
 
 from moomoo.common.pb import (  # noqa: E402
     Common_pb2, GetGlobalState_pb2, InitConnect_pb2, KeepAlive_pb2, Qot_Common_pb2, Qot_GetBasicQot_pb2,
-    Qot_GetKL_pb2, Qot_GetSecuritySnapshot_pb2, Qot_RequestHistoryKL_pb2, Qot_Sub_pb2, Qot_UpdateBasicQot_pb2,
+    Qot_GetKL_pb2, Qot_GetSecuritySnapshot_pb2, Qot_RequestHistoryKL_pb2, Qot_RequestHistoryKLQuota_pb2, Qot_Sub_pb2,
+    Qot_UpdateBasicQot_pb2,
     Trd_Common_pb2, Trd_GetAccList_pb2, Trd_GetFunds_pb2, Trd_GetHistoryOrderFillList_pb2,
     Trd_GetHistoryOrderList_pb2, Trd_GetOrderFillList_pb2, Trd_GetOrderList_pb2, Trd_GetPositionList_pb2,
     Trd_ModifyOrder_pb2, Trd_PlaceOrder_pb2, Trd_SubAccPush_pb2, Trd_UnlockTrade_pb2, Trd_UpdateOrder_pb2,
@@ -94,7 +99,7 @@ TRD_GET_FUNDS, TRD_GET_POSITIONS = 2101, 2102
 TRD_GET_ORDERS, TRD_PLACE_ORDER, TRD_MODIFY_ORDER, TRD_UPDATE_ORDER = 2201, 2202, 2205, 2208
 TRD_GET_DEALS, TRD_UPDATE_DEAL, TRD_GET_HISTORY_ORDERS, TRD_GET_HISTORY_DEALS = 2211, 2218, 2221, 2222
 QOT_SUB, QOT_GET_BASIC_QOT, QOT_UPDATE_BASIC_QOT, QOT_GET_KL = 3001, 3004, 3005, 3006
-QOT_REQ_HISTORY_KL, QOT_GET_SNAPSHOT = 3103, 3203
+QOT_REQ_HISTORY_KL, QOT_REQ_HISTORY_KL_QUOTA, QOT_GET_SNAPSHOT = 3103, 3104, 3203
 
 REQUEST_TYPES = {
     INIT_CONNECT: InitConnect_pb2.Request, GET_GLOBAL_STATE: GetGlobalState_pb2.Request,
@@ -107,6 +112,7 @@ REQUEST_TYPES = {
     TRD_GET_HISTORY_DEALS: Trd_GetHistoryOrderFillList_pb2.Request, QOT_SUB: Qot_Sub_pb2.Request,
     QOT_GET_BASIC_QOT: Qot_GetBasicQot_pb2.Request, QOT_GET_KL: Qot_GetKL_pb2.Request,
     QOT_REQ_HISTORY_KL: Qot_RequestHistoryKL_pb2.Request, QOT_GET_SNAPSHOT: Qot_GetSecuritySnapshot_pb2.Request,
+    QOT_REQ_HISTORY_KL_QUOTA: Qot_RequestHistoryKLQuota_pb2.Request,
 }
 
 TS = "%Y-%m-%d %H:%M:%S"
@@ -266,6 +272,8 @@ class FakeOpenD:
         self.order_rate_limit = 15
         self.order_rate_window = 30.0
         self.qot_logined = True
+        self.history_kl_quota = 100                  # codes whose history K-lines may be fetched per 30 days
+        self.history_kl_detail: dict[tuple[int, str], datetime] = {}   # counted codes -> local request time
         # Market-data mode (serve_market): bar tapes by (market, code) and the market clock.
         self._tapes: dict[tuple[int, str], BarTape] = {}
         self._market_now: Callable[[], datetime] | None = None
@@ -777,6 +785,11 @@ class FakeOpenD:
         bars = self._bars(inst, c.klType, begin, min(end, self.now_local() + forming) if self._market_now is None else end)
         if bars is None:
             return self._err(Qot_RequestHistoryKL_pb2.Response, f"fake OpenD does not serve kl type {c.klType}")
+        if (inst.market, inst.code) not in self.history_kl_detail:
+            if len(self.history_kl_detail) >= self.history_kl_quota:
+                return self._err(Qot_RequestHistoryKL_pb2.Response, "fake OpenD: history K-line quota used up "
+                                 f"({self.history_kl_quota} codes per 30 days)")
+            self.history_kl_detail[(inst.market, inst.code)] = self.now_local()
         offset = int(c.nextReqKey.decode()) if c.HasField("nextReqKey") else 0
         limit = c.maxAckKLNum if c.HasField("maxAckKLNum") and c.maxAckKLNum > 0 else len(bars)
         page = bars[offset: offset + limit]
@@ -786,6 +799,20 @@ class FakeOpenD:
             self._fill_kl(r.s2c.klList.add(), bar, inst.prev_close)
         if offset + limit < len(bars):
             r.s2c.nextReqKey = str(offset + limit).encode()
+        return r
+
+    def h_3104(self, req, conn_id):  # get_history_kl_quota: the codes counted this period
+        r = self._ok(Qot_RequestHistoryKLQuota_pb2.Response)
+        r.s2c.usedQuota = len(self.history_kl_detail)
+        r.s2c.remainQuota = max(0, self.history_kl_quota - len(self.history_kl_detail))
+        if req.c2s.bGetDetail:
+            for (market, code), when in self.history_kl_detail.items():
+                item = r.s2c.detailList.add()
+                item.security.market, item.security.code = market, code
+                item.requestTime = when.strftime(TS)
+                inst = self.instruments.get((market, code))
+                if inst is not None:
+                    item.name = inst.name
         return r
 
     @staticmethod
