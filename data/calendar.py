@@ -107,6 +107,7 @@ class MarketCalendar:
         self.market = market
         self.tz = TIMEZONES[market]
         self._cal = _exchange_calendar(CALENDAR_CODES[market])
+        self._sessions: dict[date, bool] = {}  # every monitor check asks: the calendar's answer is slow
 
     @staticmethod
     def full_day_minutes(market: Market) -> int:
@@ -127,8 +128,11 @@ class MarketCalendar:
             )
 
     def is_session(self, d: date) -> bool:
-        self._check_range(d)
-        return bool(self._cal.is_session(pd.Timestamp(d)))
+        known = self._sessions.get(d)
+        if known is None:
+            self._check_range(d)
+            known = self._sessions[d] = bool(self._cal.is_session(pd.Timestamp(d)))
+        return known
 
     def session(self, d: date) -> Session | None:
         """The session on market-local date ``d``, or None on weekends and holidays."""

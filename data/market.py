@@ -25,7 +25,7 @@ from core.clock import Clock
 from config.settings import Profile
 from data.bars import resample
 from data.calendar import MarketCalendar, Session
-from data.indicators import Technicals, compute_technicals
+from data.indicators import Technicals, compute_exit_indicators, compute_technicals
 from data.patterns import Pattern, detect_patterns
 from core.instruments import Symbol
 from signals import ExitTechnicals
@@ -256,7 +256,7 @@ class MarketData:
         bars = await self.bars(position.symbol, Timeframe.M1)
         if bars.empty:
             return None
-        tech = compute_technicals(bars, self.calendar, Timeframe.M1)
+        tech = compute_exit_indicators(bars, self.calendar)
         return ExitTechnicals(
             rsi=tech.rsi14, macd=tech.macd, macd_signal=tech.macd_signal, macd_prev=tech.macd_prev,
             macd_signal_prev=tech.macd_signal_prev, ema9=tech.ema9, vwap=tech.vwap,

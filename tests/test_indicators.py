@@ -160,3 +160,16 @@ def test_to_dict_is_compact_json():
     assert len(text) < 700
     assert out["rsi14"] == round(technicals.rsi14, 2)
     assert set(out) >= {"rsi14", "macd", "macd_signal", "vwap", "atr14", "support", "resistance", "trend", "bars_used"}
+
+
+def test_the_exit_indicators_are_the_technicals_own_numbers():
+    """The monitor reads a lean subset at every check; it must not drift from what get_technicals says."""
+    from data.indicators import compute_exit_indicators
+
+    minute = load_samples(HK)[Symbol(HK, "09988")].minute.iloc[:200]
+    for end in (10, 30, 60, 200):
+        bars = minute.iloc[:end]
+        full = compute_technicals(bars, HK_CAL, Timeframe.M1)
+        lean = compute_exit_indicators(bars, HK_CAL)
+        assert (lean.rsi14, lean.macd, lean.macd_signal, lean.macd_prev, lean.macd_signal_prev, lean.ema9, lean.vwap) == (
+            full.rsi14, full.macd, full.macd_signal, full.macd_prev, full.macd_signal_prev, full.ema9, full.vwap)
