@@ -289,10 +289,11 @@ def test_every_technical_exit_signal_gets_its_input_from_real_bars_and_can_fire(
     view = PositionView(symbol=str(ALIBABA), side=PositionSide.LONG, quantity=100, entry_price=below_both,
                         entry_time=now - timedelta(minutes=5), stop_price=None, target_price=None,
                         high_watermark=below_both, entry_volume_rate=tech.volume_rate * 10)
-    fired = {s.name: s.strength for s in technical_signals(view, below_both, tech, profile.signals)}
+    spec_levels = SignalThresholds()  # the SPEC's: the HK profile switches some exits off (docs/exit-quality.md)
+    fired = {s.name: s.strength for s in technical_signals(view, below_both, tech, spec_levels)}
     assert fired[SignalName.BELOW_VWAP] is Strength.MODERATE and fired[SignalName.BELOW_EMA9] is Strength.MODERATE
     assert fired[SignalName.VOLUME_DYING] is Strength.STRONG
-    assert SignalName.BELOW_VWAP in {s.name for s in evaluate(view, below_both, now, session, tech, profile.signals)}
+    assert SignalName.BELOW_VWAP in {s.name for s in evaluate(view, below_both, now, session, tech, spec_levels)}
 
 
 # --- 12. The Haiku cap belongs to each position, not to the process ----------------------------------------
