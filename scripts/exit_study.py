@@ -14,6 +14,7 @@ written, no database is used.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 from decimal import ROUND_FLOOR, Decimal
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     multiples = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
     policies = ([("close", None, False)] + [(f"fixed {p}%", ("pct", p), t) for p in fixed for t in (False, True)]
                 + [(f"noise x{m:g}", ("noise", m), t) for m in multiples for t in (False, True)]
-                + [(f"target only, noise x{m:g}", ("target", m), False) for m in multiples])
+                + [(f"target only, noise x{m:g}", ("target", m), False) for m in multiples]
+                + [(f"noise x{m:g} on closes", ("closes", m), False) for m in multiples])
     results: dict[str, list[list[float]]] = {name + (" +target" if t else ""): [[], []] for name, _, t in policies}
     sigmas: list[float] = []
     for n, session in enumerate(sessions):
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         cycle_times = scheduled_cycle_times(profile, calendar, session)
         for symbol, series in feed.series.items():
             steps = tapes.steps(symbol, session.day)
+            # The same steps for a stop judged on one-minute closes only (the last of a bar's four steps).
+            inf = Decimal("Infinity")
+            on_closes = dataclasses.replace(steps, prices=[p if k % 4 == 3 else inf for k, p in enumerate(steps.prices)])
             times = steps.times
             if not times:
                 continue
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                     if with_target and stop is not None:
                         target = round_to_tick(symbol.market, ask + (ask - stop) * Decimal(str(args.rr)), session.day,
                                                Rounding.UP, profile.ticks.hk_phase2_date)
-                    x_ = re_exit(entry, steps, deadline, profile, stop=stop, target=target)
+                    walked = on_closes if rule is not None and rule[0] == "closes" else steps
+                    x_ = re_exit(entry, walked, deadline, profile, stop=stop, target=target)
                     results[name + (" +target" if with_target else "")][part].append(x_.net_pct)
     print(f"{profile.market.value}: {len(sessions)} sessions ({sessions[0].day} .. {sessions[-1].day}), halves at "
           f"{sessions[half].day}; per-minute sigma median {statistics.median(sigmas):.3f}%; hold {args.hold:g} min; "
