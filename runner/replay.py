@@ -43,7 +43,7 @@ from ops.logsetup import current_log_file
 from news.replay_news import PROVIDER, NewsFileError, load_for_replay, mark_catalysts
 from core.policy_lab import EntryFill
 from runner.replay_report import print_report, write_report
-from runner.sessions import NoReplayData, PaperFeed, replay_feed
+from runner.sessions import NoReplayData, PaperFeed, replay_feed, scheduled_cycle_times
 from runner.replay_compare import RANDOM_SEED_DEFAULT, compare_policies
 from runner.replay_figures import Watch, build_report
 from runner.replay_options import (
@@ -268,7 +268,8 @@ async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar
             await clock.sleep_until(session.open)
         closed_before = len([o for o in rt.monitors.outcomes if o.closed])
         pnl_before = sum((o.realized_pnl or Decimal(0) for o in rt.monitors.outcomes if o.closed), Decimal(0))
-        rt.market.universe = feed.trading_in(session)
+        cycles = scheduled_cycle_times(profile, calendar, session)
+        rt.market.universe = feed.trading_in(session, priced_by=cycles[0] if cycles else None)
         driver = broker.start(until=session.close)
         try:
             await wake(rt)

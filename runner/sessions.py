@@ -43,11 +43,18 @@ class PaperFeed:
     def universe(self) -> list[Symbol]:
         return self.real_symbols + self.synthetic_symbols
 
-    def trading_in(self, session: Session) -> list[Symbol]:
+    def trading_in(self, session: Session, priced_by: datetime | None = None) -> list[Symbol]:
         """The symbols with bars in ``session``: a replay scans these (the others did not trade, as far
-        as the data knows, and have no price to quote)."""
-        return [s for s in self.universe
-                if ((self.series[s].minute.index >= session.open) & (self.series[s].minute.index < session.close)).any()]
+        as the data knows, and have no price to quote). With ``priced_by`` (the session's first cycle),
+        only those with a bar before it as well: a symbol whose data starts later that day has no price
+        yet, and its scan failed the whole cycle (the US samples' first MSFT day starts at noon)."""
+        def scanned(minute) -> bool:  # a BarSeries.minute frame
+            index = minute.index
+            if not ((index >= session.open) & (index < session.close)).any():
+                return False
+            return priced_by is None or bool(len(index)) and index.min() < priced_by
+
+        return [s for s in self.universe if scanned(self.series[s].minute)]
 
     def has_history_before(self, session: Session) -> bool:
         """Whether any symbol has bars (minute or daily) before ``session``: without them no volume

@@ -281,6 +281,19 @@ def test_a_replay_spanning_years_finishes(database_url, tmp_path, capsys):
     assert r["sessions"] == 7 and r["equity_curve"][-1]["time"].startswith(r["session_days"][-1])
 
 
+def test_a_symbol_whose_data_starts_after_the_first_cycle_is_left_out_of_that_sessions_scan(database_url, tmp_path,
+                                                                                            capsys):
+    """The US samples' MSFT minutes start at noon on 2022-05-18: the 09:45 scan had no price for it and
+    failed the cycle, and the replay stopped there (exit 1)."""
+    from data.bars import SAMPLES_DIR as samples
+
+    code = agent.main(["--market", "us", "--replay", str(samples / "us"), "--to", "2022-05-19"],
+                      env={**_env(database_url, tmp_path), "ANTHROPIC_API_KEY": ""})
+    assert code == 0, capsys.readouterr().out
+    _, r = _report(tmp_path)
+    assert r["session_days"][0] == "2022-05-18" and r["cycles_by_status"] == {"completed": r["sessions"]}
+
+
 def test_from_after_to_and_a_window_without_sessions_exit_2(database_url, tmp_path, capsys):
     code = agent.main(["--replay", str(HK_SAMPLES), "--from", "2022-06-10", "--to", "2022-06-06"],
                       env=_env(database_url, tmp_path))
