@@ -102,9 +102,6 @@ def dev_compare() -> None:
           f"({compare_wall / plain_wall:.2f} x the plain replay; target <= 2)")
 
 
-if __name__ == "__main__":
-    main()
-
 
 # --- Growth with the universe: 1, 10 and 50 symbols of the dev HK set (linked, never copied) ----------------
 SCALE_RANGE = ("2019-07-22", "2019-08-02")  # 10 sessions
@@ -146,3 +143,7 @@ def universe_scale() -> None:
             bars = json.loads(report.read_text())["bars_replayed"]
             print(f"  {n:3d} symbols, --jobs {jobs}: {bars:9,} bars in {wall:6.1f} s wall, {bars / wall:8,.0f} bars/s, "
                   f"peak RSS {usage.ru_maxrss / 1024:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
