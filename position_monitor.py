@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.risk import DailyLossAction, RiskState
-from brokers.base import BrokerError, Order, Quote, Subscription
+from brokers.base import BrokerError, MarketClosed, Order, Quote, Subscription
 from consciousness_notify import EventType, Priority
 from data.calendar import SessionState
 from data.market import MarketData
@@ -407,7 +407,7 @@ class PositionExecutor:
         try:
             await self._exit(request, trigger_time)
             return
-        except ExitNotFilled as exc:  # thin minutes, not a fault: keep selling, and say so once
+        except (ExitNotFilled, MarketClosed) as exc:  # thin minutes or the break began: no fault, sell on
             await self._tell_exit_working(request, exc)
         except Exception as exc:  # noqa: BLE001 - keep watching; the loop retries the exit
             await self._record_error(f"exit failed ({request.reason.value}): {type(exc).__name__}: {exc}")
@@ -417,7 +417,7 @@ class PositionExecutor:
         # Retry soon, backing off (to a minute at most) while the broker keeps refusing.
         await self.ctx.clock.sleep(backoff_seconds(self._failed_exits, self.ctx.profile.monitor.retry_delay_seconds, 60.0))
 
-    async def _tell_exit_working(self, request: ExitRequest, exc: ExitNotFilled) -> None:
+    async def _tell_exit_working(self, request: ExitRequest, exc: ExitNotFilled | MarketClosed) -> None:
         pos = self.position
         log.info("%s: exit (%s) still working: %s", pos.symbol, request.reason.value, exc)
         if self._told_exit_working:

@@ -759,3 +759,30 @@ def test_an_exit_that_fills_in_parts_over_several_attempts_books_every_share_onc
     events = [m["data"].get("event") for m in messages]
     assert outcome.errors == 0 and "MONITOR_ERROR" not in events
     assert events.count("EXIT_WORKING") == 1
+
+
+def test_a_lunch_exit_the_thin_morning_cannot_finish_is_finished_after_the_break_without_an_error(database_url, tmp_path):
+    """The last minutes before the HKEX lunch break are thin (1,600 shares a minute: 100 a step): the
+    lunch exit of 6,000 shares sells part before 12:00 and the rest in the afternoon. The break starting under a retry
+    ("market closed") and the thin minutes are no monitor errors (they were 26 in a dev replay)."""
+    thin = {f"11:{m:02d}": 1600.0 for m in range(40, 60)}
+    series = hk_series("08010", DAY, levels=[("09:30", 80.0)], volume=thin)
+
+    async def scenario(clock):
+        h = await Harness.start(database_url, clock, {series.symbol: series}, tmp_path / "outbox.jsonl")
+        try:
+            position = await h.open_position(series.symbol, 6000, stop=Decimal("70.00"))
+            outcome = await h.run_monitor(position, until=hkt(DAY, "13:30"))
+            return (outcome, await h.sells(series.symbol), await h.store.position(position.position_id),
+                    await h.held(series.symbol), await h.messages())
+        finally:
+            await h.close()
+
+    outcome, sells, booked, held, messages = simulate(hkt(DAY, "11:30"), scenario)
+
+    assert sum(f.quantity for f in sells) == 6000 and held == 0
+    assert any(f.time < hkt(DAY, "12:00") for f in sells) and any(f.time >= hkt(DAY, "13:00") for f in sells)
+    assert_only_in_continuous_trading([f.time for f in sells])
+    assert booked.status == "closed" and booked.exit_reason == ExitReason.LUNCH_BREAK.value
+    events = [m["data"].get("event") for m in messages]
+    assert outcome.errors == 0 and "MONITOR_ERROR" not in events and events.count("EXIT_WORKING") == 1
