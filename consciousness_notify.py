@@ -68,6 +68,7 @@ class Priority(str, enum.Enum):
 DEFAULT_PRIORITY: dict[EventType, Priority] = {
     EventType.EXIT: Priority.HIGH,
     EventType.MONITOR_ERROR: Priority.HIGH,
+    EventType.EXIT_WORKING: Priority.HIGH,   # a position still open after its exit began (a halt looks the same)
     EventType.NO_BACKSTOP: Priority.HIGH,
     EventType.RECONCILE: Priority.HIGH,
     EventType.RISK_WARNING: Priority.HIGH,

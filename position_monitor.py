@@ -424,7 +424,7 @@ class PositionExecutor:
             return
         self._told_exit_working = True
         await self._notify(EventType.EXIT_WORKING, f"Exit working: {pos.symbol.short} ({request.reason.value})",
-                           f"{pos.symbol}: {exc}; the market is thin, the monitor keeps selling the rest.",
+                           f"{pos.symbol}: {exc}; the monitor keeps selling the rest as the market allows.",
                            {"reason": request.reason.value, "detail": str(exc)})
 
     async def _exit(self, request: ExitRequest, trigger_time: datetime | None) -> None:
