@@ -4,33 +4,23 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import tempfile
 import time
 from pathlib import Path
 
 import agent
 from data.bars import SAMPLES_DIR
+from ops.logsetup import restored_logging
 
 
 def _replay(market: str, tmp: Path) -> tuple[float, dict]:
     env = {"CATALYST_VAR_DIR": str(tmp / "var"), "CATALYST_REPORTS_DIR": str(tmp / f"reports-{market}"),
            "CATALYST_LOG_DIR": str(tmp / "logs")}
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
     start = time.perf_counter()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = agent.main(["--market", market, "--replay", str(SAMPLES_DIR / market)], env=env)
-    finally:
-        # The run logs into the temporary folder: the later benches of this process must not
-        # (a rollover at midnight into the deleted folder printed "Logging error" tracebacks).
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
+    # The run logs into the temporary folder: the later benches of this process must not (a rollover
+    # at midnight into the deleted folder printed "Logging error" tracebacks).
+    with restored_logging(), contextlib.redirect_stdout(io.StringIO()):
+        code = agent.main(["--market", market, "--replay", str(SAMPLES_DIR / market)], env=env)
     wall = time.perf_counter() - start
     if code != 0:
         raise RuntimeError(f"replay {market} exited {code}")

@@ -1,11 +1,12 @@
 """Logging: ``logs/agent.log`` rotated daily (30 kept), one line per event, secrets redacted."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -68,3 +69,20 @@ def current_log_file() -> str:
         if isinstance(handler, logging.handlers.TimedRotatingFileHandler):
             return handler.baseFilename
     return "logs/agent.log"
+
+
+@contextlib.contextmanager
+def restored_logging() -> Iterator[None]:
+    """The root logger as it was before the block: a run in this process (``agent.main``) points it at
+    the run's log file, which may be in a folder that is gone afterwards (tests, benches)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
 import sys
@@ -50,12 +49,7 @@ def _no_checkout_env_or_logs(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def restore_logging():
     """agent.main points the root logger at the run's log file; give the suite its handlers back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
+    from ops.logsetup import restored_logging
+
+    with restored_logging():
+        yield
