@@ -344,7 +344,7 @@ class PaperExchange(OrderMatching):
         last_open = min(to_us(end), to_us(now) - BAR_US + 1)
         lo = int(np.searchsorted(history.open_us, to_us(start), "left"))
         hi = int(np.searchsorted(history.open_us, last_open, "left"))
-        return history.series.minute.iloc[lo:max(lo, hi)][BAR_COLUMNS].copy()
+        return history.bars.iloc[lo:max(lo, hi)].copy()
 
     def _bar_close(self, label: pd.Timestamp, width: timedelta) -> datetime:
         opened = label.to_pydatetime()

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from brokers.base import Quote
+from brokers.base import BAR_COLUMNS, Quote
 from config.settings import Profile
 from core.instruments import HK_SPREAD_PHASE1_DATE, Market, Rounding, Symbol, round_to_tick, tick_size, ticks_away
 from core.policy_lab import Steps
@@ -65,6 +65,7 @@ class History:
     """One symbol's minute bars as numpy arrays, with the row range of each trading day."""
 
     series: BarSeries
+    bars: pd.DataFrame                 # the minute bars' BAR_COLUMNS, for slices handed out as bars
     open_us: np.ndarray
     open: np.ndarray
     high: np.ndarray
@@ -90,6 +91,7 @@ class History:
         liquidity = pd.Series(np.where(volume > 0, volume, np.nan)).ffill().fillna(0).to_numpy()
         return cls(
             series=series,
+            bars=minute[BAR_COLUMNS],
             open_us=index.as_unit("us").asi8 if len(index) else np.array([], dtype=np.int64),
             open=minute["open"].to_numpy(dtype=float),
             high=minute["high"].to_numpy(dtype=float),

@@ -180,18 +180,17 @@ def _sma(close: pd.Series, length: int) -> pd.Series | None:
 
 
 def _macd(close: pd.Series) -> tuple[tuple[float | None, ...], tuple[float | None, ...]]:
+    """(line, signal, histogram) now and one bar before: ``ta.macd``'s own steps, without the frame it
+    builds around them (half its time; a monitor asks at every full check of every position)."""
     nothing = (None, None, None)
     if len(close) < MACD_SLOW:
         return nothing, nothing
-    frame = ta.macd(close, fast=MACD_FAST, slow=MACD_SLOW, signal=MACD_SIGNAL)
-    if frame is None:
-        # pandas-ta wants slow + signal - 1 bars; the MACD line itself exists from bar 26.
-        fast, slow = _ema(close, MACD_FAST), _ema(close, MACD_SLOW)
-        line = fast - slow
+    line = ta.ema(close, length=MACD_FAST) - ta.ema(close, length=MACD_SLOW)
+    # pandas-ta wants slow + signal - 1 bars for the signal; the MACD line itself exists from bar 26.
+    signal = ta.ema(line.loc[line.first_valid_index():], length=MACD_SIGNAL)
+    if signal is None:
         return (_last(line), None, None), (_last(line.iloc[:-1]), None, None)
-    line = frame[_column(frame, "MACD_")]
-    signal = frame[_column(frame, "MACDs_")]
-    hist = frame[_column(frame, "MACDh_")]
+    hist = line - signal
     now = (_last(line), _last(signal), _last(hist))
     prev = (_last(line.iloc[:-1]), _last(signal.iloc[:-1]), _last(hist.iloc[:-1]))
     return now, prev

@@ -23,7 +23,7 @@ import pandas as pd
 from brokers.base import Broker, BrokerError, Snapshot, Timeframe, UnknownSymbol
 from core.clock import Clock
 from config.settings import Profile
-from data.bars import resample
+from data.bars import empty_bars, resample
 from data.calendar import MarketCalendar, Session
 from data.indicators import Technicals, compute_exit_indicators, compute_technicals
 from data.patterns import Pattern, detect_patterns
@@ -104,7 +104,9 @@ class MarketData:
         self.universe = list(universe)
         self._baselines: dict[tuple[Symbol, date], np.ndarray | float | None] = {}
         self._history_errors: dict[tuple[Symbol, date], str] = {}
-        self._history: dict[tuple[Symbol, date], pd.DataFrame] = {}
+        self._curves: dict[tuple[Symbol, date], np.ndarray | None] = {}
+        # (symbol, day, start[, timeframe]): the bars before that day, as minutes or resampled
+        self._history: dict[tuple, pd.DataFrame] = {}
         self._bars_at: datetime | None = None
         self._bars_memo: dict[tuple[Symbol, Timeframe, int], pd.DataFrame] = {}
 
@@ -168,14 +170,7 @@ class MarketData:
         past = self.calendar.previous_sessions(session.day, lookback)
         baseline: np.ndarray | float | None = None
         if past:
-            minute = await self.broker.bars(symbol, Timeframe.M1, past[0].open, session.open)
-            step = bar_step_minutes(minute)
-            curves = []
-            for s in past:
-                day_bars = minute[(minute.index >= s.open) & (minute.index < s.close)]
-                if len(day_bars) * step >= s.trading_minutes * 0.9 and day_bars["volume"].sum() > 0:
-                    vol = day_bars["volume"].to_numpy(dtype=float) if step == 1 else _per_minute(day_bars, s, step)
-                    curves.append(np.cumsum(vol[: s.trading_minutes]))
+            curves = [c for c in await self._volume_curves(symbol, past) if c is not None]
             full = [c for c in curves if len(c) == session.trading_minutes]
             if full:
                 baseline = np.mean(np.vstack(full), axis=0)
@@ -185,6 +180,30 @@ class MarketData:
                 if len(volumes) and volumes.mean() > 0:
                     baseline = float(volumes.mean())
         return baseline
+
+    async def _volume_curves(self, symbol: Symbol, past: Sequence[Session]) -> list[np.ndarray | None]:
+        """The cumulative volume by minute of each of ``past`` (None: under 90% of its bars, or no volume).
+
+        A finished session's curve never changes: each is read from the broker once, so a new day
+        fetches one session of bars, not the whole lookback again.
+        """
+        missing = [s for s in past if (symbol, s.day) not in self._curves]
+        if missing:
+            minute = await self.broker.bars(symbol, Timeframe.M1, missing[0].open, past[-1].close)
+            step = bar_step_minutes(minute)
+            if not minute.index.is_monotonic_increasing:
+                minute = minute.sort_index()
+            for s in missing:
+                lo, hi = minute.index.searchsorted([s.open, s.close])
+                day_bars = minute.iloc[lo:hi]
+                curve = None
+                if len(day_bars) * step >= s.trading_minutes * 0.9 and day_bars["volume"].sum() > 0:
+                    vol = day_bars["volume"].to_numpy(dtype=float) if step == 1 else _per_minute(day_bars, s, step)
+                    curve = np.cumsum(vol[: s.trading_minutes])
+                self._curves[(symbol, s.day)] = curve
+            # Days only move forward: curves older than this lookback are never asked for again.
+            self._curves = {k: v for k, v in self._curves.items() if k[1] >= past[0].day}
+        return [self._curves[(symbol, s.day)] for s in past]
 
     def without_history(self, symbols: Sequence[Symbol]) -> dict[Symbol, str]:
         """Those of ``symbols`` whose volume baseline was looked up today and could not be had, with
@@ -220,28 +239,37 @@ class MarketData:
         sessions_needed = max(1, int(np.ceil(count * timeframe.minutes / 330)) + 1)
         day = self.calendar.trading_day(now)
         past = self.calendar.previous_sessions(day, sessions_needed)
-        start = past[0].open if past else now - timedelta(days=3)
-        minute = await self._minute_bars(symbol, start, now)
+        session = self.calendar.session(day)
+        # One start a day (the history cache's key), even with no sessions before today in the calendar.
+        start = past[0].open if past else (session.open if session else now) - timedelta(days=3)
+        history, key = await self._history_before_today(symbol, start, now)
+        today = await self._today_minute_bars(symbol, now)
         if timeframe is Timeframe.M1:
-            return minute.tail(count)
-        return resample(minute, timeframe, self.calendar).tail(count)
+            return _joined(history.tail(max(0, count - len(today))), today.tail(count))
+        # Bars never span a session, so the finished sessions are resampled once a day and only
+        # today's minutes at each call.
+        wide_key = (*key, timeframe)
+        if wide_key not in self._history:
+            self._history[wide_key] = resample(history, timeframe, self.calendar)
+        return _joined(self._history[wide_key], resample(today, timeframe, self.calendar)).tail(count)
 
-    async def _minute_bars(self, symbol: Symbol, start: datetime, now: datetime) -> pd.DataFrame:
-        """Closed minute bars from ``start``; history before today is fetched once per day."""
+    async def _history_before_today(self, symbol: Symbol, start: datetime, now: datetime) -> tuple[pd.DataFrame, tuple]:
+        """Closed minute bars from ``start`` to today's open, fetched once a day, and their cache key."""
         today = self.calendar.trading_day(now)
         session = self.calendar.session(today)
-        today_open = session.open if session else now
-        key = (symbol, today)
+        key = (symbol, today, start)
         if key not in self._history:
             # Days only move forward: earlier days' history is never read again (flat memory over a long replay).
             self._history = {k: v for k, v in self._history.items() if k[1] == today}
-            self._history[key] = await self.broker.bars(symbol, Timeframe.M1, start, min(today_open, now))
-        history = self._history[key]
-        history = history[history.index >= start]
-        if now <= today_open:
-            return history
-        recent = await self.broker.bars(symbol, Timeframe.M1, today_open, now)
-        return pd.concat([history, recent]) if len(history) else recent
+            history = await self.broker.bars(symbol, Timeframe.M1, start, min(session.open, now) if session else now)
+            self._history[key] = history[history.index >= start]
+        return self._history[key], key
+
+    async def _today_minute_bars(self, symbol: Symbol, now: datetime) -> pd.DataFrame:
+        session = self.calendar.session(self.calendar.trading_day(now))
+        if session is None or now <= session.open:
+            return empty_bars()
+        return await self.broker.bars(symbol, Timeframe.M1, session.open, now)
 
     async def technicals(self, symbol: Symbol, timeframe: Timeframe) -> Technicals:
         bars = await self.bars(symbol, timeframe)
@@ -345,3 +373,9 @@ def _per_minute(day_bars: pd.DataFrame, session: Session, step: int) -> np.ndarr
     grid = parts[0].append(parts[1:])
     spread = (day_bars["volume"].astype(float) / step).reindex(grid, method="ffill", limit=step - 1)
     return spread.fillna(0.0).to_numpy()
+
+
+def _joined(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    if before.empty:
+        return after
+    return pd.concat([before, after]) if not after.empty else before

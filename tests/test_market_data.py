@@ -96,3 +96,51 @@ def test_an_ordinary_mornings_volume_decay_does_not_read_as_dying_volume():
     assert statistics.median(raw_falls) < 0.6, raw_falls             # raw: dying every ordinary morning
     assert 0.6 < statistics.median(pace_falls) < 1.6, pace_falls      # pace: usual for the time of day
     assert statistics.median(pace_falls) > statistics.median(raw_falls) * 1.5
+
+
+
+def test_what_is_kept_from_day_to_day_reads_the_same_as_the_bars_themselves():
+    """A long-running MarketData keeps the finished sessions' volume curves and bars from day to day. On
+    every real 09988 session, its volume ratio and its 1- and 5-minute bars are those worked out from
+    the bar file directly."""
+    import numpy as np
+    from datetime import timedelta
+
+    from brokers.base import BAR_COLUMNS, Timeframe
+    from data.bars import resample
+
+    profile = load_profile(profile_path("hk"), {})
+    calendar = MarketCalendar(Market.HK)
+    [(symbol, series)] = load_samples(Market.HK).items()
+    minute_bars = series.minute[BAR_COLUMNS]
+    sessions = full_sessions({symbol: series}, calendar)[WARM_UP:]
+    clock = SimClock(sessions[0].open)
+    data = MarketData(PaperExchange({symbol: series}, clock, calendar, profile), clock, calendar, profile, [symbol])
+
+    def expected_ratio(session, minute: int, volume: int) -> float:
+        curves = []
+        for past in calendar.previous_sessions(session.day, profile.scan.volume_lookback_sessions):
+            day = minute_bars[(minute_bars.index >= past.open) & (minute_bars.index < past.close)]
+            if len(day) >= past.trading_minutes * 0.9 and day["volume"].sum() > 0:
+                curves.append(np.cumsum(day["volume"].to_numpy(dtype=float))[: past.trading_minutes])
+        full = [c for c in curves if len(c) == session.trading_minutes]
+        return volume / float(np.mean(np.vstack(full), axis=0)[minute - 1])
+
+    async def each_day() -> list[tuple]:
+        out = []
+        for session in sessions:
+            for minute in (45, 200):
+                now = session.minute_grid()[minute]
+                await clock.sleep_until(now)
+                closed = minute_bars[minute_bars.index + timedelta(minutes=1) <= now]
+                quote = await data.quote(symbol)
+                out.append((session.day, minute, quote.volume_ratio, expected_ratio(session, minute, quote.volume),
+                            await data.bars(symbol, Timeframe.M1), closed.tail(120),
+                            await data.bars(symbol, Timeframe.M5), resample(closed, Timeframe.M5, calendar).tail(120)))
+        return out
+
+    readings = clock.run(each_day())
+    assert len(readings) == 2 * len(sessions) >= 20
+    for day, minute, ratio, expected, m1, m1_expected, m5, m5_expected in readings:
+        assert ratio == pytest.approx(expected, rel=1e-9), f"{day} minute {minute}"
+        assert m1.equals(m1_expected) and m5.equals(m5_expected), f"{day} minute {minute}"
