@@ -3,7 +3,8 @@
 Where the broker pushes order events (``subscribe_orders``), an event for the order wakes the wait at
 once; the wait still asks the broker (``get_order``) at every poll interval, so a lost or late push
 costs one interval, never the fill. Brokers without pushes are polled. An order still working at the
-timeout is cancelled, and what it had filled by then is the answer.
+timeout is cancelled, and what it had filled by then is the answer; an exit's timeout counts from
+its latest fill.
 """
 from __future__ import annotations
 
@@ -29,12 +30,21 @@ class OrderWaiter:
         self._subscribed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def until_final(self, order: Order, timeout_seconds: float) -> Order:
-        """The order once it is final; at the timeout, what is left of it is cancelled."""
+    async def until_final(self, order: Order, timeout_seconds: float, *, while_filling: bool = False) -> Order:
+        """The order once it is final; at the timeout, what is left of it is cancelled.
+
+        ``while_filling``: the timeout counts from the latest fill, so an order the market takes bit by
+        bit (thin minutes) goes on filling as one order. Cancelling it to send the rest again would pay
+        the commission minimum and the platform fee once more, for the same fills.
+        """
         deadline = self.clock.now() + timedelta(seconds=timeout_seconds)
+        filled = order.filled_quantity
         while not order.status.is_final and self.clock.now() < deadline:
             await self._next_event_or_poll(order.broker_order_id)
             order = await self.broker.get_order(order.broker_order_id)
+            if while_filling and order.filled_quantity > filled:
+                filled = order.filled_quantity
+                deadline = self.clock.now() + timedelta(seconds=timeout_seconds)
         if not order.status.is_final:
             order = await self.broker.cancel_order(order.broker_order_id)
         return order

@@ -16,7 +16,8 @@ price trades at or through it and sells at that step's bid (after a gap, the gap
 target is a limit sell that fills when the bid reaches it; a time exit sells at the bid. A sale
 takes at most each step's ``fillable`` shares (the paper exchange's participation cap), walking
 on to the next steps for the rest, as the monitor's exit orders do on thin minutes; the price is
-the sale's average. Fees are ``brokers.fees`` on the exit value.
+the sale's average. Fees are ``brokers.fees`` as the paper exchange charges one order: each step's
+execution pays its own stamp duty and levies, the commission minimum and platform fee once.
 
 Pure functions of the tape and the profile: no clock, no broker, no database.
 """
@@ -134,19 +135,25 @@ def _sell(entry: EntryFill, steps: Steps, i: int, reason: str, profile: Profile,
     """Sell from step ``i`` on, each step's fillable shares at a time (a limit sell only where the bid
     is at or above it, at that bid; a market sell at the step's market price). What the tape's end
     leaves unsold goes at its last market price, as the replay's end of day does."""
-    remaining, proceeds, j, last = entry.quantity, Decimal(0), i, len(steps.times) - 1
+    remaining, proceeds, fees, j, last = entry.quantity, Decimal(0), Decimal(0), i, len(steps.times) - 1
+
+    def execute(shares: int, price: Decimal) -> None:  # one execution of the one sell order, fees as charged
+        nonlocal remaining, proceeds, fees
+        fees += execution_fees(entry.symbol.market, OrderSide.SELL, shares, price * shares, profile,
+                               order_value_before=proceeds).total
+        proceeds += price * shares
+        remaining -= shares
+
     while remaining > 0 and j <= last and not whole:
         can = remaining if steps.fillable is None else min(remaining, steps.fillable[j])
         price = steps.market_sells[j] if limit is None else (steps.bids[j] if steps.bids[j] >= limit else None)
         if can > 0 and price is not None:
-            proceeds += price * can
-            remaining -= can
+            execute(can, price)
         if remaining > 0:
             j += 1
     j = min(j, last)
     if remaining > 0:
-        proceeds += steps.market_sells[j] * remaining
-    fees = execution_fees(entry.symbol.market, OrderSide.SELL, entry.quantity, proceeds, profile).total
+        execute(remaining, steps.market_sells[j])
     return ReExit(entry, steps.times[j], proceeds, reason, fees)
 
 

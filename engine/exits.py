@@ -105,7 +105,7 @@ class PositionExit:
         while remaining > 0 and attempts < MAX_EXIT_ATTEMPTS:
             attempts += 1
             order = await self._place(remaining, last_quote, trigger_time)
-            order = await self.ctx.orders.until_final(order, self.ctx.fill_timeout)
+            order = await self.ctx.orders.until_final(order, self.ctx.fill_timeout, while_filling=True)
             await self._record_order(order)
             if order.filled_quantity:
                 fills.append(order)

@@ -100,3 +100,20 @@ def test_a_sale_on_thin_minutes_takes_each_steps_fillable_shares_like_the_paper_
                       fillable=[100, 100, 0])
     end = re_exit(entry, cut_short, start + timedelta(seconds=30), PROFILE)
     assert end.proceeds == D("29980") + 200 * D("298.8"), "what the tape's end leaves is sold at its last price"
+
+
+def test_a_sale_over_several_steps_pays_each_executions_fees_like_the_paper_exchange():
+    """The paper exchange charges stamp duty (rounded up to the dollar) and the levies on every execution
+    of an order, the commission minimum once. A re-exit charged them once on the whole sale, which made
+    a walk over thin minutes look cheaper under `close` than the same walk of the monitor's order."""
+    from brokers.fees import hk_fees
+
+    start = SESSION.open + timedelta(minutes=15)
+    cheap = steps_from(start, ["1.3", "1.3", "1.3", "1.3"])  # bid 1.10: HKD 1,100 an execution
+    thin = Steps(cheap.times, cheap.prices, cheap.bids, cheap.asks, cheap.market_sells, fillable=[1000, 1000, 1000, 1000])
+    x = re_exit(EntryFill(TENCENT, start, D("1.31"), 3000, D("3")), thin, start + timedelta(seconds=30), PROFILE)
+    sold = [x.proceeds / 3] * 3   # three executions of 1,000 shares at the same price
+    assert x.proceeds == 3 * 1000 * cheap.market_sells[1]
+    each = sum((hk_fees(v, PROFILE.fees_hk, order_value_before=sum(sold[:k], D(0))).total for k, v in enumerate(sold)), D(0))
+    assert x.exit_fees == each
+    assert x.exit_fees > hk_fees(x.proceeds, PROFILE.fees_hk).total, "three roundings up of the stamp duty, not one"
