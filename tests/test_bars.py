@@ -239,6 +239,31 @@ def test_resampled_bars_agree_with_the_minutes_they_hold(hk, timeframe, start, l
         assert bar["high"] == held["high"].max() and bar["low"] == held["low"].min()
 
 
+
+def _grouped_by_bar(minute: pd.DataFrame, bars: pd.DataFrame, width: pd.Timedelta) -> pd.DataFrame:
+    """The reference: each minute grouped under the bar label it falls in, aggregated by pandas."""
+    labels = pd.Series(bars.index, index=bars.index).reindex(minute.index, method="ffill")
+    labels = labels[(minute.index - pd.DatetimeIndex(labels)) < width]
+    return minute.loc[labels.index].groupby(pd.DatetimeIndex(labels.to_numpy())).agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+
+
+@pytest.mark.parametrize("timeframe", [Timeframe.M5, Timeframe.M15, Timeframe.H1])
+def test_resampled_bars_are_the_open_high_low_close_and_volume_of_their_minutes(hk, us, timeframe):
+    """Every bar of every real sample minute file, both markets: the first open, the highest high,
+    the lowest low, the last close and the summed volume of the minutes it holds, also where a
+    minute's value is missing (skipped, as pandas skips it)."""
+    width = pd.Timedelta(minutes=timeframe.minutes)
+    for minute, calendar in ((hk[BABA].minute, HK_CAL), (us[MSFT].minute, US_CAL), (us[AAPL].minute, US_CAL)):
+        minute = minute[BAR_COLUMNS]
+        gappy = minute.copy()
+        gappy.iloc[2, gappy.columns.get_loc("high")] = float("nan")
+        gappy.iloc[3, gappy.columns.get_loc("close")] = float("nan")
+        for frame in (minute, gappy):
+            out = resample(frame, timeframe, calendar)
+            pd.testing.assert_frame_equal(out, _grouped_by_bar(frame, out, width), check_names=False, check_freq=False)
+
+
 def test_hk_ticks_follow_the_table_in_force_on_the_bar_date(tmp_path):
     f = write(tmp_path / "00005_1d.csv", """
 date,open,high,low,close,volume
