@@ -460,8 +460,8 @@ def resample(minute: pd.DataFrame, timeframe: Timeframe, calendar: MarketCalenda
 
 def _aggregate_runs(bars: pd.DataFrame, labels: pd.DatetimeIndex) -> pd.DataFrame | None:
     """``_AGGREGATION`` over runs of equal labels, with numpy: what ``groupby(labels).agg`` gives for
-    rows in time order without gaps in the values, ten times faster (a cycle resamples every
-    candidate's minutes). None where that does not hold (the caller groups with pandas)."""
+    rows in time order without missing values, for half the cost of a resample (a cycle resamples
+    every candidate's minutes). None where that does not hold: the caller groups with pandas."""
     if bars.empty or not labels.is_monotonic_increasing:
         return None
     columns = {c: bars[c].to_numpy() for c in BAR_COLUMNS}
