@@ -135,26 +135,32 @@ def _sell(entry: EntryFill, steps: Steps, i: int, reason: str, profile: Profile,
     """Sell from step ``i`` on, each step's fillable shares at a time (a limit sell only where the bid
     is at or above it, at that bid; a market sell at the step's market price). What the tape's end
     leaves unsold goes at its last market price, as the replay's end of day does."""
-    remaining, proceeds, fees, j, last = entry.quantity, Decimal(0), Decimal(0), i, len(steps.times) - 1
-
-    def execute(shares: int, price: Decimal) -> None:  # one execution of the one sell order, fees as charged
-        nonlocal remaining, proceeds, fees
-        fees += execution_fees(entry.symbol.market, OrderSide.SELL, shares, price * shares, profile,
-                               order_value_before=proceeds).total
-        proceeds += price * shares
-        remaining -= shares
-
+    executions: list[tuple[int, Decimal]] = []   # (shares, price) of each fill of the one sell order
+    remaining, j, last = entry.quantity, i, len(steps.times) - 1
     while remaining > 0 and j <= last and not whole:
         can = remaining if steps.fillable is None else min(remaining, steps.fillable[j])
         price = steps.market_sells[j] if limit is None else (steps.bids[j] if steps.bids[j] >= limit else None)
         if can > 0 and price is not None:
-            execute(can, price)
+            executions.append((can, price))
+            remaining -= can
         if remaining > 0:
             j += 1
     j = min(j, last)
     if remaining > 0:
-        execute(remaining, steps.market_sells[j])
+        executions.append((remaining, steps.market_sells[j]))
+    proceeds, fees = _proceeds_and_fees(entry.symbol, executions, profile)
     return ReExit(entry, steps.times[j], proceeds, reason, fees)
+
+
+def _proceeds_and_fees(symbol: Symbol, executions: Sequence[tuple[int, Decimal]], profile: Profile) -> tuple[Decimal, Decimal]:
+    """What one sell order's executions sold for, and their fees as the paper exchange charges them:
+    each execution its own, the order's commission minimum and platform fee once."""
+    proceeds = fees = Decimal(0)
+    for shares, price in executions:
+        fees += execution_fees(symbol.market, OrderSide.SELL, shares, price * shares, profile,
+                               order_value_before=proceeds).total
+        proceeds += price * shares
+    return proceeds, fees
 
 
 # --- Figures -------------------------------------------------------------------------------------

@@ -105,8 +105,8 @@ class MarketData:
         self._baselines: dict[tuple[Symbol, date], np.ndarray | float | None] = {}
         self._history_errors: dict[tuple[Symbol, date], str] = {}
         self._curves: dict[tuple[Symbol, date], np.ndarray | None] = {}
-        # (symbol, day, start[, timeframe]): the bars before that day, as minutes or resampled
-        self._history: dict[tuple, pd.DataFrame] = {}
+        # (symbol, day, start, timeframe): the bars before that day (``_history_before``)
+        self._history: dict[tuple[Symbol, date, datetime, Timeframe], pd.DataFrame] = {}
         self._bars_at: datetime | None = None
         self._bars_memo: dict[tuple[Symbol, Timeframe, int], pd.DataFrame] = {}
 
@@ -242,34 +242,28 @@ class MarketData:
         session = self.calendar.session(day)
         # One start a day (the history cache's key), even with no sessions before today in the calendar.
         start = past[0].open if past else (session.open if session else now) - timedelta(days=3)
-        history, key = await self._history_before_today(symbol, start, now)
-        today = await self._today_minute_bars(symbol, now)
+        today_open = min(session.open, now) if session else now
+        history = await self._history_before(symbol, day, start, today_open, timeframe)
+        today = await self.broker.bars(symbol, Timeframe.M1, today_open, now) if now > today_open else empty_bars()
         if timeframe is Timeframe.M1:
             return _joined(history.tail(max(0, count - len(today))), today.tail(count))
-        # Bars never span a session, so the finished sessions are resampled once a day and only
-        # today's minutes at each call.
-        wide_key = (*key, timeframe)
-        if wide_key not in self._history:
-            self._history[wide_key] = resample(history, timeframe, self.calendar)
-        return _joined(self._history[wide_key], resample(today, timeframe, self.calendar)).tail(count)
+        return _joined(history, resample(today, timeframe, self.calendar)).tail(count)
 
-    async def _history_before_today(self, symbol: Symbol, start: datetime, now: datetime) -> tuple[pd.DataFrame, tuple]:
-        """Closed minute bars from ``start`` to today's open, fetched once a day, and their cache key."""
-        today = self.calendar.trading_day(now)
-        session = self.calendar.session(today)
-        key = (symbol, today, start)
+    async def _history_before(self, symbol: Symbol, day: date, start: datetime, today_open: datetime,
+                              timeframe: Timeframe) -> pd.DataFrame:
+        """Closed ``timeframe`` bars from ``start`` to today's open: read once a day, and resampled once
+        a day (bars never span a session, so only today's minutes are resampled at each call)."""
+        key = (symbol, day, start, timeframe)
         if key not in self._history:
-            # Days only move forward: earlier days' history is never read again (flat memory over a long replay).
-            self._history = {k: v for k, v in self._history.items() if k[1] == today}
-            history = await self.broker.bars(symbol, Timeframe.M1, start, min(session.open, now) if session else now)
-            self._history[key] = history[history.index >= start]
-        return self._history[key], key
-
-    async def _today_minute_bars(self, symbol: Symbol, now: datetime) -> pd.DataFrame:
-        session = self.calendar.session(self.calendar.trading_day(now))
-        if session is None or now <= session.open:
-            return empty_bars()
-        return await self.broker.bars(symbol, Timeframe.M1, session.open, now)
+            if timeframe is Timeframe.M1:
+                # Days only move forward: earlier days' history is never read again (flat memory over a long replay).
+                self._history = {k: v for k, v in self._history.items() if k[1] == day}
+                minute = await self.broker.bars(symbol, Timeframe.M1, start, today_open)
+                self._history[key] = minute[minute.index >= start]
+            else:
+                minute = await self._history_before(symbol, day, start, today_open, Timeframe.M1)
+                self._history[key] = resample(minute, timeframe, self.calendar)
+        return self._history[key]
 
     async def technicals(self, symbol: Symbol, timeframe: Timeframe) -> Technicals:
         bars = await self.bars(symbol, timeframe)
