@@ -88,7 +88,7 @@ from brokers.base import (
 )
 from brokers.paper_matching import AVG_PRICE_PLACES, Holding, OrderMatching, WorkingOrder
 from brokers.paper_tapes import (
-    BAR_US, STEP_US, STEPS_PER_BAR, History, Tape, Timeline, build_tape, from_us, to_us,
+    BAR_US, STEP_OFFSETS_US, STEP_US, STEPS_PER_BAR, History, Tape, Timeline, build_tape, from_us, to_us,
 )
 from core.clock import Clock
 from config.settings import Profile
@@ -136,6 +136,7 @@ class PaperExchange(OrderMatching):
         self._profile = profile
         self._market = profile.market
         self._history = {symbol: History.of(s, calendar) for symbol, s in series.items()}
+        self._rank = {symbol: k for k, symbol in enumerate(self._history)}
         self._tapes: dict[tuple[Symbol, date], Tape] = {}
         self._timelines: dict[date, Timeline] = {}
         self._cash = profile.paper.starting_cash
@@ -178,7 +179,7 @@ class PaperExchange(OrderMatching):
                     break
                 await self._clock.sleep_until(from_us(t))
                 self._replayed_until_us = t
-                self._apply_steps(timeline.groups[i])
+                self._apply_steps(day, t)
             if timeline.close_us is not None and floor_us < timeline.close_us <= until_us:
                 await self._clock.sleep_until(from_us(timeline.close_us))
                 self._replayed_until_us = timeline.close_us
@@ -216,31 +217,34 @@ class PaperExchange(OrderMatching):
         cached = self._timelines.get(day)
         if cached is not None:
             return cached
-        tapes = [self._tape(symbol, day) for symbol, history in self._history.items() if day in history.day_rows]
-        # Every symbol's steps in time order (ties in symbol order: a stable sort), grouped by time.
-        times_us = np.concatenate([t.times_us for t in tapes]) if tapes else np.zeros(0, dtype=np.int64)
-        tape_of = np.concatenate([np.full(len(t.times_us), k) for k, t in enumerate(tapes)]) if tapes else times_us
-        step_of = np.concatenate([np.arange(len(t.times_us)) for t in tapes]) if tapes else times_us
-        order = np.argsort(times_us, kind="stable")
-        times_us, tape_of, step_of = times_us[order], tape_of[order].tolist(), step_of[order].tolist()
-        distinct, firsts = np.unique(times_us, return_index=True)
-        bounds = [*firsts.tolist(), len(times_us)]
-        times = distinct.tolist()
-        groups = [[(tapes[k], i) for k, i in zip(tape_of[a:b], step_of[a:b])] for a, b in zip(bounds, bounds[1:])]
+        # Every step time of the day across symbols. A symbol's tape is built only when it is quoted
+        # or traded: most of a universe is never looked at step by step.
+        opens = [h.open_us[slice(*h.day_rows[day])] for h in self._history.values() if day in h.day_rows]
+        minutes = np.unique(np.concatenate(opens)) if opens else np.zeros(0, dtype=np.int64)
+        times = np.unique((minutes[:, None] + STEP_OFFSETS_US[None, :]).ravel())
         session = self._calendar.session(day)
-        timeline = Timeline(times, groups, to_us(session.close) if session else None)
+        timeline = Timeline(times.tolist(), to_us(session.close) if session else None)
         # The replay moves forward a day at a time: keep memory flat over long replays (a 1 GB box).
         self._timelines = {day: timeline}
         self._tapes = {key: tape for key, tape in self._tapes.items() if key[1] >= day}
         return timeline
 
-    def _apply_steps(self, group: list[tuple[Tape, int]]) -> None:
-        for tape, i in group:
-            working = self._working.get(tape.symbol)
+    def _apply_steps(self, day: date, t: int) -> None:
+        # Symbols in the universe's order, as when every symbol's step was walked; only those with a
+        # working order or a quote listener can notice a step.
+        watched = {*(s for s, w in self._working.items() if w), *(s for s, ls in self._quote_listeners.items() if ls)}
+        for symbol in sorted(watched, key=self._rank.__getitem__):
+            if day not in self._history[symbol].day_rows:
+                continue
+            tape = self._tape(symbol, day)
+            i = tape.step_at_time(t)
+            if i is None:
+                continue
+            working = self._working.get(symbol)
             if working:
                 for w in list(working):
                     self._try_fill(w, tape, i)
-            listeners = self._quote_listeners.get(tape.symbol)
+            listeners = self._quote_listeners.get(symbol)
             if listeners:
                 quote = tape.quote(i)
                 for listener in list(listeners):

@@ -4,7 +4,7 @@ step offers (``Tape``, ``SessionTapes``), and a day's steps across symbols in ti
 How a bar becomes steps, and what a step's prices are, is told in ``brokers.paper``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import lru_cache
@@ -126,6 +126,13 @@ class Tape:
     session_volume: list[int]
     fillable: list[int]                # shares a step may fill, in whole board lots
     prev_close: Decimal | None
+    _step_of_time: dict[int, int] | None = field(default=None, repr=False, compare=False)
+
+    def step_at_time(self, t_us: int) -> int | None:
+        """The step at exactly ``t_us``, or None when the symbol has no bar at that minute."""
+        if self._step_of_time is None:
+            self._step_of_time = {t: i for i, t in enumerate(self.times_us.tolist())}
+        return self._step_of_time.get(t_us)
 
     def quote(self, i: int) -> Quote:
         return Quote(
@@ -226,10 +233,9 @@ def prev_close(history: History, day: date, market: Market, regime: date, spread
 
 @dataclass(frozen=True)
 class Timeline:
-    """Every step of one trading day across symbols, in time order, and the session close."""
+    """Every step time of one trading day across symbols, in time order, and the session close."""
 
     times_us: list[int]
-    groups: list[list[tuple[Tape, int]]]
     close_us: int | None
 
 
