@@ -215,9 +215,21 @@ def _series_from_files(symbol: Symbol, files: list[_BarFile], hk_phase2_date: da
     )
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, as_text: bool = False) -> pd.DataFrame:
+    """The file's time, bar (and symbol) columns. The bar columns are read as numbers by the CSV
+    parser when every cell is one; otherwise, or with ``as_text``, every column is text, so that a
+    refusal can quote the cell as it is written."""
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        names = list(pd.read_csv(path, nrows=0).columns)
+        raw = None
+        if not as_text:
+            numeric = {n: "float64" for n in names if str(n).strip().lower() in BAR_COLUMNS}
+            try:
+                raw = pd.read_csv(path, keep_default_na=False, dtype={n: numeric.get(n, str) for n in names})
+            except (ValueError, OverflowError):
+                raw = None  # a cell that is not a number: read as text, and say which
+        if raw is None:
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise BarFileError(f"{path}: not a readable CSV ({e}); expected a header datetime,{','.join(BAR_COLUMNS)}") from e
     raw.columns = [str(c).strip().lower() for c in raw.columns]
@@ -249,6 +261,29 @@ def _refuse_repeated_times(path: Path, raw: pd.DataFrame, index: pd.Index) -> No
 
 
 def _numbers(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
+    """The bar columns as floats, every cell checked: a bad one is refused with its file and row."""
+    if all(raw[c].dtype == np.float64 for c in BAR_COLUMNS):
+        out = pd.DataFrame({c: raw[c].to_numpy() for c in BAR_COLUMNS}, index=raw.index)
+        if _plausible(out):
+            return out
+        # Something is wrong: find it in the cells as written, for the message.
+        return _numbers_from_text(path, _read_csv(path, as_text=True).loc[raw.index])
+    return _numbers_from_text(path, raw)
+
+
+def _plausible(bars: pd.DataFrame) -> bool:
+    # The checks of ``_numbers_from_text`` at once, on numbers the CSV parser read.
+    o, h, l, c, v = (bars[k].to_numpy() for k in BAR_COLUMNS)
+    prices = np.column_stack([o, h, l, c])
+    slack = h * 1e-9
+    return bool(
+        np.isfinite(prices).all() and np.isfinite(v).all() and (prices > 0).all() and (v >= 0).all()
+        and (h >= l).all()
+        and ((o >= l - slack) & (o <= h + slack) & (c >= l - slack) & (c <= h + slack)).all()
+    )
+
+
+def _numbers_from_text(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=raw.index)
     for column in BAR_COLUMNS:
         values = pd.to_numeric(raw[column], errors="coerce").astype(float)
@@ -284,6 +319,17 @@ def _numbers(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def _parse_times(path: Path, raw: pd.DataFrame, market: Market, tz: str | None = None) -> pd.DatetimeIndex:
+    try:
+        # The common file: every time with the same offset, or every time naive.
+        parsed = pd.DatetimeIndex(pd.to_datetime(raw["time"].to_numpy(), format="ISO8601"))
+    except (ValueError, TypeError):
+        parsed = None
+    if parsed is not None and not parsed.isna().any():
+        if parsed.tz is not None:
+            return parsed.tz_convert("UTC").as_unit("us")
+        local = parsed.tz_localize(tz or TIMEZONES[market], ambiguous="NaT", nonexistent="NaT")
+        if not local.isna().any():
+            return local.tz_convert("UTC").as_unit("us")
     text = raw["time"].str.strip()
     has_offset = text.str.contains(r"(?:[+-]\d{2}:?\d{2}|Z)$", regex=True)
     parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
@@ -321,7 +367,7 @@ def _daily_frame(path: Path, raw: pd.DataFrame, ticks: "_TickRounder") -> pd.Dat
     frame = _numbers(path, raw)
     frame.index = pd.DatetimeIndex(days).normalize()
     _refuse_repeated_times(path, raw, frame.index)
-    return ticks.apply(frame, frame.index.date)
+    return ticks.apply(frame, frame.index.to_numpy().astype("datetime64[D]"))
 
 
 def _intraday_frame(path: Path, raw: pd.DataFrame, ticks: "_TickRounder", tz: str | None = None) -> pd.DataFrame:
@@ -329,7 +375,7 @@ def _intraday_frame(path: Path, raw: pd.DataFrame, ticks: "_TickRounder", tz: st
     _refuse_repeated_times(path, raw, index)
     frame = _numbers(path, raw)
     frame.index = index
-    return ticks.apply(frame, index.tz_convert(TIMEZONES[ticks.market]).date)
+    return ticks.apply(frame, index.tz_convert(TIMEZONES[ticks.market]).tz_localize(None).to_numpy().astype("datetime64[D]"))
 
 
 def _spacing_minutes(frame: pd.DataFrame) -> int:
@@ -370,12 +416,12 @@ class _TickRounder:
             self._memo[key] = float(round_to_tick(self.market, value, key[1], hk_phase2_date=self.hk_phase2_date))
         return self._memo[key]
 
-    def apply(self, frame: pd.DataFrame, days) -> pd.DataFrame:
+    def apply(self, frame: pd.DataFrame, days: np.ndarray) -> pd.DataFrame:
+        """``frame`` with its prices on the tick grid of each row's market-local day (datetime64[D])."""
         out = frame.copy()
         # Each distinct (price, tick table) is rounded once and spread back over the rows: the
         # same prices as rounding row by row, without a Python call per price.
-        day_values = np.asarray(days, dtype="datetime64[D]")
-        unique_days, day_of_row = np.unique(day_values, return_inverse=True)
+        unique_days, day_of_row = np.unique(days, return_inverse=True)
         tables = [self._table_day(d.astype(object)) for d in unique_days]
         distinct_tables = sorted(set(tables))
         table_of_row = np.array([distinct_tables.index(t) for t in tables], dtype=np.int64)[day_of_row] \
