@@ -88,7 +88,7 @@ from brokers.base import (
 )
 from brokers.paper_matching import AVG_PRICE_PLACES, Holding, OrderMatching, WorkingOrder
 from brokers.paper_tapes import (
-    BAR_US, STEP_OFFSETS_US, STEP_US, STEPS_PER_BAR, History, Tape, Timeline, build_tape, from_us, to_us,
+    BAR_US, STEP_OFFSETS_US, STEP_US, STEPS_PER_BAR, History, Tape, Timeline, build_tape, from_us, quote_at, to_us,
 )
 from core.clock import Clock
 from config.settings import Profile
@@ -267,6 +267,11 @@ class PaperExchange(OrderMatching):
 
     def _step_at(self, symbol: Symbol, now: datetime) -> tuple[Tape, int] | None:
         """The latest replay step of ``symbol`` at or before ``now``, or None before its data."""
+        located = self._locate(symbol, now)
+        return (self._tape(symbol, located[0]), located[1]) if located else None
+
+    def _locate(self, symbol: Symbol, now: datetime) -> tuple[date, int] | None:
+        """The trading day and step of the latest replay step of ``symbol`` at or before ``now``."""
         history = self._history[symbol]
         now_us = to_us(now)
         row = int(np.searchsorted(history.open_us, now_us, "right")) - 1
@@ -275,7 +280,16 @@ class PaperExchange(OrderMatching):
         day = self._calendar.trading_day(from_us(history.open_us[row]))
         first_row, _ = history.day_rows[day]
         elapsed_steps = min(STEPS_PER_BAR - 1, (now_us - int(history.open_us[row])) // STEP_US)
-        return self._tape(symbol, day), (row - first_row) * STEPS_PER_BAR + elapsed_steps
+        return day, (row - first_row) * STEPS_PER_BAR + elapsed_steps
+
+    def _quote(self, symbol: Symbol, now: datetime) -> Quote | None:
+        """The quote at ``now``, from the day's tape when it is built, else from the bars directly."""
+        located = self._locate(symbol, now)
+        if located is None:
+            return None
+        day, i = located
+        tape = self._tapes.get((symbol, day))
+        return tape.quote(i) if tape is not None else quote_at(self._history[symbol], day, i, self._profile)
 
     def _known(self, symbol: Symbol | str) -> Symbol:
         try:
@@ -309,15 +323,14 @@ class PaperExchange(OrderMatching):
         now = self._clock.now()
         out: dict[Symbol, Snapshot] = {}
         for symbol in canonical:
-            step = self._step_at(symbol, now)
-            if step is None:
+            quote = self._quote(symbol, now)
+            if quote is None:
                 raise BrokerError(self._no_price_message(symbol, now))
-            tape, i = step
             series = self._history[symbol].series
             out[symbol] = Snapshot(
-                quote=tape.quote(i),
+                quote=quote,
                 lot_size=series.lot_size,
-                tick=tick_size(self._market, tape.prices[i], tape.day, self._profile.ticks.hk_phase2_date),
+                tick=tick_size(self._market, quote.price, self._calendar.trading_day(quote.time), self._profile.ticks.hk_phase2_date),
                 name=series.name,
                 synthetic=series.synthetic,
             )
@@ -419,8 +432,8 @@ class PaperExchange(OrderMatching):
 
     # --- Account --------------------------------------------------------------------------------
     def _last_price(self, symbol: Symbol) -> Decimal | None:
-        step = self._step_at(symbol, self._clock.now())
-        return step[0].prices[step[1]] if step else None
+        quote = self._quote(symbol, self._clock.now())
+        return quote.price if quote else None
 
     async def positions(self) -> list[BrokerPosition]:
         return [

@@ -142,12 +142,17 @@ class Tape:
         )
 
 
-def build_tape(history: History, day: date, profile: Profile) -> Tape:
-    start, end = history.day_rows[day]
+def _path(history: History, start: int, end: int) -> np.ndarray:
+    """The prices of rows ``start:end`` step by step: open, the nearer extreme, the farther, close."""
     o, h, l, c = (a[start:end] for a in (history.open, history.high, history.low, history.close))
     up, down = h - o, o - l
     high_first = (up < down) | ((up == down) & (c < o))
-    path = np.column_stack([o, np.where(high_first, h, l), np.where(high_first, l, h), c]).ravel()
+    return np.column_stack([o, np.where(high_first, h, l), np.where(high_first, l, h), c]).ravel()
+
+
+def build_tape(history: History, day: date, profile: Profile) -> Tape:
+    start, end = history.day_rows[day]
+    path = _path(history, start, end)
     times = (history.open_us[start:end, None] + STEP_OFFSETS_US[None, :]).ravel()
     step_volume = _spread_over_steps(history.volume[start:end])
     lot = history.series.lot_size
@@ -173,6 +178,27 @@ def build_tape(history: History, day: date, profile: Profile) -> Tape:
         lows=[s[0] for s in priced(np.minimum.accumulate(path))],
         session_volume=np.cumsum(step_volume).tolist(),
         fillable=fillable.tolist(),
+        prev_close=prev_close(history, day, market, regime, spread, phase2),
+    )
+
+
+def quote_at(history: History, day: date, step: int, profile: Profile) -> Quote:
+    """``build_tape(history, day, profile).quote(step)`` without pricing the rest of the session: a
+    scan quotes every symbol of the universe once, and trades few of them."""
+    start, _ = history.day_rows[day]
+    row = start + step // STEPS_PER_BAR
+    path = _path(history, start, row + 1)[: step + 1]
+    market = history.series.symbol.market
+    phase2 = profile.ticks.hk_phase2_date
+    regime = tick_regime(market, day, phase2)
+    spread = profile.paper.spread_ticks
+    last, bid, ask = price_with_spread(market, float(path[-1]), regime, spread, phase2)
+    return Quote(
+        symbol=history.series.symbol, time=from_us(int(history.open_us[row] + STEP_OFFSETS_US[step % STEPS_PER_BAR])),
+        price=last, bid=bid, ask=ask, volume=int(_spread_over_steps(history.volume[start:row + 1])[: step + 1].sum()),
+        open=price_with_spread(market, float(path[0]), regime, spread, phase2)[0],
+        high=price_with_spread(market, float(path.max()), regime, spread, phase2)[0],
+        low=price_with_spread(market, float(path.min()), regime, spread, phase2)[0],
         prev_close=prev_close(history, day, market, regime, spread, phase2),
     )
 
