@@ -94,9 +94,10 @@ def compute_technicals(bars: pd.DataFrame, calendar: MarketCalendar, timeframe: 
     bars = bars.sort_index()
     close = bars["close"].astype(float)
     macd_now, macd_prev = _macd(close)
-    bb = _bollinger(close)
+    sma20_line = _sma(close, BB_LENGTH)
+    bb = _bollinger(close, sma20_line)
     ema9, ema21 = _last(_ema(close, 9)), _last(_ema(close, 21))
-    sma20, sma50 = _last(_sma(close, 20)), _last(_sma(close, 50))
+    sma20, sma50 = _last(sma20_line), _last(_sma(close, 50))
     last_close = _last(close)
     support, resistance = support_resistance(bars)
     return Technicals(
@@ -155,11 +156,12 @@ def check_bar_spacing(bars: pd.DataFrame, timeframe: Timeframe) -> None:
     """Refuse minute bars passed off as a longer timeframe (the original ignored the timeframe)."""
     if timeframe in (Timeframe.M1, Timeframe.D1) or len(bars) < 2:
         return
-    gaps = bars.index.sort_values().to_series().diff().dropna()
-    smallest = gaps[gaps > pd.Timedelta(0)].min()
-    if pd.notna(smallest) and smallest < pd.Timedelta(minutes=timeframe.minutes):
+    times = np.sort(pd.DatetimeIndex(bars.index).as_unit("ns").asi8)
+    gaps = np.diff(times)
+    gaps = gaps[gaps > 0]
+    if len(gaps) and gaps.min() < timeframe.minutes * 60_000_000_000:
         raise ValueError(
-            f"bars are {smallest} apart but the timeframe is {timeframe.value}; "
+            f"bars are {pd.Timedelta(int(gaps.min()), unit='ns')} apart but the timeframe is {timeframe.value}; "
             "resample minute bars with data.bars.resample() first"
         )
 
@@ -196,22 +198,16 @@ def _macd(close: pd.Series) -> tuple[tuple[float | None, ...], tuple[float | Non
     return now, prev
 
 
-def _column(frame: pd.DataFrame, prefix: str) -> str:
-    return next(c for c in frame.columns if c.startswith(prefix))
-
-
-def _bollinger(close: pd.Series) -> tuple[float | None, float | None, float | None]:
-    if len(close) < BB_LENGTH:
+def _bollinger(close: pd.Series, mid: pd.Series | None) -> tuple[float | None, float | None, float | None]:
+    """Upper, middle and lower band now: ``ta.bbands``' own steps (its SMA, here the SMA20 already
+    computed, plus and minus ``BB_STD`` deviations) without the frame it builds around them."""
+    if len(close) < BB_LENGTH or mid is None:
         return None, None, None
     # ddof=0: the population deviation, as TA-Lib and TradingView draw the bands.
-    frame = ta.bbands(close, length=BB_LENGTH, lower_std=BB_STD, upper_std=BB_STD, ddof=0)
-    if frame is None:
+    deviation = ta.stdev(close, length=BB_LENGTH, ddof=0)
+    if deviation is None:
         return None, None, None
-    return (
-        _last(frame[_column(frame, "BBU_")]),
-        _last(frame[_column(frame, "BBM_")]),
-        _last(frame[_column(frame, "BBL_")]),
-    )
+    return _last(mid + BB_STD * deviation), _last(mid), _last(mid - BB_STD * deviation)
 
 
 def _atr(bars: pd.DataFrame) -> float | None:

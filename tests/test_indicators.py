@@ -86,6 +86,16 @@ def test_macd_line_signal_and_previous_values_match_a_hand_computed_ema_loop():
     assert technicals.sma20 == pytest.approx(sum(CLOSES[-20:]) / 20, abs=1e-9)
 
 
+def test_bollinger_bands_are_the_sma20_plus_and_minus_two_population_deviations_of_the_last_20_closes():
+    technicals = compute_technicals(bars_from_closes(CLOSES), HK_CAL, Timeframe.M1)
+    last20 = CLOSES[-20:]
+    mean = sum(last20) / 20
+    deviation = (sum((c - mean) ** 2 for c in last20) / 20) ** 0.5
+    assert technicals.bb_mid == pytest.approx(mean, abs=1e-9) and technicals.sma20 == technicals.bb_mid
+    assert technicals.bb_upper == pytest.approx(mean + 2 * deviation, abs=1e-9)
+    assert technicals.bb_lower == pytest.approx(mean - 2 * deviation, abs=1e-9)
+
+
 def test_too_short_series_give_none_not_exceptions():
     for n in (0, 1, 10):
         technicals = compute_technicals(bars_from_closes(CLOSES[:n]), HK_CAL, Timeframe.M1)
