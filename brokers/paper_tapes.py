@@ -1,6 +1,7 @@
 """The paper exchange's market data, precomputed as arrays: each symbol's minute bars (``History``),
 one symbol's session as the exchange replays it, four steps a bar with bid, ask and the volume each
-step offers (``Tape``, ``SessionTapes``), and a day's steps across symbols in time order (``Timeline``).
+step offers (``Tape``, ``SessionTapes``; built only for a symbol that is watched or traded, while
+``quote_at`` prices one step of any symbol), and a day's step times across symbols (``Timeline``).
 How a bar becomes steps, and what a step's prices are, is told in ``brokers.paper``."""
 from __future__ import annotations
 
