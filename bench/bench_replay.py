@@ -47,6 +47,10 @@ def main() -> None:
         universe_scale()
     except Exception as exc:  # noqa: BLE001 - a bench prints figures, it never fails
         print(f"replay by universe size: no figures ({type(exc).__name__}: {exc})")
+    try:
+        target_case()
+    except Exception as exc:  # noqa: BLE001 - a bench prints figures, it never fails
+        print(f"dev HK target case: no figures ({type(exc).__name__}: {exc})")
 
 
 # --- The dev HK set (../shared/data/dev/hk, never copied into the repository): replay vs --compare ------------
@@ -54,7 +58,8 @@ DEV_HK = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev" / "hk"
 DEV_RANGE = ("2019-07-22", "2019-08-09")   # the first half: 15 sessions of 50 symbols
 
 
-def _child_replay(extra: list[str], tmp: Path, tag: str) -> tuple[float, float, dict]:
+def _child_replay(extra: list[str], tmp: Path, tag: str, profile: str = "config/eval/hk.yaml",
+                  dates: tuple[str, str] = DEV_RANGE) -> tuple[float, float, dict]:
     """A replay in its own process: (wall seconds, peak RSS in MB, report)."""
     import csv
     import os
@@ -65,8 +70,8 @@ def _child_replay(extra: list[str], tmp: Path, tag: str) -> tuple[float, float, 
     env = {**os.environ, "CATALYST_VAR_DIR": str(tmp / "var"), "CATALYST_REPORTS_DIR": str(tmp / tag),
            "CATALYST_LOG_DIR": str(tmp / "logs"), "CATALYST__PAPER__LOT_SIZES": json.dumps(lots)}
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(root / "agent.py"), "--replay", str(DEV_HK), "--config", str(root / "config/eval/hk.yaml"),
-           "--brain", "rules", "--from", DEV_RANGE[0], "--to", DEV_RANGE[1], *extra]
+    cmd = [sys.executable, str(root / "agent.py"), "--replay", str(DEV_HK), "--config", str(root / profile),
+           "--brain", "rules", "--from", dates[0], "--to", dates[1], *extra]
     start = time.perf_counter()
     child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
     _, status, usage = os.wait4(child.pid, 0)
@@ -91,6 +96,23 @@ def dev_compare() -> None:
     print(f"  --compare  {compare_wall:6.1f} s wall, {bars / compare_wall:8,.0f} bars/s, peak RSS {compare_rss:,.0f} MB "
           f"({compare_wall / plain_wall:.2f} x the plain replay; target <= 2)")
 
+
+
+# --- The speed target of a replay: 50 HKEX symbols over 25 sessions (412,500 bars) as a new user runs it ----------
+TARGET_RANGE = ("2019-07-22", "2019-08-23")
+
+
+def target_case() -> None:
+    """The live HK profile (two cycles a day) over the dev set, as a new user replays it: bars/s and peak RSS."""
+    if not DEV_HK.is_dir():
+        print(f"dev HK target case: no figures ({DEV_HK} not found)")
+        return
+    with tempfile.TemporaryDirectory(prefix="catalyst-bench-target-") as tmp:
+        wall, rss, r = _child_replay([], Path(tmp), "target", profile="config/hk.yaml", dates=TARGET_RANGE)
+    bars = r["bars_replayed"]
+    print(f"dev HK target case, config/hk.yaml {TARGET_RANGE[0]}..{TARGET_RANGE[1]} ({r['sessions']} sessions, "
+          f"{len(r['symbols'])} symbols, {bars:,} bars, {r['n_trades']} trades): {wall:.1f} s wall, {bars / wall:,.0f} bars/s "
+          f"(target >= 40,000), peak RSS {rss:,.0f} MB (target <= 300)")
 
 
 # --- Growth with the universe: 1, 10 and 50 symbols of the dev HK set (linked, never copied) ----------------

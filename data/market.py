@@ -105,6 +105,7 @@ class MarketData:
         self._baselines: dict[tuple[Symbol, date], np.ndarray | float | None] = {}
         self._history_errors: dict[tuple[Symbol, date], str] = {}
         self._curves: dict[tuple[Symbol, date], np.ndarray | None] = {}
+        self._curves_from: date | None = None  # the first day of the lookback the curves were pruned to
         # (symbol, day, start, timeframe): the bars before that day (``_history_before``)
         self._history: dict[tuple[Symbol, date, datetime, Timeframe], pd.DataFrame] = {}
         self._bars_at: datetime | None = None
@@ -201,7 +202,9 @@ class MarketData:
                     vol = day_bars["volume"].to_numpy(dtype=float) if step == 1 else _per_minute(day_bars, s, step)
                     curve = np.cumsum(vol[: s.trading_minutes])
                 self._curves[(symbol, s.day)] = curve
+        if past and past[0].day != self._curves_from:
             # Days only move forward: curves older than this lookback are never asked for again.
+            self._curves_from = past[0].day
             self._curves = {k: v for k, v in self._curves.items() if k[1] >= past[0].day}
         return [self._curves[(symbol, s.day)] for s in past]
 
