@@ -273,21 +273,30 @@ def support_resistance(bars: pd.DataFrame, lookback: int = LEVELS_LOOKBACK) -> t
 
 
 def swing_highs(high: np.ndarray, wing: int = PIVOT_WING) -> list[float]:
-    return [float(high[i]) for i in _pivot_indices(np.asarray(high, float), wing, np.greater_equal)]
+    return [float(high[i]) for i in pivot_indices(high, wing, highs=True)]
 
 
 def swing_lows(low: np.ndarray, wing: int = PIVOT_WING) -> list[float]:
-    return [float(low[i]) for i in _pivot_indices(np.asarray(low, float), wing, np.less_equal)]
+    return [float(low[i]) for i in pivot_indices(low, wing, highs=False)]
 
 
-def _pivot_indices(values: np.ndarray, wing: int, beats) -> list[int]:
-    out = []
-    for i in range(wing, len(values) - wing):
-        neighbours = np.concatenate((values[i - wing:i], values[i + 1:i + wing + 1]))
-        if beats(values[i], neighbours).all():
-            if out and i - out[-1] == 1 and values[i] == values[out[-1]]:
-                continue  # a flat top or bottom is one swing point, not two
-            out.append(i)
+def pivot_indices(values: np.ndarray, wing: int, highs: bool) -> list[int]:
+    """Where ``values`` has a swing high (``highs``) or low: at least as high (low) as each of the
+    ``wing`` values on either side. A flat top or bottom is one swing point, not two."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n < 2 * wing + 1:
+        return []
+    beats = np.greater_equal if highs else np.less_equal
+    centre = values[wing:n - wing]
+    holds = np.ones(len(centre), dtype=bool)
+    for k in range(1, wing + 1):
+        holds &= beats(centre, values[wing - k:n - wing - k]) & beats(centre, values[wing + k:n - wing + k])
+    out: list[int] = []
+    for i in (np.flatnonzero(holds) + wing).tolist():
+        if out and i - out[-1] == 1 and values[i] == values[out[-1]]:
+            continue
+        out.append(i)
     return out
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from brokers.base import Timeframe
-from data.indicators import check_bar_spacing, true_range
+from data.indicators import check_bar_spacing, pivot_indices, true_range
 from core.instruments import Market, PriceError, Rounding, round_to_tick, ticks_away
 
 Direction = Literal["bullish", "bearish"]
@@ -201,17 +201,6 @@ def _clamp(x: float, low: float = 0.05, high: float = 0.95) -> float:
 
 
 # --- Helpers in view space ------------------------------------------------------------------------
-def _pivots(values: np.ndarray, wing: int, highs: bool) -> list[int]:
-    out = []
-    for i in range(wing, len(values) - wing):
-        neighbours = np.concatenate((values[i - wing:i], values[i + 1:i + wing + 1]))
-        if (values[i] >= neighbours).all() if highs else (values[i] <= neighbours).all():
-            if out and i - out[-1] == 1 and values[i] == values[out[-1]]:
-                continue  # a flat top or bottom is one swing point, not two
-            out.append(i)
-    return out
-
-
 def _ema(values: np.ndarray, length: int) -> np.ndarray:
     return pd.Series(values).ewm(span=length, adjust=False).mean().to_numpy()
 
@@ -340,7 +329,7 @@ def ascending_triangle(v: _View, window: int = 40) -> _Setup | None:
         return None
     start = max(0, v.n - window)
     high, low = v.high[start:], v.low[start:]
-    highs, lows = _pivots(high, PIVOT_WING, True), _pivots(low, PIVOT_WING, False)
+    highs, lows = pivot_indices(high, PIVOT_WING, highs=True), pivot_indices(low, PIVOT_WING, highs=False)
     if len(highs) < 2 or len(lows) < 2:
         return None
     level = float(high[highs].max())
@@ -413,8 +402,8 @@ def abcd(v: _View, window: int = 60) -> _Setup | None:
     target D = C + (B - A)."""
     start = max(0, v.n - window)
     high, low = v.high[start:], v.low[start:]
-    lows = _pivots(low, PIVOT_WING, False)
-    highs = _pivots(high, PIVOT_WING, True)
+    lows = pivot_indices(low, PIVOT_WING, highs=False)
+    highs = pivot_indices(high, PIVOT_WING, highs=True)
     if not lows or not highs:
         return None
     c = lows[-1]
