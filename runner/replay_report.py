@@ -48,13 +48,15 @@ def write_report(report: dict[str, Any], feed: PaperFeed, calendar: MarketCalend
     if not pictures:
         return folder
     # The numbers matter more than the pictures: a chart that fails is a note, not a failed replay.
+    summary: bytes | None = None
     try:
-        save_summary_chart(report, folder / "chart.png")
+        summary = summary_png(report)
+        (folder / "chart.png").write_bytes(summary)
     except Exception as exc:  # noqa: BLE001
         log.exception("chart failed")
         print(f"note: chart.png could not be drawn ({type(exc).__name__}: {exc})", file=sys.stderr)
     try:
-        (folder / "report.html").write_text(render_html(report, feed, calendar), encoding="utf-8")
+        (folder / "report.html").write_text(render_html(report, feed, calendar, summary), encoding="utf-8")
     except Exception as exc:  # noqa: BLE001
         log.exception("report.html failed")
         print(f"note: report.html could not be written ({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -313,13 +315,9 @@ def summary_figure(r: Mapping[str, Any]):
     return fig
 
 
-def save_summary_chart(r: Mapping[str, Any], path: Path) -> None:
-    plt = _pyplot()
-    fig = summary_figure(r)
-    try:
-        fig.savefig(path, dpi=SUMMARY_DPI, facecolor="white")
-    finally:
-        plt.close(fig)
+def summary_png(r: Mapping[str, Any]) -> bytes:
+    """The summary figure as PNG: ``chart.png``, and the same picture in ``report.html``."""
+    return h.png_bytes(summary_figure(r), SUMMARY_DPI)
 
 
 def traded_symbols_by_pnl(r: Mapping[str, Any]) -> list[tuple[str, float, list[dict[str, Any]]]]:
@@ -460,7 +458,8 @@ def _symbol_section(name: str, pnl: float, rows: Sequence[Mapping[str, Any]], fe
             f"{chart}{table}</section>")
 
 
-def render_html(r: Mapping[str, Any], feed: PaperFeed, calendar: MarketCalendar) -> str:
+def render_html(r: Mapping[str, Any], feed: PaperFeed, calendar: MarketCalendar, summary: bytes | None = None) -> str:
+    """The report as one HTML page; ``summary``: the summary chart's PNG when already drawn."""
     cur = r["currency"]
     run = r["run"]
     title = f"Catalyst replay {r['market']} {r['first_session']} to {r['last_session']}"
@@ -475,7 +474,8 @@ def render_html(r: Mapping[str, Any], feed: PaperFeed, calendar: MarketCalendar)
     if run.get("partial"):
         body.append(f'<p class="loss"><strong>Partial report:</strong> {h.esc(run["partial"])}</p>')
     body += ["<h2>Key figures</h2>", _figure_cards(r),
-             "<h2>Equity, returns and exits</h2>", h.image(summary_figure(r), "equity, trade returns and exits by reason")]
+             "<h2>Equity, returns and exits</h2>",
+             h.png_image(summary if summary is not None else summary_png(r), "equity, trade returns and exits by reason")]
     exits = [[reason, n, _money(r["net_pnl_by_reason"].get(reason), cur)] for reason, n in r["exits_by_reason"].items()]
     body += ["<h2>Exits by reason</h2>",
              h.table(["reason", "trades", "net P&L"], exits or [["-", 0, "-"]], numeric=(1, 2),

@@ -83,18 +83,23 @@ def key_figures(items: Sequence[tuple[str, str, str]]) -> str:
     return f'<div class="figures">{cards}</div>'
 
 
-def png_base64(fig, dpi: int = 100) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG (closes the figure)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
 
 
 def image(fig, alt: str, dpi: int = 100) -> str:
     """The figure as an inline PNG (closes the figure)."""
-    import matplotlib.pyplot as plt
+    return png_image(png_bytes(fig, dpi), alt)
 
-    try:
-        data = png_base64(fig, dpi)
-    finally:
-        plt.close(fig)
-    return f'<img class="chart" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+
+def png_image(png: bytes, alt: str) -> str:
+    """A PNG already drawn, inline."""
+    return f'<img class="chart" alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'

@@ -5,6 +5,7 @@ report here is built from the real 09988 minute bars under 50 codes, one or two 
 """
 from __future__ import annotations
 
+import base64
 import re
 import struct
 from pathlib import Path
@@ -36,6 +37,8 @@ def test_chart_png_of_a_50_symbol_replay_is_one_screen(fifty):
     width, height = png_size(folder / "chart.png")
     assert height <= 2000 and width <= 2000, (width, height)
     assert (folder / "chart.png").stat().st_size > 20_000, "equity, returns and exits are drawn"
+    # report.html shows the same picture (drawn once for both).
+    assert base64.b64encode((folder / "chart.png").read_bytes()).decode("ascii") in (folder / "report.html").read_text()
 
 
 def test_report_html_has_one_section_per_traded_symbol_best_pnl_first(fifty):
