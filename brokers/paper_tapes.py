@@ -77,6 +77,7 @@ class History:
     days: list[date]
     day_rows: dict[date, tuple[int, int]]
     daily_days: np.ndarray             # the daily frame's dates as datetime64[D], sorted
+    daily_close: np.ndarray            # the daily frame's closes, in the same order
 
     @classmethod
     def of(cls, series: BarSeries, calendar: MarketCalendar) -> "History":
@@ -103,6 +104,7 @@ class History:
             days=sorted(day_rows),
             day_rows=day_rows,
             daily_days=pd.DatetimeIndex(series.daily.index).to_numpy().astype("datetime64[D]"),
+            daily_close=series.daily["close"].to_numpy(dtype=float),
         )
 
 
@@ -247,10 +249,9 @@ def with_slippage(market: Market, price: Decimal, buying: bool, day: date, profi
 
 
 def prev_close(history: History, day: date, market: Market, regime: date, spread: int, phase2: date | None) -> Decimal | None:
-    daily = history.series.daily
     earlier_daily = int(np.searchsorted(history.daily_days, np.datetime64(day, "D"), "left"))
     if earlier_daily > 0:
-        return price_with_spread(market, float(daily["close"].iloc[earlier_daily - 1]), regime, spread, phase2)[0]
+        return price_with_spread(market, float(history.daily_close[earlier_daily - 1]), regime, spread, phase2)[0]
     earlier_days = [d for d in history.days if d < day]
     if earlier_days:
         _, end = history.day_rows[earlier_days[-1]]

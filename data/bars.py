@@ -442,11 +442,15 @@ _ANY_DAY = date(2000, 1, 3)  # before every tick-table change
 
 
 # --- Session grid -------------------------------------------------------------------------------
-def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> pd.Series:
-    """Per bar: the start of the session part (open to lunch, lunch to close) it is in; NaT outside."""
+_OUTSIDE = np.iinfo(np.int64).min  # NaT's integer: a bar outside every session part
+
+
+def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> np.ndarray:
+    """Per bar: the start (UTC nanoseconds) of the session part (open to lunch, lunch to close) it
+    is in; ``_OUTSIDE`` for a bar outside every part."""
     utc = index.tz_convert("UTC").as_unit("ns").asi8
     local_midnights = index.tz_convert(calendar.tz).tz_localize(None).normalize().as_unit("ns").asi8
-    starts = np.full(len(index), np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    starts = np.full(len(index), _OUTSIDE, dtype=np.int64)
     for midnight in np.unique(local_midnights).tolist():
         session = calendar.session(pd.Timestamp(midnight).date())
         if session is None:
@@ -455,7 +459,7 @@ def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> p
         for start, end in session.parts:
             start_ns, end_ns = pd.Timestamp(start).as_unit("ns").value, pd.Timestamp(end).as_unit("ns").value
             starts[on_day & (utc >= start_ns) & (utc < end_ns)] = start_ns
-    return pd.Series(pd.DatetimeIndex(starts.view("datetime64[ns]")).tz_localize("UTC"), index=range(len(index)))
+    return starts
 
 
 def _on_session_grid(frame: pd.DataFrame, calendar: MarketCalendar) -> pd.DataFrame:
@@ -463,7 +467,7 @@ def _on_session_grid(frame: pd.DataFrame, calendar: MarketCalendar) -> pd.DataFr
         return frame
     part_start = _session_part_starts(frame.index, calendar)
     whole_minute = (frame.index.second == 0) & (frame.index.microsecond == 0)
-    keep = part_start.notna().to_numpy() & whole_minute
+    keep = (part_start != _OUTSIDE) & whole_minute
     dropped = int((~keep).sum())
     if dropped:
         log.info("dropped %d bar(s) outside the %s session grid", dropped, calendar.market.value)
@@ -491,11 +495,13 @@ def resample(minute: pd.DataFrame, timeframe: Timeframe, calendar: MarketCalenda
         out.index.name = None
         return out
     part_start = _session_part_starts(minute.index, calendar)
-    inside = part_start.notna().to_numpy()
+    inside = part_start != _OUTSIDE
     bars = minute[inside]
-    starts = pd.DatetimeIndex(part_start[inside])
-    width = pd.Timedelta(minutes=timeframe.minutes)
-    labels = starts + ((bars.index - starts) // width) * width
+    starts = part_start[inside]
+    width = timeframe.minutes * 60_000_000_000
+    # Each bar's label: the start of its part plus whole widths (integer nanoseconds, UTC).
+    label_ns = starts + (bars.index.as_unit("ns").asi8 - starts) // width * width
+    labels = pd.DatetimeIndex(label_ns.view("datetime64[ns]")).tz_localize("UTC")
     out = _aggregate_runs(bars, labels)
     if out is None:
         out = bars.groupby(labels).agg(_AGGREGATION)[BAR_COLUMNS]

@@ -194,12 +194,13 @@ class MarketData:
             step = bar_step_minutes(minute)
             if not minute.index.is_monotonic_increasing:
                 minute = minute.sort_index()
+            times = pd.DatetimeIndex(minute.index).as_unit("ns").asi8
+            volume = minute["volume"].to_numpy(dtype=float)
             for s in missing:
-                lo, hi = minute.index.searchsorted([s.open, s.close])
-                day_bars = minute.iloc[lo:hi]
+                lo, hi = np.searchsorted(times, [pd.Timestamp(s.open).value, pd.Timestamp(s.close).value])
                 curve = None
-                if len(day_bars) * step >= s.trading_minutes * 0.9 and day_bars["volume"].sum() > 0:
-                    vol = day_bars["volume"].to_numpy(dtype=float) if step == 1 else _per_minute(day_bars, s, step)
+                if (hi - lo) * step >= s.trading_minutes * 0.9 and volume[lo:hi].sum() > 0:
+                    vol = volume[lo:hi] if step == 1 else _per_minute(minute.iloc[lo:hi], s, step)
                     curve = np.cumsum(vol[: s.trading_minutes])
                 self._curves[(symbol, s.day)] = curve
         if past and past[0].day != self._curves_from:
