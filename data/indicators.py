@@ -326,7 +326,7 @@ def minute_volatility_pct(minute_bars: pd.DataFrame, min_returns: int = 60) -> f
     if minute_bars is None or len(minute_bars) < 2:
         return None
     close = minute_bars["close"].to_numpy(dtype=float)
-    gaps = np.diff(minute_bars.index.to_numpy()) <= _MAX_STEP_GAP.to_timedelta64()
+    gaps = np.diff(pd.DatetimeIndex(minute_bars.index).as_unit("ns").asi8) <= _MAX_STEP_GAP.value
     with np.errstate(divide="ignore", invalid="ignore"):
         returns = np.diff(np.log(close))[gaps]
     returns = returns[np.isfinite(returns)]
