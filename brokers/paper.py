@@ -283,11 +283,12 @@ class PaperExchange(OrderMatching):
         return day, (row - first_row) * STEPS_PER_BAR + elapsed_steps
 
     def _quote(self, symbol: Symbol, now: datetime) -> Quote | None:
-        """The quote at ``now``, from the day's tape when it is built, else from the bars directly."""
+        """The quote at ``now``, or None before the symbol's data."""
         located = self._locate(symbol, now)
-        if located is None:
-            return None
-        day, i = located
+        return self._quote_at_step(symbol, *located) if located else None
+
+    def _quote_at_step(self, symbol: Symbol, day: date, i: int) -> Quote:
+        # From the day's tape when it is built, else from the bars directly.
         tape = self._tapes.get((symbol, day))
         return tape.quote(i) if tape is not None else quote_at(self._history[symbol], day, i, self._profile)
 
@@ -323,14 +324,16 @@ class PaperExchange(OrderMatching):
         now = self._clock.now()
         out: dict[Symbol, Snapshot] = {}
         for symbol in canonical:
-            quote = self._quote(symbol, now)
-            if quote is None:
+            located = self._locate(symbol, now)
+            if located is None:
                 raise BrokerError(self._no_price_message(symbol, now))
+            day, i = located
+            quote = self._quote_at_step(symbol, day, i)
             series = self._history[symbol].series
             out[symbol] = Snapshot(
                 quote=quote,
                 lot_size=series.lot_size,
-                tick=tick_size(self._market, quote.price, self._calendar.trading_day(quote.time), self._profile.ticks.hk_phase2_date),
+                tick=tick_size(self._market, quote.price, day, self._profile.ticks.hk_phase2_date),
                 name=series.name,
                 synthetic=series.synthetic,
             )

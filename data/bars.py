@@ -220,14 +220,7 @@ def _read_csv(path: Path, as_text: bool = False) -> pd.DataFrame:
     parser when every cell is one; otherwise, or with ``as_text``, every column is text, so that a
     refusal can quote the cell as it is written."""
     try:
-        names = list(pd.read_csv(path, nrows=0).columns)
-        raw = None
-        if not as_text:
-            numeric = {n: "float64" for n in names if str(n).strip().lower() in BAR_COLUMNS}
-            try:
-                raw = pd.read_csv(path, keep_default_na=False, dtype={n: numeric.get(n, str) for n in names})
-            except (ValueError, OverflowError):
-                raw = None  # a cell that is not a number: read as text, and say which
+        raw = None if as_text else _read_with_numeric_bars(path)
         if raw is None:
             raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -243,6 +236,17 @@ def _read_csv(path: Path, as_text: bool = False) -> pd.DataFrame:
         )
     raw = raw.rename(columns={time_columns[0]: "time"}) if time_columns[0] != "time" else raw
     return raw[["time", *BAR_COLUMNS, *([SYMBOL_COLUMN] if SYMBOL_COLUMN in raw.columns else [])]]
+
+
+def _read_with_numeric_bars(path: Path) -> pd.DataFrame | None:
+    """The file with its bar columns parsed as floats (the rest as text); None when a bar cell is not
+    a number."""
+    names = list(pd.read_csv(path, nrows=0).columns)
+    dtypes = {n: "float64" if str(n).strip().lower() in BAR_COLUMNS else str for n in names}
+    try:
+        return pd.read_csv(path, keep_default_na=False, dtype=dtypes)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _row(raw: pd.DataFrame, i: int) -> str:
@@ -263,59 +267,54 @@ def _refuse_repeated_times(path: Path, raw: pd.DataFrame, index: pd.Index) -> No
 def _numbers(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
     """The bar columns as floats, every cell checked: a bad one is refused with its file and row."""
     if all(raw[c].dtype == np.float64 for c in BAR_COLUMNS):
-        out = pd.DataFrame({c: raw[c].to_numpy() for c in BAR_COLUMNS}, index=raw.index)
-        if _plausible(out):
-            return out
-        # Something is wrong: find it in the cells as written, for the message.
-        return _numbers_from_text(path, _read_csv(path, as_text=True).loc[raw.index])
-    return _numbers_from_text(path, raw)
+        values = {c: raw[c].to_numpy() for c in BAR_COLUMNS}
+        if all(np.isfinite(v).all() for v in values.values()):
+            return _checked(path, raw, values)
+        # A cell the parser read as nan or inf: quote it as it is written.
+        raw = _read_csv(path, as_text=True).loc[raw.index]
+    return _checked(path, raw, {c: _floats_of_text(raw[c]) for c in BAR_COLUMNS})
 
 
-def _plausible(bars: pd.DataFrame) -> bool:
-    # The checks of ``_numbers_from_text`` at once, on numbers the CSV parser read.
-    o, h, l, c, v = (bars[k].to_numpy() for k in BAR_COLUMNS)
-    prices = np.column_stack([o, h, l, c])
-    slack = h * 1e-9
-    return bool(
-        np.isfinite(prices).all() and np.isfinite(v).all() and (prices > 0).all() and (v >= 0).all()
-        and (h >= l).all()
-        and ((o >= l - slack) & (o <= h + slack) & (c >= l - slack) & (c <= h + slack)).all()
-    )
+def _floats_of_text(cells: pd.Series) -> np.ndarray:
+    """The cells as floats, nan where a cell is not a number."""
+    values = pd.to_numeric(cells, errors="coerce").astype(float)
+    if values.isna().any():  # stripping every cell is slow; only text that did not parse needs it
+        values = pd.to_numeric(cells.str.strip(), errors="coerce").astype(float)
+    return values.to_numpy()
 
 
-def _numbers_from_text(path: Path, raw: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(index=raw.index)
+def _checked(path: Path, raw: pd.DataFrame, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """``values`` as the bar frame, once every cell is a number, every price positive, volumes not
+    negative and each bar's open and close within its low..high."""
     for column in BAR_COLUMNS:
-        values = pd.to_numeric(raw[column], errors="coerce").astype(float)
-        if values.isna().any():  # stripping every cell is slow; only text that did not parse needs it
-            values = pd.to_numeric(raw[column].str.strip(), errors="coerce").astype(float)
-        bad = values.isna() | ~np.isfinite(values.to_numpy())
+        v = values[column]
+        bad = ~np.isfinite(v)
         if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
+            i = int(np.flatnonzero(bad)[0])
             raise BarFileError(f"{path}: {_row(raw, i)}: {column} is {raw[column].iloc[i]!r}; expected a number")
         if column == "volume":
-            negative = values < 0
+            negative = v < 0
             if negative.any():
-                i = int(np.flatnonzero(negative.to_numpy())[0])
-                raise BarFileError(f"{path}: {_row(raw, i)}: volume is {values.iloc[i]}; expected zero or more")
+                i = int(np.flatnonzero(negative)[0])
+                raise BarFileError(f"{path}: {_row(raw, i)}: volume is {v[i]}; expected zero or more")
         else:
-            not_positive = values <= 0
+            not_positive = v <= 0
             if not_positive.any():
-                i = int(np.flatnonzero(not_positive.to_numpy())[0])
-                raise BarFileError(f"{path}: {_row(raw, i)}: {column} is {values.iloc[i]}; expected a positive price")
-        out[column] = values
-    inverted = out["high"] < out["low"]
+                i = int(np.flatnonzero(not_positive)[0])
+                raise BarFileError(f"{path}: {_row(raw, i)}: {column} is {v[i]}; expected a positive price")
+    high, low = values["high"], values["low"]
+    inverted = high < low
     if inverted.any():
-        i = int(np.flatnonzero(inverted.to_numpy())[0])
-        raise BarFileError(f"{path}: {_row(raw, i)}: high {out['high'].iloc[i]} is below low {out['low'].iloc[i]}; expected high >= low")
-    slack = out["high"] * 1e-9  # float noise of the feeds, rounded away on the tick grid
+        i = int(np.flatnonzero(inverted)[0])
+        raise BarFileError(f"{path}: {_row(raw, i)}: high {high[i]} is below low {low[i]}; expected high >= low")
+    slack = high * 1e-9  # float noise of the feeds, rounded away on the tick grid
     for column in ("open", "close"):
-        outside = (out[column] < out["low"] - slack) | (out[column] > out["high"] + slack)
+        outside = (values[column] < low - slack) | (values[column] > high + slack)
         if outside.any():
-            i = int(np.flatnonzero(outside.to_numpy())[0])
-            raise BarFileError(f"{path}: {_row(raw, i)}: {column} {out[column].iloc[i]} is outside low..high "
-                               f"{out['low'].iloc[i]}..{out['high'].iloc[i]}; expected low <= {column} <= high")
-    return out
+            i = int(np.flatnonzero(outside)[0])
+            raise BarFileError(f"{path}: {_row(raw, i)}: {column} {values[column][i]} is outside low..high "
+                               f"{low[i]}..{high[i]}; expected low <= {column} <= high")
+    return pd.DataFrame(values, index=raw.index)
 
 
 def _parse_times(path: Path, raw: pd.DataFrame, market: Market, tz: str | None = None) -> pd.DatetimeIndex:

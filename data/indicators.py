@@ -187,9 +187,9 @@ def _macd(close: pd.Series) -> tuple[tuple[float | None, ...], tuple[float | Non
     nothing = (None, None, None)
     if len(close) < MACD_SLOW:
         return nothing, nothing
-    line = ta.ema(close, length=MACD_FAST) - ta.ema(close, length=MACD_SLOW)
+    line = _ema(close, MACD_FAST) - _ema(close, MACD_SLOW)
     # pandas-ta wants slow + signal - 1 bars for the signal; the MACD line itself exists from bar 26.
-    signal = ta.ema(line.loc[line.first_valid_index():], length=MACD_SIGNAL)
+    signal = _ema(line.loc[line.first_valid_index():], MACD_SIGNAL)
     if signal is None:
         return (_last(line), None, None), (_last(line.iloc[:-1]), None, None)
     hist = line - signal
