@@ -4,7 +4,7 @@
   same minute of the session over the last ``volume_lookback_sessions`` sessions. Where intraday
   history is missing, the daily average volume scaled by a U-shaped session volume profile is
   the baseline. (The original divided volume by half of itself: every ratio was 2.0.)
-* Bars at 1m/5m/15m/1h/1d (resampled, lunch respected), technicals (pandas-ta), patterns.
+* Bars at 1m/5m/15m/1h/1d (resampled, lunch respected), technicals (data/indicators.py), patterns.
 * A scan over an index list (or the paper exchange's universe) ranked by momentum.
 
 Only closed bars are used: the broker returns bars closed by now, nothing later.

@@ -187,6 +187,56 @@ def test_the_exit_indicators_are_the_technicals_own_numbers():
             full.rsi14, full.macd, full.macd_signal, full.macd_prev, full.macd_signal_prev, full.ema9, full.vwap)
 
 
+def pandas_ta_technicals(bars: pd.DataFrame) -> dict[str, float | None]:
+    """The same indicators from pandas-ta's own functions, the definitions data.indicators follows."""
+    import pandas_ta as ta
+
+    close = bars["close"]
+    macd = ta.macd(close, fast=12, slow=26, signal=9)
+    bands = ta.bbands(close, length=20, std=2.0, ddof=0)
+
+    def last(series: pd.Series | None, back: int = 1) -> float | None:
+        return None if series is None or pd.isna(series.iloc[-back]) else float(series.iloc[-back])
+
+    line, hist, signal = (macd.iloc[:, k] if macd is not None else None for k in range(3))
+    return {
+        "ema9": last(ta.ema(close, length=9)), "ema21": last(ta.ema(close, length=21)),
+        "macd": last(line), "macd_signal": last(signal), "macd_hist": last(hist),
+        "macd_prev": last(line, 2), "macd_signal_prev": last(signal, 2),
+        "atr14": last(ta.atr(bars["high"], bars["low"], close, length=14)),
+        "sma20": last(ta.sma(close, length=20)), "sma50": last(ta.sma(close, length=50)),
+        "bb_upper": last(bands.iloc[:, 2] if bands is not None else None),
+        "bb_lower": last(bands.iloc[:, 0] if bands is not None else None),
+    }
+
+
+@pytest.mark.parametrize("market", [HK, US])
+def test_the_indicators_are_pandas_tas_own_numbers_on_real_bars(market):
+    """EMA, MACD and ATR equal pandas-ta's to the last bit (the same recursion in the same order);
+    the SMA and the bands within 1e-9 (pandas-ta reads them from a running window)."""
+    series = next(iter(load_samples(market).values()))
+    calendar = HK_CAL if market is HK else US_CAL
+    minute = series.minute.iloc[:3000]
+    windows = [(minute.iloc[end - 120:end], Timeframe.M1) for end in range(120, len(minute), 97)]
+    five = resample(minute, Timeframe.M5, calendar)
+    windows += [(five.iloc[max(0, end - 120):end], Timeframe.M5) for end in range(14, len(five), 23)]
+    flat = bars_from_closes([10.0] * 40 + [10.5] * 40)  # bars of no range: pandas-ta's epsilon rule
+    flat["high"], flat["low"] = flat["close"], flat["close"]
+    windows.append((flat, Timeframe.M1))
+    gap = minute.iloc[:120].copy()
+    gap.iloc[[3, 60, 61], gap.columns.get_loc("close")] = np.nan  # a missing close ages the averages
+    windows.append((gap, Timeframe.M1))
+    exact = ("ema9", "ema21", "macd", "macd_signal", "macd_hist", "macd_prev", "macd_signal_prev", "atr14")
+    for bars, timeframe in windows:
+        ours, theirs = compute_technicals(bars, calendar, timeframe), pandas_ta_technicals(bars)
+        for key in exact:
+            assert getattr(ours, key) == theirs[key], (key, len(bars))
+        for key in ("sma20", "sma50", "bb_upper", "bb_lower"):
+            expected = None if theirs[key] is None else pytest.approx(theirs[key], rel=1e-9, abs=1e-12)
+            assert getattr(ours, key) == expected, (key, len(bars))
+    assert len(windows) > 40
+
+
 def reference_pivots(values: list[float], wing: int, highs: bool) -> list[int]:
     out: list[int] = []
     for i in range(wing, len(values) - wing):
