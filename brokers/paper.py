@@ -364,7 +364,8 @@ class PaperExchange(OrderMatching):
         last_open = min(to_us(end), to_us(now) - BAR_US + 1)
         lo = int(np.searchsorted(history.open_us, to_us(start), "left"))
         hi = int(np.searchsorted(history.open_us, last_open, "left"))
-        return history.bars.iloc[lo:max(lo, hi)].copy()
+        # No copy: under pandas' copy-on-write a caller that changes the slice changes its own copy.
+        return history.bars.iloc[lo:max(lo, hi)]
 
     def _bar_close(self, label: pd.Timestamp, width: timedelta) -> datetime:
         opened = label.to_pydatetime()

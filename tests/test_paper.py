@@ -467,6 +467,21 @@ def test_mid_session_bars_stop_at_the_last_closed_minute_and_daily_bars_before_t
     assert CALENDARS[HK].local(d1.index[-1].to_pydatetime()).date() == date(2022, 6, 14)
 
 
+def test_a_caller_that_changes_the_bars_it_was_given_changes_nothing_the_exchange_gives_next():
+    t = local(HK, JUNE_15, "10:00", 30)
+    exchange, clock = exchange_at(t)
+
+    async def read_change_read():
+        first = await exchange.bars(ALIBABA, Timeframe.M1, t - timedelta(hours=1), t)
+        untouched = first.copy()
+        first["close"] = 0.0
+        first.iloc[0, first.columns.get_loc("high")] = -1.0
+        return untouched, await exchange.bars(ALIBABA, Timeframe.M1, t - timedelta(hours=1), t)
+
+    untouched, again = clock.run(read_change_read())
+    pd.testing.assert_frame_equal(again, untouched)
+
+
 def bar_close(label: datetime, timeframe: Timeframe) -> datetime:
     """A bar closes after its length or at the end of its session part (lunch, close), whichever is first."""
     session = CALENDARS[HK].session_at(label)
