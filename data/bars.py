@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -446,18 +446,24 @@ _OUTSIDE = np.iinfo(np.int64).min  # NaT's integer: a bar outside every session 
 
 def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> np.ndarray:
     """Per bar: the start (UTC nanoseconds) of the session part (open to lunch, lunch to close) it
-    is in; ``_OUTSIDE`` for a bar outside every part."""
+    is in; ``_OUTSIDE`` for a bar outside every part. Walks the days from the first bar's to the
+    last bar's, so the index itself is never converted to local time (a resample a candidate)."""
     utc = index.tz_convert("UTC").as_unit("ns").asi8
-    local_midnights = index.tz_convert(calendar.tz).tz_localize(None).normalize().as_unit("ns").asi8
-    starts = np.full(len(index), _OUTSIDE, dtype=np.int64)
-    for midnight in np.unique(local_midnights).tolist():
-        session = calendar.session(pd.Timestamp(midnight).date())
-        if session is None:
-            continue
-        on_day = local_midnights == midnight
-        for start, end in session.parts:
+    starts = np.full(len(utc), _OUTSIDE, dtype=np.int64)
+    if len(utc) == 0:
+        return starts
+    in_order = bool((utc[1:] >= utc[:-1]).all())
+    day, last = (pd.Timestamp(int(ns), tz="UTC").tz_convert(calendar.tz).date() for ns in (utc.min(), utc.max()))
+    while day <= last:
+        session = calendar.session(day)
+        for start, end in session.parts if session else []:
             start_ns, end_ns = pd.Timestamp(start).as_unit("ns").value, pd.Timestamp(end).as_unit("ns").value
-            starts[on_day & (utc >= start_ns) & (utc < end_ns)] = start_ns
+            if in_order:
+                lo, hi = np.searchsorted(utc, [start_ns, end_ns])
+                starts[lo:hi] = start_ns
+            else:
+                starts[(utc >= start_ns) & (utc < end_ns)] = start_ns
+        day += timedelta(days=1)
     return starts
 
 

@@ -194,6 +194,12 @@ def ema(values: np.ndarray, length: int) -> np.ndarray | None:
     return _seeded_ewm(values, length, center_of_mass=(length - 1) / 2)
 
 
+def ewm_mean(values: np.ndarray, span: int) -> np.ndarray:
+    """pandas' ``Series(values).ewm(span=span, adjust=False).mean()``: from the first value, with no
+    seed average (the patterns' EMA), to the last bit."""
+    return _seeded_ewm(values, 1, center_of_mass=(span - 1) / 2)
+
+
 def _seeded_ewm(values: np.ndarray, length: int, center_of_mass: float) -> np.ndarray:
     """The exponential average from a seed at ``values[length - 1]``: pandas' own adjust=False
     recursion (ignore_na=False: a missing value ages the average's weight), in its order of

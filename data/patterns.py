@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from brokers.base import Timeframe
-from data.indicators import check_bar_spacing, pivot_indices, true_range
+from data.indicators import check_bar_spacing, ewm_mean, pivot_indices, true_range
 from core.instruments import Market, PriceError, Rounding, round_to_tick, ticks_away
 
 Direction = Literal["bullish", "bearish"]
@@ -201,10 +201,6 @@ def _clamp(x: float, low: float = 0.05, high: float = 0.95) -> float:
 
 
 # --- Helpers in view space ------------------------------------------------------------------------
-def _ema(values: np.ndarray, length: int) -> np.ndarray:
-    return pd.Series(values).ewm(span=length, adjust=False).mean().to_numpy()
-
-
 def _slope(values: np.ndarray) -> float:
     if len(values) < 2:
         return 0.0
@@ -265,7 +261,7 @@ def momentum_continuation(v: _View) -> _Setup | None:
     close = v.close
     ups = int((np.diff(close[-6:]) > 0).sum())
     move = float(close[-1] - close[-6])
-    ema9, ema21 = _ema(close, 9)[-1], _ema(close, 21)[-1]
+    ema9, ema21 = ewm_mean(close, 9)[-1], ewm_mean(close, 21)[-1]
     if ups < 4 or close[-1] < close[-10:].max() or move < 1.5 * v.atr or not (close[-1] > ema9 > ema21):
         return None
     ratio = v.volume_ratio(bars=5)

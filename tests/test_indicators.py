@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from brokers.base import Timeframe
 from data.bars import load_samples, resample, session_bars
 from data.calendar import MarketCalendar
-from data.indicators import compute_technicals, pivot_indices, session_vwap, true_range, wilder_rsi
+from data.indicators import compute_technicals, ewm_mean, pivot_indices, session_vwap, true_range, wilder_rsi
 from core.instruments import Market, Symbol
 
 HK, US = Market.HK, Market.US
@@ -213,7 +213,8 @@ def pandas_ta_technicals(bars: pd.DataFrame) -> dict[str, float | None]:
 @pytest.mark.parametrize("market", [HK, US])
 def test_the_indicators_are_pandas_tas_own_numbers_on_real_bars(market):
     """EMA, MACD and ATR equal pandas-ta's to the last bit (the same recursion in the same order);
-    the SMA and the bands within 1e-9 (pandas-ta reads them from a running window)."""
+    the SMA and the bands within 1e-9 (pandas-ta reads them from a running window); the patterns'
+    unseeded EMA equal to pandas' ewm."""
     series = next(iter(load_samples(market).values()))
     calendar = HK_CAL if market is HK else US_CAL
     minute = series.minute.iloc[:3000]
@@ -234,6 +235,9 @@ def test_the_indicators_are_pandas_tas_own_numbers_on_real_bars(market):
         for key in ("sma20", "sma50", "bb_upper", "bb_lower"):
             expected = None if theirs[key] is None else pytest.approx(theirs[key], rel=1e-9, abs=1e-12)
             assert getattr(ours, key) == expected, (key, len(bars))
+        for span in (9, 21):  # the patterns' EMA: pandas' ewm from the first close
+            np.testing.assert_array_equal(ewm_mean(bars["close"].to_numpy(), span),
+                                          bars["close"].ewm(span=span, adjust=False).mean().to_numpy())
     assert len(windows) > 40
 
 
