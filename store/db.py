@@ -330,6 +330,13 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
+            # pgserver forgets its handle only when the last user stops the server. While another
+            # process still uses it, the handle stays cached, and a later start() in this process
+            # (--compare's random control) would get it back without counting this process as a
+            # user again: the other process, ending, would then stop the server under this one.
+            from pgserver.postgres_server import PostgresServer
+
+            PostgresServer._instances.pop(self._server.pgdata, None)
             self._server = None
 
 

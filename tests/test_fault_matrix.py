@@ -381,6 +381,38 @@ def test_an_embedded_postgresql_left_by_a_killed_run_is_reused_and_stopped_by_th
             postmaster.kill()
 
 
+def test_a_run_that_reopens_its_embedded_postgresql_keeps_it_when_another_run_sharing_it_ends(tmp_path):
+    """--compare closes the databases after the agent's replay and opens them again for the random
+    control. Another run on the same var/ (cron's session beside a trader's replay) must not take
+    the server away from it when that other run ends first."""
+    from store.db import EmbeddedPostgres
+
+    pg = tmp_path / "var" / "pg"
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom store.db import EmbeddedPostgres\n"
+         "server = EmbeddedPostgres(Path(sys.argv[1]))\nserver.start()\nprint('up', flush=True)\n"
+         "sys.stdin.readline()\nserver.stop()\nprint('stopped', flush=True)", str(pg)],
+        cwd=PROJECT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    ours = EmbeddedPostgres(pg)
+    try:
+        assert other.stdout.readline().strip() == "up"
+        ours.start()
+        ours.stop()  # the agent's replay is over; the other run still uses the server
+        url = ours.start()  # the random control
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.stdout.readline().strip() == "stopped"
+        assert other.wait(timeout=30) == 0
+
+        assert query(url, "SELECT 1 AS one") == [{"one": 1}]
+    finally:
+        if other.poll() is None:
+            other.kill()
+        ours.stop()
+    assert json.loads((pg / ".handle_pids.json").read_text()) == []
+    assert not (pg / "postmaster.pid").exists(), "the last run stopped the server"
+
+
 # --- errors a user makes: one line, exit 2, before anything runs ------------------------------------------
 def _file_in_the_way(tmp_path: Path) -> str:
     blocker = tmp_path / "a-file"
