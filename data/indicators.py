@@ -9,8 +9,8 @@ The definitions are pandas-ta's (0.4.71b0, without TA-Lib): EMA seeded with the 
 its first ``length`` values, MACD 12/26/9 of those EMAs, ATR as the seeded Wilder average of
 pandas-ta's true range, Bollinger bands at the population deviation. They are computed here on
 numpy arrays, because pandas-ta's wrappers cost 4 to 12 times the arithmetic on the 120 bars a
-decision reads (``ta.atr`` 1.75 ms against 0.15 ms) and the replay reads them about 700 times a
-25-session universe. tests/test_indicators.py holds them to pandas-ta itself: EMA, MACD and ATR equal
+decision reads (``ta.atr`` 1.75 ms against 0.15 ms), and a 25-session replay of 50 symbols computes
+them about 700 times. tests/test_indicators.py holds them to pandas-ta itself: EMA, MACD and ATR equal
 to the last bit, the moving average and deviation of the last bars to 1e-9 (pandas-ta takes them
 from a running window, these from the window itself).
 
