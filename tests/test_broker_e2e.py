@@ -39,6 +39,10 @@ from tests.helpers import async_wait_until
 # Prices in the sample bars change every 15 s (four prices per minute bar): polling more often
 # than that finds nothing new, and these runs poll (see the module docstring).
 POLL_15S = {"CATALYST__MONITOR__PRICE_POLL_SECONDS": "15"}
+# The whole sample sessions are about the broker's side (orders, backstops, bookings), not how fast
+# the price guard reacts (test_position_monitor times that on each quote): a poll a minute does, and
+# takes 12 and 17 s instead of 18 and 27.
+POLL_60S = {"CATALYST__MONITOR__PRICE_POLL_SECONDS": "60"}
 
 
 def entries_and_exits(out: str) -> tuple[list[str], list[str]]:
@@ -93,7 +97,7 @@ def test_hk_sample_session_trades_through_moomoo_with_no_broker_backstop(opend, 
     clock = SimClock(session.open)
     opend.serve_market(f.series, now=clock.peek)
 
-    run = run_agent(["--force"], moomoo_env(opend, database_url, tmp_path, f.universe, **POLL_15S), clock)
+    run = run_agent(["--force"], moomoo_env(opend, database_url, tmp_path, f.universe, **POLL_60S), clock)
 
     assert run.code == 0, run.out + run.err
     entries, exits = entries_and_exits(run.out)
@@ -138,7 +142,7 @@ def test_us_sample_session_trades_through_alpaca_with_a_bracket_backstop(alpaca_
     clock = SimClock(session.open)
     alpaca_fake.serve_market(f.series, now=clock.peek)
 
-    run = run_agent(["--force", "--market", "us"], alpaca_env(alpaca_fake, database_url, tmp_path, f.universe, **POLL_15S), clock)
+    run = run_agent(["--force", "--market", "us"], alpaca_env(alpaca_fake, database_url, tmp_path, f.universe, **POLL_60S), clock)
 
     assert run.code == 0, run.out + run.err
     entries, exits = entries_and_exits(run.out)
