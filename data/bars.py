@@ -453,11 +453,11 @@ def _session_part_starts(index: pd.DatetimeIndex, calendar: MarketCalendar) -> n
     if len(utc) == 0:
         return starts
     in_order = bool((utc[1:] >= utc[:-1]).all())
-    day, last = (pd.Timestamp(int(ns), tz="UTC").tz_convert(calendar.tz).date() for ns in (utc.min(), utc.max()))
+    day, last = (calendar.trading_day(pd.Timestamp(int(ns), tz="UTC")) for ns in (utc.min(), utc.max()))
     while day <= last:
         session = calendar.session(day)
         for start, end in session.parts if session else []:
-            start_ns, end_ns = pd.Timestamp(start).as_unit("ns").value, pd.Timestamp(end).as_unit("ns").value
+            start_ns, end_ns = pd.Timestamp(start).value, pd.Timestamp(end).value
             if in_order:
                 lo, hi = np.searchsorted(utc, [start_ns, end_ns])
                 starts[lo:hi] = start_ns

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from datetime import time, timedelta
 from typing import Literal
 
 import numpy as np
@@ -107,8 +108,8 @@ class _Columns:
 def compute_technicals(bars: pd.DataFrame, calendar: MarketCalendar, timeframe: Timeframe) -> Technicals:
     """RSI14, MACD 12/26/9, EMA9/21, SMA20/50, ATR14, session VWAP, Bollinger 20/2, swing
     support/resistance and trend of ``bars`` (columns open, high, low, close, volume)."""
-    check_bar_spacing(bars, timeframe)
     columns = _Columns.of(bars)
+    _check_spacing(columns.stamps, timeframe)
     close = columns.close
     macd_now, macd_prev = _macd(close)
     ema9, ema21 = _last(ema(close, 9)), _last(ema(close, 21))
@@ -167,10 +168,13 @@ def compute_exit_indicators(minute_bars: pd.DataFrame, calendar: MarketCalendar)
 
 def check_bar_spacing(bars: pd.DataFrame, timeframe: Timeframe) -> None:
     """Refuse minute bars passed off as a longer timeframe (the original ignored the timeframe)."""
-    if timeframe in (Timeframe.M1, Timeframe.D1) or len(bars) < 2:
+    _check_spacing(np.sort(pd.DatetimeIndex(bars.index).as_unit("ns").asi8), timeframe)
+
+
+def _check_spacing(sorted_stamps: np.ndarray, timeframe: Timeframe) -> None:
+    if timeframe in (Timeframe.M1, Timeframe.D1) or len(sorted_stamps) < 2:
         return
-    times = np.sort(pd.DatetimeIndex(bars.index).as_unit("ns").asi8)
-    gaps = np.diff(times)
+    gaps = np.diff(sorted_stamps)
     gaps = gaps[gaps > 0]
     if len(gaps) and gaps.min() < timeframe.minutes * 60_000_000_000:
         raise ValueError(
@@ -300,9 +304,9 @@ def session_vwap(bars: pd.DataFrame, calendar: MarketCalendar) -> float | None:
 def _session_vwap(columns: _Columns, calendar: MarketCalendar) -> float | None:
     if len(columns.stamps) == 0:
         return None
-    last = pd.Timestamp(int(columns.stamps[-1]), tz="UTC")
-    day_start = last.tz_convert(calendar.tz).normalize()  # local midnight of the last bar's day
-    today = (columns.stamps >= day_start.value) & (columns.stamps < (day_start + pd.Timedelta(days=1)).value)
+    day = calendar.trading_day(pd.Timestamp(int(columns.stamps[-1]), tz="UTC"))  # the last bar's local day
+    start, end = (pd.Timestamp(calendar.at_local(d, time(0))).value for d in (day, day + timedelta(days=1)))
+    today = (columns.stamps >= start) & (columns.stamps < end)
     volume = columns.volume[today]
     if volume.sum() <= 0:
         return None

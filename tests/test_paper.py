@@ -422,7 +422,6 @@ def test_snapshot_reports_the_board_lot_tick_and_synthetic_label():
         clock.run(exchange.snapshots([Symbol(HK, "00700")]))
 
 
-
 @pytest.mark.parametrize("symbol, day", [(ALIBABA, JUNE_15), (MSFT, date(2022, 6, 14))])
 def test_a_snapshot_of_a_symbol_nobody_watches_quotes_what_a_subscriber_was_pushed(symbol, day):
     # A scan quotes every symbol of the universe; the exchange prices those from the bars without
@@ -449,6 +448,8 @@ def test_a_snapshot_of_a_symbol_nobody_watches_quotes_what_a_subscriber_was_push
     assert len(pushed) == 4 * len(session.minute_grid())
     assert clock.run(snapshot_each_step()) == pushed
     assert not unwatched._tapes, "a snapshot must not build the session's steps"
+
+
 # --- No look-ahead -----------------------------------------------------------------------------
 def test_mid_session_bars_stop_at_the_last_closed_minute_and_daily_bars_before_today():
     t = local(HK, JUNE_15, "10:00", 30)
