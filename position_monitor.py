@@ -23,9 +23,8 @@ decision to the booked exit, with its status (``ExecutorStatus``) and how it clo
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,6 +41,7 @@ from engine.entries import EntryDecision, EntryRefused, open_position, send_entr
 from engine.exit_advisor import AdviceRequest, ConsultGate
 from engine.exits import Booked, CloseType, ExitNotFilled, ExitRequest, PositionExit
 from engine.lease import MonitorLease
+from engine.outcome import ExecutorStatus, MonitorOutcome
 from engine.spend import BudgetExhausted
 from ops.retry import backoff_seconds
 from signals import (
@@ -53,30 +53,6 @@ __all__ = ["CloseType", "EntryAttempt", "ExecutorStatus", "MonitorContext", "Mon
            "PositionExecutor", "TechnicalsSource"]
 
 log = logging.getLogger(__name__)
-
-
-class ExecutorStatus(str, enum.Enum):
-    PENDING_ENTRY = "pending_entry"  # the entry order is at the broker
-    OPEN = "open"                    # filled, protected by its backstop, watched
-    EXITING = "exiting"              # an exit is under way
-    CLOSED = "closed"                # the exit is booked
-    FAILED = "failed"                # the entry did not fill, or the position could not be opened
-
-
-@dataclass
-class MonitorOutcome:
-    position_id: int
-    symbol: str
-    closed: bool
-    exit_reason: str | None = None
-    exit_price: Decimal | None = None
-    realized_pnl: Decimal | None = None
-    checks: int = 0
-    haiku_calls: int = 0
-    errors: int = 0
-    stop_reaction_seconds: list[float] = field(default_factory=list)
-    note: str = ""
-
 
 
 class PositionExecutor:
@@ -305,8 +281,19 @@ class PositionExecutor:
                              trigger_time=quote.time)
 
     async def _full_check(self) -> bool:
-        """One full check; False when it failed (recorded; the caller retries it soon)."""
+        """One full check; False when it failed (recorded; the caller retries it soon). It starts with the
+        broker's positions: one sold outside the agent (by hand) is booked with the broker's fills now."""
         ctx, pos = self.ctx, self.position
+        await ctx.journal.flush(ctx.store)
+        try:
+            held = await self.exit.broker_quantity()
+        except Exception as exc:  # noqa: BLE001 - a failed check is recorded and retried
+            await self._record_error(f"full check failed: the broker's positions: {type(exc).__name__}: {exc}")
+            return False
+        if held <= 0:
+            await self._try_exit(ExitRequest(ExitReason.CLOSED_AT_BROKER, "no longer held at the broker",
+                                             CloseType.BROKER))
+            return True
         try:
             quote = self.last_quote
             if quote is None or (ctx.clock.now() - quote.time).total_seconds() > ctx.profile.monitor.check_interval_seconds:
@@ -530,14 +517,18 @@ class MonitorManager:
     """The run's position executors: starts one monitoring task per open position, stops one early on
     a command, and knows which are running."""
 
-    def __init__(self, ctx: MonitorContext) -> None:
+    def __init__(self, ctx: MonitorContext, keep_trying: bool = True) -> None:
         self.ctx = ctx
+        self.keep_trying = keep_trying  # a close that fails is retried by a monitor of this run
         self.monitors: dict[int, PositionExecutor] = {}
         self.tasks: dict[int, asyncio.Task[MonitorOutcome]] = {}
         self.outcomes: list[MonitorOutcome] = []
 
     def start(self, position: PositionRecord) -> bool:
-        """Watch a position that is open (adopted, or reconciled): a new executor for it."""
+        """Watch a position that is open (adopted, or reconciled): a new executor for it. Not one whose
+        exit is booked in the exit journal and not yet in the database: it is sold."""
+        if position.position_id in self.ctx.journal.closing():
+            return False
         return self.watch(PositionExecutor(self.ctx, position))
 
     def watch(self, executor: PositionExecutor) -> bool:
@@ -560,25 +551,40 @@ class MonitorManager:
 
     async def close_now(self, position: PositionRecord, reason: ExitReason, detail: str) -> MonitorOutcome:
         """close_position, close_all, a halt: the position's executor stops early (a new one where no
-        executor of this run is watching it)."""
+        executor of this run is watching it). A close that does not complete is kept: the executor is
+        watched from here on (``keep_trying``), and its loop sells until the position is flat or the
+        session ends."""
         executor = self.monitors.get(position.position_id)
-        task = self.tasks.get(position.position_id)
-        if executor is None or task is None or task.done():
+        if executor is not None and executor.outcome.closed:
+            return executor.outcome
+        if not self._running(position.position_id):
             executor = PositionExecutor(self.ctx, position)
-        return await executor.stop_early(reason, detail)
+        outcome = await executor.stop_early(reason, detail)
+        if not outcome.closed and self.keep_trying and not self._running(position.position_id):
+            self.watch(executor)
+        return outcome
 
     async def close(self, position: PositionRecord, reason: ExitReason, detail: str) -> dict[str, Any]:
-        """close_position: what the early stop of one position came to."""
+        """close_position: what the early stop of one position came to, truthfully."""
         outcome = await self.close_now(position, reason, detail)
         result = {"symbol": str(position.symbol), "closed": outcome.closed, "exit_reason": outcome.exit_reason,
                   "exit_price": outcome.exit_price, "realized_pnl": outcome.realized_pnl}
         if not outcome.closed:
-            result["error"] = outcome.note or "not closed yet; the monitor keeps trying"
+            why = outcome.note or "not closed yet"
+            result["error"] = (f"{why}; this run's monitor keeps trying until the position is flat or the session ends"
+                               if self._running(position.position_id) else
+                               f"{why}; nothing in this run tries again (the next run or heartbeat does)")
         return result
 
     async def close_all(self, reason: ExitReason, detail: str) -> list[dict[str, Any]]:
         """close_all, a halt, --mode close: every open position stopped early, one result each."""
-        return [await self.close(position, reason, detail) for position in await self.ctx.store.open_positions()]
+        closing = self.ctx.journal.closing()
+        return [await self.close(position, reason, detail) for position in await self.ctx.store.open_positions()
+                if position.position_id not in closing]
+
+    def _running(self, position_id: int) -> bool:
+        task = self.tasks.get(position_id)
+        return task is not None and not task.done()
 
     async def check_daily_loss(self, state: RiskState) -> DailyLossAction:
         return await enforce_daily_loss(self.ctx, self.close_all, state)

@@ -13,6 +13,7 @@ from data.calendar import MarketCalendar
 from engine.exit_advisor import ExitAdvisor
 from engine.spend import SpendLedger
 from signals import ExitTechnicals
+from store.journal import ExitJournal
 from store.protocols import PositionRepository
 from store.trading import PositionRecord
 
@@ -35,10 +36,13 @@ class MonitorContext:
     spend: SpendLedger | None = None
     live: bool = False
     orders: OrderWaiter = field(default=None)  # type: ignore[assignment]  # built from the broker when not given
+    journal: ExitJournal = field(default=None)  # type: ignore[assignment]  # in memory when not given
 
     def __post_init__(self) -> None:
         if self.orders is None:
             self.orders = OrderWaiter(self.broker, self.clock, self.profile.monitor.fill_poll_seconds)
+        if self.journal is None:
+            self.journal = ExitJournal(None, self.profile.agent_id, self.clock)
 
     @property
     def fill_timeout(self) -> float:

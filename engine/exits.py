@@ -2,9 +2,17 @@
 is part of the exit), sell what the broker really holds (never more: never short), wait for the fill,
 book the exit with the real fill price, fees and realized P&L, and tell Big Bro.
 
+Never short: besides its recorded backstop, every order of this position still working at the broker
+(a crashed run's bracket legs) is cancelled before the sale, and the sale is at most what the broker
+holds less what other working orders (placed by hand) may still sell.
+
+Never waiting for the database: every record of the exit goes to the exit journal
+(``store.journal``) and reaches the trading tables after the broker has acted, so a stop-loss sells
+while PostgreSQL is down, and is booked once when it is back.
+
 A sale that fills in part leaves the rest open and watched: the next attempt sells the rest and the
 exit is booked once, over every fill. A position the broker no longer holds is booked from the
-broker's own fills, never at a made-up price.
+broker's own fills (their time and fees), never at a made-up price.
 """
 from __future__ import annotations
 
@@ -16,11 +24,11 @@ from decimal import Decimal
 
 from brokers.base import Order, OrderPurpose, OrderRequest, OrderStatus, OrderType, Quote
 from consciousness_notify import EventType
-from core.instruments import Rounding, round_to_tick, ticks_away
-from engine.backstop import cancel_backstop
+from core.instruments import PositionSide, Rounding, round_to_tick, ticks_away
+from engine.backstop import cancel_backstop, offered_quantity, order_id_base, working_exit_orders
 from engine.context import MonitorContext
 from signals import ExitReason
-from store.trading import PositionRecord
+from store.trading import PositionRecord, realized_pnl
 
 MAX_EXIT_ATTEMPTS = 5
 
@@ -72,19 +80,25 @@ class PositionExit:
         self.booked: Booked | None = None
         self._lock = asyncio.Lock()
         self._fills_so_far: list[Order] = []  # exit sells of earlier attempts that filled in part
+        self._exit_orders_sent = 0            # the number of this position's last exit order (its client id)
 
     async def run(self, request: ExitRequest, *, last_quote: Quote | None, trigger_time: datetime | None,
                   haiku_calls: int) -> Booked | None:
         """Booked once the position is closed; raises ExitFailed (or the broker's error) when not."""
         async with self._lock:
-            if self.booked is None:
-                self.booked = await self._sell(request, last_quote, trigger_time, haiku_calls)
+            try:
+                if self.booked is None:
+                    self.booked = await self._sell(request, last_quote, trigger_time, haiku_calls)
+            finally:
+                await self.ctx.journal.flush(self.ctx.store)  # after the broker acted, never before
             return self.booked
 
+    # Long: the order of the steps is what keeps the account from going short; split, it would hide that.
     async def _sell(self, request: ExitRequest, last_quote: Quote | None, trigger_time: datetime | None,
                     haiku_calls: int) -> Booked:
         pos = self.position
         fired = await cancel_backstop(self.ctx, pos)
+        others = await self._cancel_own_working_orders(fired)
         fired_quantity = sum(o.filled_quantity for o in fired)
         earlier = list(self._fills_so_far)
         earlier_quantity = sum(o.filled_quantity for o in earlier)
@@ -97,8 +111,13 @@ class PositionExit:
                 return await self._book_fills(fired + earlier, request.reason.value, request.close_type,
                                               request.detail, haiku_calls)
             return await self._book_vanished(haiku_calls)
-        # What the backstop or earlier attempts sold is part of this exit: sell the rest, book all.
-        quantity = min(pos.quantity - fired_quantity - earlier_quantity, held)
+        # What the backstop or earlier attempts sold is part of this exit: sell the rest, book all;
+        # never what orders placed outside the agent may still sell.
+        offered = offered_quantity(others)
+        quantity = min(pos.quantity - fired_quantity - earlier_quantity, held - offered)
+        if quantity <= 0 < offered:
+            raise ExitFailed(f"the broker holds {held} {pos.symbol} and {len(others)} working order(s) placed outside "
+                             f"the agent may sell {offered} of them; selling more could leave the account short")
         fills: list[Order] = list(fired) + earlier
         remaining = quantity
         attempts = 0
@@ -106,7 +125,7 @@ class PositionExit:
             attempts += 1
             order = await self._place(remaining, last_quote, trigger_time)
             order = await self.ctx.orders.until_final(order, self.ctx.fill_timeout, while_filling=True)
-            await self._record_order(order)
+            self._record_order(order)
             if order.filled_quantity:
                 fills.append(order)
                 self._fills_so_far.append(order)
@@ -122,6 +141,33 @@ class PositionExit:
             detail += f"; the backstop had sold {fired_quantity} before it was cancelled"
         return await self._book_fills(fills, request.reason.value, request.close_type, detail, haiku_calls)
 
+    async def _cancel_own_working_orders(self, fired: list[Order]) -> list[Order]:
+        """Cancel this position's orders still working at the broker that its backstop record does not
+        name (the bracket legs of an entry whose run died before it recorded them); what they had sold
+        joins ``fired``. Returns the other working exit orders of the symbol (not the agent's)."""
+        ctx, pos = self.ctx, self.position
+        listing = await ctx.broker.list_orders(open_only=True, symbol=pos.symbol)
+        base = order_id_base(ctx, pos)
+
+        def own(order: Order) -> bool:
+            return order.client_order_id == base or order.client_order_id.startswith(base + "-")
+
+        own_parents = {o.broker_order_id for o in listing if own(o)}
+        others: list[Order] = []
+        for order in working_exit_orders(listing, pos.side):
+            if not (own(order) or order.parent_order_id in own_parents):
+                others.append(order)
+                continue
+            order = await ctx.broker.cancel_order(order.broker_order_id)
+            self._record_order(order)
+            if order.filled_quantity > 0 and order.purpose is not OrderPurpose.EXIT:
+                fired.append(order)
+        return others
+
+    async def broker_quantity(self) -> int:
+        """How much of the position the broker holds (on its side)."""
+        return await self._broker_quantity()
+
     async def _broker_quantity(self) -> int:
         pos = self.position
         for held in await self.ctx.broker.positions():
@@ -131,34 +177,42 @@ class PositionExit:
 
     async def _place(self, quantity: int, last_quote: Quote | None, trigger_time: datetime | None) -> Order:
         ctx, pos = self.ctx, self.position
-        # Derived from the entry's own client id (unique at the broker), so a reset database can
-        # never pick up an old exit order as this one.
-        base = pos.entry_client_order_id or f"{ctx.profile.agent_id[:4]}-p{pos.position_id}-{pos.entry_time:%Y%m%d%H%M%S}"
-        prefix = f"{base}-x"
-        attempt = await ctx.store.count_orders_with_prefix(prefix) + 1
+        client_order_id = await self._next_exit_id()
         order_type, limit = OrderType.MARKET, None
         if ctx.profile.monitor.exit_order_type == "marketable_limit" and last_quote is not None:
             day = ctx.trading_day()
             ticks = ctx.profile.monitor.marketable_limit_ticks
-            base_price = last_quote.bid if pos.side.value == "long" else last_quote.ask
-            limit = ticks_away(pos.symbol.market, base_price, -ticks if pos.side.value == "long" else ticks, day,
+            long = pos.side is PositionSide.LONG
+            base_price = last_quote.bid if long else last_quote.ask
+            limit = ticks_away(pos.symbol.market, base_price, -ticks if long else ticks, day,
                                ctx.profile.ticks.hk_phase2_date)
             limit = round_to_tick(pos.symbol.market, limit, day, Rounding.NEAREST, ctx.profile.ticks.hk_phase2_date)
             order_type = OrderType.LIMIT
         request = OrderRequest(
             symbol=pos.symbol, side=pos.side.exit_side, quantity=quantity, order_type=order_type,
-            client_order_id=f"{prefix}{attempt}", limit_price=limit, purpose=OrderPurpose.EXIT,
+            client_order_id=client_order_id, limit_price=limit, purpose=OrderPurpose.EXIT,
         )
         order = await ctx.broker.place_order(request)
         if trigger_time is not None:
             self.reaction_seconds.append((ctx.clock.now() - trigger_time).total_seconds())
-        await self._record_order(order)
+        self._record_order(order)
         return order
 
-    async def _record_order(self, order: Order) -> None:
+    async def _next_exit_id(self) -> str:
+        """The client id of the next exit order: derived from the entry's own (unique at the broker), its
+        number the first the broker has not seen. Asked of the broker, not the database: the sale never
+        waits for PostgreSQL, and a reset database can never pick up an old exit order as this one."""
+        prefix = f"{order_id_base(self.ctx, self.position)}-x"
+        while True:
+            self._exit_orders_sent += 1
+            client_order_id = f"{prefix}{self._exit_orders_sent}"
+            if await self.ctx.broker.find_order(client_order_id) is None:
+                return client_order_id
+
+    def _record_order(self, order: Order) -> None:
         ctx = self.ctx
-        await ctx.store.record_order(order, trading_day=ctx.trading_day(), at=ctx.clock.now(),
-                                     cycle_id=self.position.cycle_id, position_id=self.position.position_id)
+        ctx.journal.record_order(order, trading_day=ctx.trading_day(), at=ctx.clock.now(),
+                                 cycle_id=self.position.cycle_id, position_id=self.position.position_id)
 
     async def _book_vanished(self, haiku_calls: int) -> Booked:
         """The broker no longer holds the position: book it from the broker's own fills, never at 0."""
@@ -170,9 +224,11 @@ class PositionExit:
             fired = any(f.broker_order_id in pos.backstop_order_ids for f in fills)
             reason = ExitReason.BACKSTOP if fired else ExitReason.CLOSED_AT_BROKER
             return await self._book(avg, sum((f.fees for f in fills), Decimal(0)), reason.value, CloseType.BROKER,
-                                    "closed at the broker; booked with the broker's fills", haiku_calls)
-        await ctx.store.mark_reconciled_missing(pos.position_id, ctx.clock.now(),
-                                                "not held at the broker and no exit fill found")
+                                    "closed at the broker; booked with the broker's fills", haiku_calls,
+                                    at=max(f.time for f in fills))
+        ctx.journal.mark_reconciled_missing(pos.position_id, ctx.clock.now(),
+                                            "not held at the broker and no exit fill found")
+        await ctx.journal.flush(ctx.store)
         await ctx.tell(pos, EventType.RECONCILE, f"{pos.symbol.short} vanished at the broker",
                        f"{pos.symbol} is not held at the broker and no exit fill was found; marked "
                        "reconciled_missing (not booked at any price).", {"action": "reconciled_missing"})
@@ -186,18 +242,22 @@ class PositionExit:
                                 haiku_calls)
 
     async def _book(self, price: Decimal, fees: Decimal, reason: str, close_type: CloseType, detail: str,
-                    haiku_calls: int) -> Booked:
+                    haiku_calls: int, at: datetime | None = None) -> Booked:
+        """Book the exit: journaled first (the P&L worked out here, as the store does), then written to the
+        database if it answers; Big Bro hears of it either way."""
         ctx, pos = self.ctx, self.position
-        closed = await ctx.store.close_position(pos.position_id, exit_price=price, exit_time=ctx.clock.now(),
-                                                exit_reason=reason, exit_type=close_type.value, exit_fees=fees)
-        self.booked = Booked(reason, close_type, price, closed.realized_pnl)
+        net, pct = realized_pnl(pos.side, pos.quantity, pos.entry_price, price, pos.entry_fees + fees)
+        ctx.journal.close_position(pos.position_id, exit_price=price, exit_time=at or ctx.clock.now(),
+                                   exit_reason=reason, exit_type=close_type.value, exit_fees=fees)
+        self.booked = Booked(reason, close_type, price, net)
+        await ctx.journal.flush(ctx.store)
         await ctx.tell(
             pos, EventType.EXIT,
-            f"EXIT {pos.symbol.short} {reason}: {pos.symbol.market.currency} {closed.realized_pnl:+,.2f}",
-            f"Sold {closed.quantity} {pos.symbol} at {price:.4f} (entry {pos.entry_price}); reason {reason} "
-            f"({detail}); fees {fees:.2f}; P&L {closed.realized_pnl:+,.2f} ({closed.realized_pnl_pct:+.2f}%).",
-            {"exit_price": price, "entry_price": pos.entry_price, "quantity": closed.quantity, "reason": reason,
-             "exit_type": close_type.value, "fees": fees, "realized_pnl": closed.realized_pnl,
-             "realized_pnl_pct": closed.realized_pnl_pct, "haiku_calls": haiku_calls},
+            f"EXIT {pos.symbol.short} {reason}: {pos.symbol.market.currency} {net:+,.2f}",
+            f"Sold {pos.quantity} {pos.symbol} at {price:.4f} (entry {pos.entry_price}); reason {reason} "
+            f"({detail}); fees {fees:.2f}; P&L {net:+,.2f} ({pct:+.2f}%).",
+            {"exit_price": price, "entry_price": pos.entry_price, "quantity": pos.quantity, "reason": reason,
+             "exit_type": close_type.value, "fees": fees, "realized_pnl": net, "realized_pnl_pct": pct,
+             "haiku_calls": haiku_calls},
         )
         return self.booked

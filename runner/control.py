@@ -122,7 +122,7 @@ async def obey(rt: Runtime, message: InboxMessage) -> None:
             closed = sum(1 for r in results if r["closed"])
             ok = closed == len(results)
             answer = f"close_all: {closed} of {len(results)} position(s) closed"
-            answer += "" if ok else "; the monitors keep trying: " + "; ".join(
+            answer += "" if ok else ": " + "; ".join(  # each error says who (if anyone) tries again
                 f"{r['symbol']}: {r.get('error')}" for r in results if not r["closed"])
     except Exception as exc:  # noqa: BLE001 - answer Big Bro either way
         log.exception("control %s failed", command)
@@ -153,6 +153,7 @@ async def adopt(rt: Runtime) -> int:
 
 
 async def close_mode(rt: Runtime) -> int:
+    rt.monitors.keep_trying = False  # this run ends after the attempt: its answer must not promise a retry
     results = await rt.monitors.close_all(ExitReason.CLOSE_ALL, "--mode close")
     for r in results:
         print(f"  {r['symbol']}: {'closed at ' + str(r['exit_price']) if r['closed'] else 'NOT closed: ' + str(r.get('error'))}")
@@ -173,7 +174,7 @@ async def heartbeat_mode(rt: Runtime) -> int:
               f"({rt.calendar.local(now):%Y-%m-%d %H:%M %Z}); {held} open position(s); nothing to watch now")
         return EXIT_OK
     adopted = await adopt(rt)
-    if not adopted:
+    if not adopted and not rt.monitors.active():  # (a close_all that failed at the start is being retried)
         held = len(await rt.store.open_positions())
         print(f"heartbeat: nothing to watch ({held} open position(s), "
               f"{'each watched by a live monitor' if held else 'none open'})")
@@ -200,6 +201,7 @@ async def supervise(rt: Runtime) -> None:
         if not rt.monitors.active():
             break
         try:
+            await rt.monitors.ctx.journal.flush(rt.store)  # exits sold while the database was down, booked now
             await read_inbox(rt)
             if rt.cycles:
                 await rt.monitors.check_daily_loss(await risk_state(rt.monitors.ctx, rt.cycles[-1].halted_by_control))

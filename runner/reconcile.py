@@ -5,7 +5,9 @@ Named steps, each change recorded and sent to Big Bro (RECONCILE):
    the broker by their client order id and recorded as they really are.
 2. Phantoms (open in the database, not held at the broker) are closed with the broker's own exit
    fills where they can be found, otherwise marked ``reconciled_missing``; never booked at 0.
-3. Strays (held at the broker, not in the database) are adopted with their real average cost.
+3. Strays (held at the broker, not in the database) are adopted with their real average cost, and
+   protected at the broker: the symbol's working orders (a crashed run's bracket legs) become the
+   backstop, and a stop is placed for what they leave uncovered (else Big Bro hears NO_BACKSTOP).
 4. Quantity differences are corrected in place (no close-and-reopen cascades).
 Symbols are compared in canonical form.
 """
@@ -19,9 +21,10 @@ from decimal import Decimal
 from brokers.base import Broker, BrokerPosition, OrderPurpose
 from core.clock import Clock
 from config.settings import Profile
-from consciousness_notify import Event, EventType, Notifier
+from consciousness_notify import Event, EventType, Notifier, Priority
 from data.calendar import MarketCalendar
-from core.instruments import Rounding, Symbol, round_to_tick
+from core.instruments import PositionSide, Symbol
+from engine.backstop import backstop_levels, protect_adopted
 from signals import ExitReason
 from store.trading import PositionRecord, TradingStore
 
@@ -56,6 +59,9 @@ class Reconciler:
         self.calendar = calendar
         self.profile = profile
 
+    def trading_day(self):
+        return self.calendar.trading_day(self.clock.now())
+
     async def run(self) -> ReconcileReport:
         report = ReconcileReport()
         entries = await self._confirm_orders(report)
@@ -77,7 +83,7 @@ class Reconciler:
     async def _confirm_orders(self, report: ReconcileReport) -> dict[Symbol, dict]:
         """Record unconfirmed orders as the broker has them; return the filled entries by symbol."""
         entries: dict[Symbol, dict] = {}
-        for row in await self.store.pending_intents():
+        for row in await self.store.pending_intents(entries_since=self.clock.now() - timedelta(days=3)):
             order = await self.broker.find_order(row["client_order_id"])
             now = self.clock.now()
             if order is None:
@@ -87,7 +93,8 @@ class Reconciler:
                 continue
             await self.store.record_order(order, trading_day=row["trading_day"], at=now, cycle_id=row["cycle_id"],
                                           position_id=row["position_id"])
-            report.orders_confirmed.append(f"{row['client_order_id']} {order.status.value} {order.filled_quantity}")
+            if (row["status"], row["filled_quantity"]) != (order.status.value, order.filled_quantity):
+                report.orders_confirmed.append(f"{row['client_order_id']} {order.status.value} {order.filled_quantity}")
             if order.purpose is OrderPurpose.ENTRY and order.filled_quantity > 0 and row["purpose"] == "entry":
                 entries[order.symbol] = row
         return entries
@@ -129,29 +136,31 @@ class Reconciler:
                           "to": held.quantity, "position_id": position.position_id})
 
     async def _adopt(self, held: BrokerPosition, report: ReconcileReport, entry: dict | None = None) -> None:
-        """Adopt at the real average cost; a crashed run's own entry keeps its order, cycle and stop."""
+        """Adopt at the real average cost and protect it at the broker; a crashed run's own entry keeps
+        its order, cycle and client order id (so its bracket legs are known as its own)."""
         now = self.clock.now()
-        day = self.calendar.trading_day(now)
-        phase2 = self.profile.ticks.hk_phase2_date
-        stop = round_to_tick(held.symbol.market, held.avg_cost * (1 - self.profile.backstop.stop_pct / 100), day,
-                             Rounding.DOWN, phase2)
-        target = round_to_tick(held.symbol.market, held.avg_cost * (1 + self.profile.backstop.target_pct / 100), day,
-                               Rounding.UP, phase2)
+        stop, target = backstop_levels(self, held.symbol, held.avg_cost, held.side)
         position = await self.store.open_position(
             symbol=held.symbol, side=held.side, quantity=held.quantity, entry_price=held.avg_cost, entry_time=now,
-            trading_day=entry["trading_day"] if entry else day, stop_price=stop, target_price=target,
+            trading_day=entry["trading_day"] if entry else self.trading_day(), stop_price=stop, target_price=target,
             entry_reason="recovered from the broker after an interrupted run" if entry else "adopted from the broker",
             origin="agent" if entry else "adopted", cycle_id=entry["cycle_id"] if entry else None,
             entry_client_order_id=entry["client_order_id"] if entry else None,
         )
         if entry:
             await self.store.link_order(entry["client_order_id"], position.position_id)
+        backstop = await protect_adopted(self, position)
         report.adopted.append(f"{held.symbol} {held.quantity}@{held.avg_cost}")
-        await self._tell(f"Adopted {held.symbol.short} {held.quantity} @ {held.avg_cost}",
-                         f"{held.symbol} is held at the broker but was not in the database; adopted at its real average "
-                         f"cost {held.avg_cost} with stop {stop} and target {target} (backstop levels).",
-                         {"action": "adopted", "symbol": held.symbol, "quantity": held.quantity,
-                          "avg_cost": held.avg_cost, "position_id": position.position_id})
+        short = held.side is PositionSide.SHORT
+        await self.notifier.send(Event(
+            EventType.RECONCILE, f"Adopted {held.symbol.short} {'SHORT ' if short else ''}{held.quantity} @ {held.avg_cost}",
+            f"{held.symbol} is held at the broker ({held.side.value} {held.quantity}) but was not in the database; "
+            f"adopted at its real average cost {held.avg_cost} with stop {stop} and target {target}; backstop "
+            f"{backstop}." + (" The agent never sells short: this short was opened outside its plan; look at the "
+                              "account now." if short else ""),
+            {"action": "adopted", "symbol": held.symbol, "side": held.side.value, "quantity": held.quantity,
+             "avg_cost": held.avg_cost, "position_id": position.position_id, "backstop": backstop},
+            Priority.URGENT if short else None))
 
     async def _tell(self, subject: str, body: str, data: dict) -> None:
         await self.notifier.send(Event(EventType.RECONCILE, subject, body, data))

@@ -273,6 +273,7 @@ async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar
         driver = broker.start(until=session.close)
         try:
             await wake(rt)
+            await rt.monitors.ctx.journal.flush(rt.store, force=True)
             reconciled = await Reconciler(broker, rt.store, rt.notifier, clock, calendar, profile).run()
             if reconciled.changes:
                 say(f"  {session.day} reconcile: {reconciled.summary()}")

@@ -176,7 +176,9 @@ async def _mode(args, rt: Runtime, session: Session | None) -> int:
 
 
 async def _mode_steps(args, rt: Runtime, session: Session | None) -> int:
-    """Every mode: reconcile, Big Bro's inbox (controls obeyed), adopt orphaned positions, then the mode."""
+    """Every mode: the exit journal into the tables (what an earlier run sold while the database was
+    down), reconcile, Big Bro's inbox (controls obeyed), adopt orphaned positions, then the mode."""
+    await rt.monitors.ctx.journal.flush(rt.store, force=True)
     report = await Reconciler(rt.broker, rt.store, rt.notifier, rt.clock, rt.calendar, rt.profile).run()
     if report.changes:
         print(f"reconcile: {report.summary()}")

@@ -24,6 +24,7 @@ from position_monitor import MonitorContext, MonitorManager
 from runner.brains import Brain, ClaudeBrain, RulesBrain
 from engine.spend import SpendLedger
 from store.db import AgentLock, Database, DatabaseError, Databases, open_databases
+from store.journal import ExitJournal
 from store.trading import TradingStore
 from tool_executor import CycleContext
 
@@ -175,8 +176,10 @@ async def build_runtime(args, settings, calendar, clock, broker, universe, live,
                                           base_url=secrets.anthropic_base_url or None,
                                           max_retries=0)  # retried by the brain on the run's clock (brains.py)
         advisor = HaikuAdvisor(client, profile.models.consult, profile.monitor.haiku_timeout_seconds)
+    journal = ExitJournal(settings.var_dir / f"exit-journal-{profile.agent_id}.jsonl", profile.agent_id, clock)
     monitor_ctx = MonitorContext(broker=broker, technicals=market, store=store, notifier=notifier, clock=clock,
-                                 calendar=calendar, profile=profile, owner=owner, advisor=advisor, spend=spend, live=live)
+                                 calendar=calendar, profile=profile, owner=owner, advisor=advisor, spend=spend, live=live,
+                                 journal=journal)
     from news.build import build_news
 
     # A simulated clock (a replay, the sample session) is in the past: the providers know only
@@ -230,6 +233,7 @@ async def run_lifecycle(args, settings, calendar: MarketCalendar, clock: Clock, 
         if rt is not None:
             await rt.monitors.cancel()
             rt.monitors.ctx.orders.close()
+            await rt.monitors.ctx.journal.flush(rt.store, force=True)  # what the exits sold, into the tables
         try:
             await broker.close()
         except Exception:  # noqa: BLE001 - closing must not hide why the run ended

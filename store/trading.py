@@ -201,9 +201,15 @@ class TradingStore:
             self.agent_id, client_order_id, reason[:1000], at,
         )
 
-    async def pending_intents(self) -> list[dict[str, Any]]:
+    async def pending_intents(self, entries_since: datetime) -> list[dict[str, Any]]:
+        """Orders whose outcome the database does not know: written down before sending and never
+        confirmed; and entries since ``entries_since`` that reached the broker but have no position (a
+        run killed while it awaited or recorded the fill leaves one ``submitted`` or ``filled``)."""
         rows = await self.db.fetch(
-            "SELECT * FROM orders WHERE agent_id=$1 AND status='pending_submit' ORDER BY order_id", self.agent_id
+            """SELECT * FROM orders WHERE agent_id=$1 AND (status='pending_submit'
+                   OR (purpose='entry' AND position_id IS NULL AND submitted_at >= $2
+                       AND status IN ('submitted', 'partially_filled', 'filled')))
+               ORDER BY order_id""", self.agent_id, entries_since
         )
         return [dict(r) for r in rows]
 
