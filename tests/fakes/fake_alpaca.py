@@ -22,6 +22,9 @@ How it behaves (chosen deliberately, change per test):
   plan). Bars on ``feed=sip`` ending within the last 15 minutes answer 403 "subscription does not
   permit querying recent SIP data", as Alpaca does (docs, Market Data FAQ); older SIP is served.
 * ``inject_error(method, path, status, message)`` makes the next matching request(s) fail.
+* ``outage = True``: the venue is down: every request's connection is closed with no answer
+  (``requests`` still records it). ``lose_next_answer(method, path)``: the next matching request
+  is carried out (an order placed) and its answer lost (the connection closed before it).
 * News API (``/v1beta1/news``, alpaca-py's ``NewsClient``): articles given by ``add_news``,
   filtered by symbols and start/end (inclusive), newest first, at most ``limit``.
 * Every request is recorded (``requests``; ``count``/``bodies`` for assertions).
@@ -127,9 +130,12 @@ class FakeAlpaca:
         self.prev_close = {s: round(p * 0.99, 2) for s, p in self.prices.items()}
         self.orders: dict[str, dict] = {}
         self.positions: dict[str, dict] = {}      # sym -> {"qty": float (negative = short), "avg": float}
+        self.lowest_position: dict[str, float] = {}  # sym -> the lowest quantity ever held (< 0: was short)
         self.activities: list[dict] = []
         self.requests: list[RecordedRequest] = []
         self.errors: list[InjectedError] = []
+        self.outage = False                        # True: the venue is down, no request gets an answer
+        self.answers_lost: list[tuple[str, str]] = []  # (method, path prefix): carried out, answer dropped
         self.lock = threading.RLock()
         self.account_id = str(uuid.uuid4())
         self.now = now                             # the venue's clock (serve_market replaces it)
@@ -167,6 +173,20 @@ class FakeAlpaca:
         with self.lock:
             self.errors.append(InjectedError(method.upper(), path, status, message,
                                              code if code is not None else status * 100000, times))
+
+    def lose_next_answer(self, method: str, path: str) -> None:
+        """The next request whose method matches and whose path starts with ``path`` is carried out
+        and its answer lost (the connection is closed before it)."""
+        with self.lock:
+            self.answers_lost.append((method.upper(), path))
+
+    def _answer_lost(self, method: str, path: str) -> bool:
+        with self.lock:
+            for i, (m, prefix) in enumerate(self.answers_lost):
+                if m == method and path.startswith(prefix):
+                    del self.answers_lost[i]
+                    return True
+            return False
 
     def count(self, method: str, path: str) -> int:
         return sum(1 for r in self.requests if r.method == method.upper() and r.path == path)
@@ -350,6 +370,7 @@ class FakeAlpaca:
         elif (old > 0) != (new > 0) and new != 0:         # crossed through flat
             p["avg"] = px
         p["qty"] = new
+        self.lowest_position[sym] = min(self.lowest_position.get(sym, 0.0), new)
         if new == 0:
             del self.positions[sym]
         self.cash -= signed * px
@@ -849,10 +870,17 @@ class FakeAlpaca:
                 body = json.loads(self.rfile.read(n)) if n else None
                 authorized = (self.headers.get("APCA-API-KEY-ID") == fake.api_key
                               and self.headers.get("APCA-API-SECRET-KEY") == fake.secret_key)
+                if fake.outage and not u.path.startswith("/_fake"):
+                    fake.requests.append(RecordedRequest(method, u.path, {}, body))
+                    self.close_connection = True          # down: no answer at all
+                    return
                 if not u.path.startswith("/_fake") and not authorized:
                     status, payload = 401, {"code": 40110000, "message": "request is not authorized"}
                 else:
                     status, payload = fake.handle(method, u.path, parse_qs(u.query), body)
+                if fake._answer_lost(method, u.path):
+                    self.close_connection = True          # done, but the answer never reaches the client
+                    return
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
