@@ -212,7 +212,7 @@ async def run_status(settings: Settings, calendar: MarketCalendar, clock: Clock,
 
     secrets = settings.secrets
     try:
-        dbs = await open_databases(*secrets.database_urls(), settings.var_dir)
+        dbs = await open_databases(*secrets.database_urls(), settings.var_dir, secrets.secret_values())
     except DatabaseError as exc:
         print(f"status failed: {exc}", file=sys.stderr)
         return EXIT_FAILED

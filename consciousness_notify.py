@@ -6,6 +6,9 @@
   local outbox file (JSON lines) and delivered, in order, on the next successful write, in this
   run or the next. Every message carries an idempotency key, so a retry after an insert whose
   acknowledgement was lost never inserts it twice.
+* Unless the outbox cannot be written either (``var/`` full): such an event is lost, and counted
+  (``Notifier.lost``). The run says so in its summary and exits 1, and ``close`` sends one urgent
+  EVENTS_LOST alert through the alerters, the only channel left.
 * Notification failures never reach the caller: ``send`` does not raise. After a failed write the
   notifier does not try the database again for ``RETRY_SECONDS`` (events go straight to the
   outbox), so an unreachable database never slows the monitors down; ``close`` makes a last
@@ -22,6 +25,7 @@ import enum
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -56,6 +60,7 @@ class EventType(str, enum.Enum):
     DATA_UNAVAILABLE = "DATA_UNAVAILABLE"
     RUN_STOPPED = "RUN_STOPPED"
     CONTROL_RESPONSE = "CONTROL_RESPONSE"
+    EVENTS_LOST = "EVENTS_LOST"        # out of band only: neither the research database nor the outbox took them
 
 
 class Priority(str, enum.Enum):
@@ -77,6 +82,7 @@ DEFAULT_PRIORITY: dict[EventType, Priority] = {
     EventType.RUN_FAILED: Priority.URGENT,
     EventType.DATA_UNAVAILABLE: Priority.URGENT,
     EventType.RUN_STOPPED: Priority.HIGH,
+    EventType.EVENTS_LOST: Priority.URGENT,
     EventType.SIGNAL: Priority.LOW,
 }
 
@@ -85,8 +91,13 @@ DEFAULT_PRIORITY: dict[EventType, Priority] = {
 # know at once. RUN_FAILED covers a broker that cannot be reached and an authentication or credit
 # error of the model API; MONITOR_ERROR is "high" for Big Bro but a person must still hear of it.
 ALERT_EVENT_TYPES: frozenset[EventType] = frozenset({
-    EventType.RISK_HALT, EventType.BUDGET, EventType.RUN_FAILED, EventType.MONITOR_ERROR,
+    EventType.RISK_HALT, EventType.BUDGET, EventType.RUN_FAILED, EventType.MONITOR_ERROR, EventType.EVENTS_LOST,
 })
+
+
+def lost_events_line(count: int) -> str:
+    """How a run says that events were lost (its summary, stderr, the alert)."""
+    return f"{count} event(s) lost: neither the research database nor the outbox took them"
 
 
 
@@ -145,6 +156,7 @@ class Notifier:
         self._retry_at: datetime | None = None
         self._lock: asyncio.Lock | None = None
         self.sent: list[Event] = []  # what this run emitted, for its summary
+        self.lost: list[Event] = []  # what neither the research database nor the outbox took
 
     @property
     def rejected_path(self) -> Path:
@@ -187,16 +199,34 @@ class Notifier:
         try:
             await self._deliver(records)
         except Exception:  # noqa: BLE001 - a notification must never stop trading
+            self.lost.append(event)
             log.exception("event %s could not be recorded even in the outbox", event.type.value)
-        if event.alerts and self.alerters:
-            safe = Event(event.type, record["subject"], record["body"], {**data, "agent": self.agent_id},
-                         event.effective_priority, event.msg_type, event.reply_to_id)
-            for alerter in self.alerters:
-                try:
-                    await alerter.alert(safe, at)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("alert for %s through %s failed: %s", event.type.value, type(alerter).__name__,
-                                type(exc).__name__)
+        if event.alerts:
+            await self._alert(Event(event.type, record["subject"], record["body"], {**data, "agent": self.agent_id},
+                                    event.effective_priority, event.msg_type, event.reply_to_id), at)
+
+    async def _alert(self, safe: Event, at: datetime) -> None:
+        """``safe`` (redacted already) to every alerter; a failing alerter is logged, never raised."""
+        for alerter in self.alerters:
+            try:
+                await alerter.alert(safe, at)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("alert for %s through %s failed: %s", safe.type.value, type(alerter).__name__,
+                            type(exc).__name__)
+
+    async def _alert_lost(self) -> None:
+        """One urgent alert for the events this run lost: out of band is the only way left to tell."""
+        if not self.lost:
+            return
+        kinds = Counter(e.type.value for e in self.lost)
+        line = lost_events_line(len(self.lost))
+        body = (f"{line} ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); "
+                f"the research database was unreachable and the outbox {self.outbox_path} could not be written "
+                "(is the disk full?). What they said is in the agent's log only.")
+        log.error("%s", line)
+        await self._alert(Event(EventType.EVENTS_LOST, self.redact(line), self.redact(body),
+                                {"agent": self.agent_id, "lost": len(self.lost), "by_event": dict(kinds)}),
+                          self.clock.now())
 
     def _observation(self, message: dict[str, Any], at: datetime) -> dict[str, Any]:
         """A trade result for ``claude_observations``: what was traded, why it ended, what it made."""
@@ -255,7 +285,8 @@ class Notifier:
             return await self._flush()
 
     async def close(self) -> None:
-        """End of the run: a last attempt at the outbox (whatever the back-off), then the alerters."""
+        """End of the run: a last attempt at the outbox (whatever the back-off), the alert for lost events,
+        then the alerters."""
         self._retry_at = None
         if self.db is not None:
             self.db.retry_now()  # nor the database's own reconnect pause
@@ -263,6 +294,7 @@ class Notifier:
             await self.flush_outbox()
         except Exception:  # noqa: BLE001
             log.exception("the outbox could not be flushed")
+        await self._alert_lost()
         for alerter in self.alerters:
             close = getattr(alerter, "close", None)
             if close is None:

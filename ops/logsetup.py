@@ -4,26 +4,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
-import re
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from core.redaction import Redactor
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces every known secret value (and anything that looks like an API key) with ***."""
-
-    _KEY_LIKE = re.compile(r"(sk-ant-[A-Za-z0-9_\-]{8,}|(?<=[?&])(?:key|token|password)=[^&\s]+)")
+    """Replaces every known secret value, and anything shaped like a credential (an API key, a bearer
+    token, a credential header, a password in a URL: ``core.redaction``), with ***."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._redactor = Redactor(secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return self._KEY_LIKE.sub("***", text)
+        return self._redactor.redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

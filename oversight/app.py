@@ -97,7 +97,7 @@ async def _serve(args: argparse.Namespace, secrets, profiles: list[Profile], tok
     from store.db import DatabaseError, open_databases
 
     try:
-        dbs = await open_databases(*secrets.database_urls(), secrets.var_dir)
+        dbs = await open_databases(*secrets.database_urls(), secrets.var_dir, secrets.secret_values())
     except DatabaseError as exc:
         print(f"consciousness MCP server: {redactor.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED

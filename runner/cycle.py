@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from consciousness_notify import Event, EventType
+from consciousness_notify import Event, EventType, lost_events_line
 from store.bigbro import InboxMessage
 from data.calendar import Session, SessionState
 from ops.logsetup import current_log_file
@@ -257,5 +257,6 @@ def print_summary(rt: Runtime) -> None:
     wins = sum(1 for o in closed if o.realized_pnl > 0)
     print(f"P&L: realized {cur} {total:+,.2f} over {len(closed)} closed trade(s), {wins} win(s)")
     where = f"embedded PostgreSQL {rt.dbs.embedded.data_dir}" if rt.dbs.embedded else rt.dbs.trading.where
+    lost = f"; {lost_events_line(len(rt.notifier.lost))}" if rt.notifier.lost else ""
     print(f"Records: {where} (cycles, decisions, orders, positions, monitor_status, api_usage); "
-          f"Big Bro: claude_messages ({len(rt.notifier.sent)} event(s)); log: {current_log_file()}")
+          f"Big Bro: claude_messages ({len(rt.notifier.sent)} event(s){lost}); log: {current_log_file()}")

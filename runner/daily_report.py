@@ -256,7 +256,7 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
 
     profile, secrets = settings.profile, settings.secrets
     try:
-        dbs = await open_databases(*secrets.database_urls(), settings.var_dir)
+        dbs = await open_databases(*secrets.database_urls(), settings.var_dir, secrets.secret_values())
     except DatabaseError as exc:
         print(f"report failed: {exc}", file=sys.stderr)
         return EXIT_FAILED

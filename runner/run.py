@@ -14,9 +14,11 @@ from datetime import datetime, timedelta
 from typing import Mapping
 
 from brokers.base import Broker, BrokerError
+from consciousness_notify import Notifier, lost_events_line
 from core.clock import Clock, SimClock
 from config.settings import Profile
 from data.calendar import MarketCalendar, Session, SessionState
+from ops.logsetup import current_log_file
 from runner.reconcile import Reconciler
 from runner.stopping import StopOnSignal
 from store.db import Databases
@@ -128,17 +130,8 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
 
     try:
         async with run_lifecycle(args, settings, calendar, clock, broker, universe, live, owner, prepare) as rt:
-            try:
-                return await _mode(args, rt, session)
-            except asyncio.CancelledError:
-                if not stop.received:
-                    raise
-                asyncio.current_task().uncancel()
-                await rt.monitors.cancel()  # each monitor releases its lease as it ends
-                await stopped_by_signal(rt, stop.signal_name or "SIGTERM")
-                return EXIT_FAILED
-            finally:
-                stop.finishing = True
+            code = await _mode_until_stopped(args, rt, session, stop)
+        return failed_if_events_lost(code, rt.notifier)  # the notifier is closed: nothing more is sent
     except DatabasesUnreachable as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         await tell_without_databases(settings, clock, owner, "Trading database unreachable", str(exc))
@@ -149,6 +142,29 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
     except RunFailed as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+async def _mode_until_stopped(args, rt: Runtime, session: Session | None, stop: StopOnSignal) -> int:
+    try:
+        return await _mode(args, rt, session)
+    except asyncio.CancelledError:
+        if not stop.received:
+            raise
+        asyncio.current_task().uncancel()
+        await rt.monitors.cancel()  # each monitor releases its lease as it ends
+        await stopped_by_signal(rt, stop.signal_name or "SIGTERM")
+        return EXIT_FAILED
+    finally:
+        stop.finishing = True
+
+
+def failed_if_events_lost(code: int, notifier: Notifier) -> int:
+    """Big Bro's events that neither the research database nor the outbox took fail the run: one line
+    on stderr, exit 1 (a refusal keeps its own code). The notifier has alerted out of band already."""
+    if not notifier.lost:
+        return code
+    print(f"run failed: {lost_events_line(len(notifier.lost))} (see {current_log_file()})", file=sys.stderr)
+    return EXIT_FAILED if code == EXIT_OK else code
 
 
 async def _mode(args, rt: Runtime, session: Session | None) -> int:

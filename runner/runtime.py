@@ -218,7 +218,7 @@ async def run_lifecycle(args, settings, calendar: MarketCalendar, clock: Clock, 
     closed, the notifier closed (the outbox's last delivery attempt), the lock released, the databases
     closed. Raises DatabasesUnreachable, LockHeld or RunFailed when the run cannot start."""
     try:
-        dbs = await open_databases(*settings.secrets.database_urls(), settings.var_dir)
+        dbs = await open_databases(*settings.secrets.database_urls(), settings.var_dir, settings.secrets.secret_values())
     except DatabaseError as exc:
         raise DatabasesUnreachable(str(exc)) from None
     lock: AgentLock | None = None

@@ -4,6 +4,10 @@ With ``DATABASE_URL`` / ``RESEARCH_DATABASE_URL`` the given servers are used. Wi
 embedded PostgreSQL (pgserver) under the project's ``var/`` folder serves both the trading and
 the research (Big Bro) tables; it starts on demand and stops when the last process using it
 exits.
+
+No secret reaches a row: every text a statement carries (an error from an exception or a remote
+answer, a message body, JSON data) is redacted here, on its way to the server, whoever wrote the
+statement: the configured secret values and anything shaped like a credential (``core.redaction``).
 """
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ import warnings
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import asyncpg
 
 from core.clock import IoThread, external_io, io, simulation_running
+from core.redaction import Redactor
 
 T = TypeVar("T")
 
@@ -27,6 +32,14 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Migrations of one database never run concurrently: two agents starting together wait here.
 _MIGRATION_LOCK_KEY = 0x43617461  # "Cata"
+# Configured secrets shorter than this are blanked in statements only as whole words: a six-digit trade
+# PIN must never change a cycle id (it holds the time as six digits), an order id or a number.
+WHOLE_WORDS_BELOW = 8
+
+
+def redacting(secrets: Iterable[str] = ()) -> Redactor:
+    """The redaction every statement's text goes through on its way to the server."""
+    return Redactor(secrets, whole_words_below=WHOLE_WORDS_BELOW)
 
 
 async def connect_once(url: str, timeout: float = 10) -> asyncpg.Connection:
@@ -92,9 +105,11 @@ class Database:
 
     RECONNECT_SECONDS = 30.0
 
-    def __init__(self, url: str, name: str, optional_migrations: str | None = None) -> None:
+    def __init__(self, url: str, name: str, optional_migrations: str | None = None,
+                 secrets: Iterable[str] = ()) -> None:
         self.url = url
         self.name = name
+        self.redactor = redacting(secrets)
         self._pool: asyncpg.Pool | None = None
         self._io_thread: IoThread | None = None
         self._optional_migrations = optional_migrations
@@ -181,34 +196,41 @@ class Database:
             self._next_attempt = None
             return self.pool
 
+    def _clean(self, args: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(self.redactor.redact_value(a) for a in args)
+
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        args = self._clean(args)
         return await self._on(await self.ready(), lambda pool: pool.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        args = self._clean(args)
         return await self._on(await self.ready(), lambda pool: pool.fetchrow(sql, *args))
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
+        args = self._clean(args)
         return await self._on(await self.ready(), lambda pool: pool.fetchval(sql, *args))
 
     async def execute(self, sql: str, *args: Any) -> str:
+        args = self._clean(args)
         return await self._on(await self.ready(), lambda pool: pool.execute(sql, *args))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator["asyncpg.Connection | BlockingConnection"]:
+    async def transaction(self) -> AsyncIterator["TransactionConnection"]:
         pool = await self.ready()
         thread = self._io_thread
         if thread is None:
             with external_io():
                 async with pool.acquire() as conn:
                     async with conn.transaction():
-                        yield conn
+                        yield TransactionConnection(conn, self.redactor)
             return
         conn = thread.call(lambda: pool.acquire())
         try:
             tx = conn.transaction()
             thread.call(tx.start)
             try:
-                yield BlockingConnection(conn, thread)
+                yield BlockingConnection(conn, self.redactor, thread)
             except BaseException:
                 thread.call(tx.rollback)
                 raise
@@ -225,25 +247,47 @@ class Database:
         return applied_now
 
 
-class BlockingConnection:
+class TransactionConnection:
+    """The connection of a transaction (``Database.transaction``): its statements' text is redacted
+    like every other statement of the database."""
+
+    def __init__(self, conn: asyncpg.Connection, redactor: Redactor) -> None:
+        self._conn = conn
+        self._redactor = redactor
+
+    def _clean(self, args: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(self._redactor.redact_value(a) for a in args)
+
+    async def _call(self, use: Callable[[], Awaitable[T]]) -> T:
+        return await use()
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        args = self._clean(args)
+        return await self._call(lambda: self._conn.fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        args = self._clean(args)
+        return await self._call(lambda: self._conn.fetchrow(sql, *args))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        args = self._clean(args)
+        return await self._call(lambda: self._conn.fetchval(sql, *args))
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        args = self._clean(args)
+        return await self._call(lambda: self._conn.execute(sql, *args))
+
+
+class BlockingConnection(TransactionConnection):
     """A connection of a database's ``IoThread``, used from the simulated loop inside a transaction:
     each call has its answer before it returns, like every other call of that database."""
 
-    def __init__(self, conn: asyncpg.Connection, thread: IoThread) -> None:
-        self._conn = conn
+    def __init__(self, conn: asyncpg.Connection, redactor: Redactor, thread: IoThread) -> None:
+        super().__init__(conn, redactor)
         self._thread = thread
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return self._thread.call(lambda: self._conn.fetch(sql, *args))
-
-    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        return self._thread.call(lambda: self._conn.fetchrow(sql, *args))
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        return self._thread.call(lambda: self._conn.fetchval(sql, *args))
-
-    async def execute(self, sql: str, *args: Any) -> str:
-        return self._thread.call(lambda: self._conn.execute(sql, *args))
+    async def _call(self, use: Callable[[], Awaitable[T]]) -> T:
+        return self._thread.call(use)
 
 
 async def _apply_migrations(pool: asyncpg.Pool, kind: str, files: list[Path]) -> list[str]:
@@ -358,22 +402,25 @@ class Databases:
             self.embedded.stop()
 
 
-async def open_databases(database_url: str | None, research_url: str | None, var_dir: Path) -> Databases:
+async def open_databases(database_url: str | None, research_url: str | None, var_dir: Path,
+                         secrets: Iterable[str] = ()) -> Databases:
     """Connect (starting the embedded server when no URL is given) and migrate both databases.
+    ``secrets`` (``Secrets.secret_values()``) are blanked in every statement, with every secret shape.
 
     The trading database is mandatory. A separate research (Big Bro) database is optional: when
     it cannot be reached the run goes on, its events wait in the notifier's outbox, and the
     database is connected and migrated at the first use after it came back.
     """
+    secrets = tuple(secrets)
     embedded = None
     if not database_url:
         embedded = EmbeddedPostgres(var_dir / "pg")
         with external_io():
             database_url = await asyncio.to_thread(embedded.start)
-    trading = await Database(database_url, "trading").connect()
+    trading = await Database(database_url, "trading", secrets=secrets).connect()
     await trading.migrate("trading")
     if research_url and research_url != database_url:
-        research = Database(research_url, "research", optional_migrations="research")
+        research = Database(research_url, "research", optional_migrations="research", secrets=secrets)
         try:
             await research.ready()
         except DatabaseError as exc:
