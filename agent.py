@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -24,12 +25,15 @@ from core.clock import Clock, WallClock
 from config.settings import (
     PROJECT_DIR, ConfigError, Profile, Secrets, live_env_note, load_profile, load_secrets, profile_path, read_environment,
 )
-from data.calendar import MarketCalendar
+from data.calendar import CalendarRangeError, MarketCalendar
 from ops.logsetup import setup_logging
 from runner.exit_codes import EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED
 
 log = logging.getLogger("catalyst")
 
+
+
+DEFAULT_MARKET = "hk"
 
 
 class UsageError(Exception):
@@ -43,7 +47,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = _Parser(prog="agent.py", description="Catalyst day-trading agent")
-    p.add_argument("--market", choices=["hk", "us"], default="hk", help="market profile (config/<market>.yaml)")
+    p.add_argument("--market", choices=["hk", "us"],
+                   help="market profile (config/<market>.yaml; default hk, or the market of --config)")
     p.add_argument("--mode", choices=["trade", "close", "heartbeat", "status", "report"], default="trade")
     p.add_argument("--force", action="store_true", help="run even when no session is open")
     p.add_argument("--live", action="store_true", help="trade real money (the profile must also say live: true)")
@@ -85,12 +90,31 @@ class Settings:
 
 
 def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    path = args.config or profile_path(args.market)
+    """The profile of ``--config`` or ``--market`` (both given: they must agree), the secrets, and
+    the broker they configure for the profile's market (half-configured: refused)."""
+    market = args.market or DEFAULT_MARKET
+    path = args.config or profile_path(market)
     profile = load_profile(path, env)
-    if args.config is None and profile.market.value.lower() != args.market:
-        raise ConfigError(f"{path}: market: {profile.market.value} does not match --market {args.market}")
+    if (args.market or args.config is None) and profile.market.value.lower() != market:
+        raise ConfigError(f"{path}: market: {profile.market.value} does not match --market {market}")
     _check_news_context(profile)
-    return Settings(profile, load_secrets(env), path)
+    secrets = load_secrets(env)
+    _check_database_urls(env)
+    secrets.broker_for(profile.market)
+    return Settings(profile, secrets, path)
+
+
+def _check_database_urls(env: Mapping[str, str]) -> None:
+    """A URL the driver cannot read is a configuration error at start, not a traceback at connect."""
+    urls = {var: env[var].strip() for var in ("DATABASE_URL", "RESEARCH_DATABASE_URL") if env.get(var, "").strip()}
+    if not urls:
+        return
+    from store.db import url_problem
+
+    for var, url in urls.items():
+        problem = url_problem(url)
+        if problem:
+            raise ConfigError(f"environment variable {var}: {problem}")
 
 
 def _check_news_context(profile: Profile) -> None:
@@ -144,6 +168,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    args.market = settings.profile.market.value.lower()  # --config alone: its market
     profile = settings.profile
     if args.brain == "claude" and not settings.secrets.anthropic_api_key and args.mode not in ("status", "report"):
         print("agent.py: --brain claude needs ANTHROPIC_API_KEY (in the environment or .env, see .env.example)",
@@ -161,9 +186,51 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_REFUSED
     if profile.live and not args.live and args.mode not in ("status", "report"):
         print(f"note: {settings.profile_file} says live: true but --live was not given; trading on paper", file=sys.stderr)
-    setup_logging(Path(env.get("CATALYST_LOG_DIR") or PROJECT_DIR / "logs").expanduser(), settings.secrets.secret_values())
+    unwritable = prepare_folders(args, settings, env)
+    if unwritable:
+        print(unwritable, file=sys.stderr)
+        return EXIT_USAGE
     clock = clock or WallClock()
     calendar = MarketCalendar(profile.market)
+    try:
+        return run_mode(args, settings, calendar, clock, env)
+    except CalendarRangeError as exc:  # the installed exchange-calendars ends before the day asked about
+        print(f"calendar: {exc}: nothing was run", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def prepare_folders(args: argparse.Namespace, settings: Settings, env: Mapping[str, str]) -> str | None:
+    """The log folder (its file opened) and, where this run writes there, the var folder: made and
+    proven writable, or the one line that says which cannot be written."""
+    log_dir = Path(env.get("CATALYST_LOG_DIR") or PROJECT_DIR / "logs").expanduser()
+    try:
+        setup_logging(log_dir, settings.secrets.secret_values())
+    except OSError as exc:
+        return f"log folder {log_dir} cannot be written ({_why(exc)}); fix it or point CATALYST_LOG_DIR elsewhere"
+    if _writes_var(args, settings):
+        try:
+            settings.var_dir.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=settings.var_dir).close()
+        except OSError as exc:
+            return (f"var folder {settings.var_dir} cannot be written ({_why(exc)}); "
+                    "fix it or point CATALYST_VAR_DIR elsewhere")
+    return None
+
+
+def _writes_var(args: argparse.Namespace, settings: Settings) -> bool:
+    """Trading runs keep their outbox there; any run without DATABASE_URL its embedded PostgreSQL."""
+    if args.download:
+        return False
+    return args.mode not in ("status", "report") or settings.secrets.database_url is None
+
+
+def _why(exc: OSError) -> str:
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def run_mode(args: argparse.Namespace, settings: Settings, calendar: MarketCalendar, clock: Clock,
+             env: Mapping[str, str]) -> int:
+    profile = settings.profile
     if args.mode == "status":
         hint = None
         if settings.secrets.broker_for(profile.market) == "paper":

@@ -346,12 +346,34 @@ class Secrets(Strict):
                      for url in (self.database_url, self.research_database_url))
 
     def broker_for(self, market: Market) -> str:
-        """The broker these settings reach for ``market``: moomoo, alpaca, or paper (none configured)."""
+        """The broker these settings reach for ``market``: moomoo, alpaca, or paper (none configured).
+        A half-configured one is a ConfigError, not "no broker": a cron run would skip for ever."""
+        missing = self._half_configured_broker(market)
+        if missing:
+            raise ConfigError(missing)
         if market is Market.HK and self.moomoo_host:
             return "moomoo"
         if market is Market.US and self.alpaca_api_key and self.alpaca_secret_key:
             return "alpaca"
         return "paper"
+
+    def _half_configured_broker(self, market: Market) -> str | None:
+        """What is missing of ``market``'s broker when some of its variables are set (names, never values)."""
+        if market is Market.US:
+            given = [var for var, value in (("ALPACA_API_KEY", self.alpaca_api_key),
+                                            ("ALPACA_SECRET_KEY", self.alpaca_secret_key)) if value]
+            needed, broker = ("ALPACA_API_KEY", "ALPACA_SECRET_KEY"), "the Alpaca broker needs both"
+        else:
+            given = [var for var, value in (("MOOMOO_PORT", self.moomoo_port),
+                                            ("MOOMOO_TRADE_PWD", self.moomoo_trade_pwd)) if value]
+            if self.moomoo_host:
+                return None
+            needed, broker = ("MOOMOO_HOST",), "the Moomoo broker needs the host of its OpenD gateway"
+        absent = [var for var in needed if var not in given]
+        if not given or not absent:
+            return None
+        return (f"environment variable {' and '.join(absent)} is not set but {' and '.join(given)} is: {broker} "
+                "(see .env.example); leave them all empty for the built-in paper exchange")
 
     def secret_values(self) -> list[str]:
         """Every secret value, for the log redactor."""

@@ -13,14 +13,22 @@ from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
 import pandas as pd
+from exchange_calendars.exchange_calendar_xhkg import XHKGExchangeCalendar
+from exchange_calendars.exchange_calendar_xnys import XNYSExchangeCalendar
 
 from core.instruments import Market
 
 CALENDAR_CODES = {Market.HK: "XHKG", Market.US: "XNYS"}
+CALENDAR_TYPES = {Market.HK: XHKGExchangeCalendar, Market.US: XNYSExchangeCalendar}
 TIMEZONES = {Market.HK: ZoneInfo("Asia/Hong_Kong"), Market.US: ZoneInfo("America/New_York")}
-# Explicit bounds: exchange_calendars refuses questions outside them rather than guessing.
+# Explicit bounds: exchange_calendars refuses questions outside them rather than guessing. The end is
+# the installed library's own (``bound_max``: XHKG's lunisolar holidays are tabled up to a year), so
+# a newer exchange-calendars extends it; XNYS's holidays are rules without a bound, asked up to here.
 CALENDAR_START = date(2000, 1, 1)
-CALENDAR_END = date(2027, 12, 31)
+UNBOUNDED_END = date(2099, 12, 31)
+# How long before the calendar's end status, the daily report and Big Bro are warned.
+END_WARNING_DAYS = 60
+UPGRADE = "upgrade it (pip install -U exchange-calendars)"
 
 
 class CalendarRangeError(ValueError):
@@ -102,11 +110,19 @@ class Session:
         return done / 60
 
 
+def library_end(market: Market) -> date:
+    """The last day the installed exchange-calendars can answer for ``market``."""
+    latest = CALENDAR_TYPES[market].bound_max()
+    return UNBOUNDED_END if latest is None else min(latest.date(), UNBOUNDED_END)
+
+
 class MarketCalendar:
-    def __init__(self, market: Market) -> None:
+    def __init__(self, market: Market, end: date | None = None) -> None:
+        """``end``: an earlier last day than the library's (tests of what happens when it comes)."""
         self.market = market
         self.tz = TIMEZONES[market]
-        self._cal = _exchange_calendar(CALENDAR_CODES[market])
+        self.end = min(end, library_end(market)) if end else library_end(market)
+        self._cal = _exchange_calendar(CALENDAR_CODES[market], self.end)
         self._sessions: dict[date, bool] = {}  # every monitor check asks: the calendar's answer is slow
 
     @staticmethod
@@ -121,11 +137,20 @@ class MarketCalendar:
         return self.local(t).date()
 
     def _check_range(self, d: date) -> None:
-        if not (CALENDAR_START <= d <= CALENDAR_END):
+        if d > self.end:
             raise CalendarRangeError(
-                f"{d} is outside the {self.market.value} calendar ({CALENDAR_START} to {CALENDAR_END}); "
-                "update CALENDAR_END in data/calendar.py with a newer exchange_calendars"
-            )
+                f"the installed exchange-calendars knows {self.market.value} sessions only until {self.end}; {UPGRADE}")
+        if d < CALENDAR_START:
+            raise CalendarRangeError(f"{d} is outside the {self.market.value} calendar, which starts on {CALENDAR_START}")
+
+    def end_warning(self, t: datetime, within_days: int = END_WARNING_DAYS) -> str | None:
+        """What to tell the trader when the calendar ends within ``within_days`` of ``t`` (or has)."""
+        left = (self.end - self.trading_day(t)).days
+        if left > within_days:
+            return None
+        when = f"{left} days from now" if left > 1 else {1: "tomorrow", 0: "today"}.get(left, "already past")
+        return (f"WARNING: the installed exchange-calendars knows {self.market.value} sessions only until {self.end} "
+                f"({when}): {UPGRADE} before then, or trading stops that day")
 
     def is_session(self, d: date) -> bool:
         known = self._sessions.get(d)
@@ -161,7 +186,7 @@ class MarketCalendar:
         t = _aware(t)
         d = self.trading_day(t)
         for _ in range(30):
-            s = self.session(d) if CALENDAR_START <= d <= CALENDAR_END else None
+            s = self.session(d) if CALENDAR_START <= d <= self.end else None
             if s:
                 for start, _end in s.parts:
                     if start > t:
@@ -198,8 +223,8 @@ def _aware(t: datetime) -> datetime:
 
 
 @lru_cache(maxsize=None)
-def _exchange_calendar(code: str):
-    return xcals.get_calendar(code, start=CALENDAR_START.isoformat(), end=CALENDAR_END.isoformat())
+def _exchange_calendar(code: str, end: date):
+    return xcals.get_calendar(code, start=CALENDAR_START.isoformat(), end=end.isoformat())
 
 
 @lru_cache(maxsize=4096)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -34,6 +35,21 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class LogFileHandler(logging.handlers.TimedRotatingFileHandler):
+    """The log file. A record it cannot write (a full disk, the file gone) is said once, in one line on
+    stderr, and the run goes on: trading never waits on its log. Later records are tried again."""
+
+    _said = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self._said:
+            return
+        self._said = True
+        exc = sys.exc_info()[1]
+        why = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
+        sys.stderr.write(f"logging: cannot write {self.baseFilename} ({why}); the run goes on without its log file\n")
+
+
 def setup_logging(log_dir: Path, secrets: Iterable[str], level: int = logging.INFO, console: bool = False) -> RedactSecrets:
     log_dir.mkdir(parents=True, exist_ok=True)
     redactor = RedactSecrets(secrets)
@@ -41,7 +57,7 @@ def setup_logging(log_dir: Path, secrets: Iterable[str], level: int = logging.IN
     root.setLevel(level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    file_handler = logging.handlers.TimedRotatingFileHandler(
+    file_handler = LogFileHandler(
         log_dir / "agent.log", when="midnight", backupCount=30, utc=True, encoding="utf-8"
     )
     file_handler.setFormatter(logging.Formatter(_FORMAT))

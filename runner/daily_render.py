@@ -71,6 +71,8 @@ def render_text(r: Mapping[str, Any]) -> str:
     cur = r["currency"]
     lines = [f"# {headline(r)}", "", f"Agent `{r['agent_id']}`.", "", "## Key figures", "", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _figures(r)]
+    if r.get("calendar_warning"):
+        lines += ["", f"**{r['calendar_warning']}**"]
     if not r["n_trades"]:
         lines += ["", f"**No trade:** {why_no_trades(r)}."]
     lines += ["", "## Trades", "", "| " + " | ".join(TRADE_HEADERS) + " |", "|" + "---|" * len(TRADE_HEADERS)]
@@ -172,6 +174,8 @@ def render_html(r: Mapping[str, Any], chart_src: str) -> str:
     cur = r["currency"]
     body = [f"<h1>{h.esc(headline(r))}</h1>", f'<p class="note">Agent {h.esc(r["agent_id"])}</p>',
             "<h2>Key figures</h2>", h.table(["figure", "value"], _figures(r))]
+    if r.get("calendar_warning"):
+        body.append(f"<p><strong>{h.esc(r['calendar_warning'])}</strong></p>")
     if not r["n_trades"]:
         body.append(f"<p><strong>No trade:</strong> {h.esc(why_no_trades(r))}.</p>")
     body += [f'<img class="chart" alt="P&amp;L, returns and exits by reason" src="{h.esc(chart_src)}">',

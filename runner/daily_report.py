@@ -46,16 +46,23 @@ def _num(value: Decimal | float | int | None, places: int = 4) -> float | None:
 
 
 def report_day(text: str | None, calendar: MarketCalendar, now: datetime) -> date:
-    """``--day`` or, without it, today when it is a session, else the last session before today."""
+    """``--day`` or, without it, today once today's session has closed, else the last session before
+    today (a report run at 07:52 is of yesterday's session, not of one that has not opened)."""
     if text:
         try:
             return date.fromisoformat(text)
         except ValueError:
             raise ReportUsageError(f"--day {text!r} is not a date (YYYY-MM-DD)") from None
     today = calendar.local(now).date()
-    if calendar.session(today):
+    if has_closed(calendar, today, now):
         return today
     return calendar.previous_sessions(today, 1)[-1].day
+
+
+def has_closed(calendar: MarketCalendar, day: date, now: datetime) -> bool:
+    """The session of ``day`` exists and has closed by ``now``: only then is its report the day's post."""
+    session = calendar.session(day)
+    return session is not None and now >= session.close
 
 
 def trade_days(day: date, days: int, calendar: MarketCalendar) -> list[date]:
@@ -225,6 +232,33 @@ async def post_to_big_bro(research, r: Mapping[str, Any], subject: str, body: st
                            message_key(r["agent_id"], r["market"], date.fromisoformat(r["day"])))
 
 
+async def _tell_big_bro(research, report: Mapping[str, Any], subject: str, body: str, calendar: MarketCalendar,
+                       now: datetime) -> tuple[str, bool]:
+    """The day's DAILY_REPORT once its session has closed (and the calendar's end when it is near):
+    (what the report line says about Big Bro, whether that failed)."""
+    day = date.fromisoformat(report["day"])
+    if not has_closed(calendar, day, now):
+        return "not posted to Big Bro: the session has not closed yet (the report after the close is)", False
+    try:
+        if report.get("calendar_warning"):
+            await post_calendar_ending(research, report["agent_id"], report["market"], calendar, now)
+        posted = await post_to_big_bro(research, report, subject, body, now)
+    except Exception as exc:  # noqa: BLE001 - the files are written; say what did not go
+        log.exception("DAILY_REPORT not posted")
+        return f"NOT posted to Big Bro ({type(exc).__name__})", True
+    return ("posted to Big Bro" if posted else "already posted to Big Bro (one per day: not posted again)"), False
+
+
+async def post_calendar_ending(research, agent_id: str, market: str, calendar: MarketCalendar, now: datetime) -> bool:
+    """One CALENDAR_ENDING a day while the calendar's end is near: the agent stops trading on that day."""
+    today = calendar.trading_day(now)
+    subject = f"Calendar ends {calendar.end}: upgrade exchange-calendars or {agent_id} stops trading"
+    data = {"event": "CALENDAR_ENDING", "market": market, "calendar_end": calendar.end.isoformat(),
+            "days_left": (calendar.end - today).days}
+    return await post_once(research, agent_id, subject, calendar.end_warning(now) or subject, data, now,
+                           f"{agent_id}:calendar-ending:{market}:{today.isoformat()}", priority="high")
+
+
 # --- The command ----------------------------------------------------------------------------------
 def run_report(args, settings, calendar: MarketCalendar, clock: Clock, env: Mapping[str, str]) -> int:
     from config.settings import PROJECT_DIR
@@ -267,14 +301,10 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
         raw = await gather(dbs.trading, dbs.research, profile.agent_id, day, days, calendar)
         report = build(raw, agent_id=profile.agent_id, market=profile.market.value, currency=profile.currency, day=day,
                        days=days, budget_usd=float(profile.budget.daily_usd), calendar=calendar, label=settings.label)
+        report["calendar_warning"] = calendar.end_warning(clock.now())
         folder = daily_render.write(report, root / f"daily-{profile.market.value.lower()}-{day.isoformat()}")
         subject, body = daily_render.headline(report), daily_render.render_text(report)
-        try:
-            posted = await post_to_big_bro(dbs.research, report, subject, body, clock.now())
-            big_bro = "posted to Big Bro" if posted else "already posted to Big Bro (one per day: not posted again)"
-        except Exception as exc:  # noqa: BLE001 - the files are written; say what did not go
-            log.exception("DAILY_REPORT not posted")
-            big_bro, failed = f"NOT posted to Big Bro ({type(exc).__name__})", True
+        big_bro, failed = await _tell_big_bro(dbs.research, report, subject, body, calendar, clock.now())
     except Exception as exc:  # noqa: BLE001 - one line for the trader, the trace for the log
         from ops.logsetup import current_log_file
 
@@ -286,6 +316,8 @@ async def _report(settings, calendar: MarketCalendar, clock: Clock, day: date, d
     mailed = await daily_render.send_email(report, folder, secrets)
     failed = failed or mailed.startswith("NOT")
     print(subject)
+    if report["calendar_warning"]:
+        print(report["calendar_warning"])
     if not report["n_trades"]:
         print(f"No trade: {daily_render.why_no_trades(report)}")
     print(f"Report: {folder} ({big_bro}; {mailed})")

@@ -137,6 +137,10 @@ async def _run_until_stopped(args, settings, calendar: MarketCalendar, clock: Cl
         await tell_without_databases(settings, clock, owner, "Trading database unreachable", str(exc))
         return EXIT_FAILED
     except LockHeld as exc:
+        if args.mode == "close":  # asked to flatten now, and nothing was: a failure, not a skip
+            print(f"close: {exc.holder}; nothing was closed. Tell that run instead (a close_all task, see README: "
+                  "Closing everything in an emergency)", file=sys.stderr)
+            return EXIT_FAILED
         print(str(exc))
         return EXIT_OK
     except RunFailed as exc:

@@ -40,7 +40,9 @@ class RunFailed(Exception):
 
 
 class LockHeld(Exception):
-    pass
+    def __init__(self, agent_id: str) -> None:
+        self.holder = f"another Catalyst run for {agent_id} is in progress (it holds the agent lock)"
+        super().__init__(f"{self.holder}; this run exits without trading")
 
 
 # --- What a run is made of -------------------------------------------------------------------------
@@ -75,8 +77,7 @@ async def take_lock(db: Database, agent_id: str) -> AgentLock:
     """A session advisory lock held for the whole run; two runs for one agent never trade at once."""
     lock = await AgentLock.try_take(db.url, agent_id)
     if lock is None:
-        raise LockHeld(f"another Catalyst run for {agent_id} is in progress (it holds the agent lock); "
-                       "this run exits without trading")
+        raise LockHeld(agent_id)
     return lock
 
 

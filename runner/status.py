@@ -4,7 +4,9 @@ JSON shape (``--mode status --json``)::
 
     {"agent_id": str, "market": "HK"|"US", "live": bool, "now": ISO time,
      "session": {"state": "open"|"lunch"|"closed", "trading_day": date, "is_trading_day": bool,
-                 "minutes_to_close": float|null, "minutes_to_break": float|null, "next_open": ISO time},
+                 "minutes_to_close": float|null, "minutes_to_break": float|null,
+                 "next_open": ISO time|null (past the calendar's end), "calendar_end": date,
+                 "calendar_warning": str|null (within 60 days of the calendar's end)},
      "positions": [{"position_id", "symbol", "side", "quantity", "entry_price", "entry_time",
                     "stop_price", "target_price", "backstop_status", "monitor": {"status" (running, stopped,
                     error, dead: its run was killed and the lease lapsed), "owner",
@@ -23,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from config.settings import Profile
-from data.calendar import MarketCalendar
+from data.calendar import CalendarRangeError, MarketCalendar
 from store.db import AgentLock, Database
 from store.trading import TradingStore
 
@@ -49,7 +51,9 @@ async def build_status(store: TradingStore, calendar: MarketCalendar, profile: P
             "is_trading_day": session is not None,
             "minutes_to_close": calendar.minutes_to_close(now),
             "minutes_to_break": calendar.minutes_to_break(now),
-            "next_open": calendar.next_open(now).isoformat(),
+            "next_open": _next_open(calendar, now),
+            "calendar_end": calendar.end.isoformat(),
+            "calendar_warning": calendar.end_warning(now),
         },
         "positions": [
             {
@@ -90,6 +94,14 @@ async def build_status(store: TradingStore, calendar: MarketCalendar, profile: P
         "database": database,
         "empty": not positions and not cycles and not closed,
     }
+
+
+def _next_open(calendar: MarketCalendar, now: datetime) -> str | None:
+    """None past the calendar's end: status still shows what is held (the warning says why)."""
+    try:
+        return calendar.next_open(now).isoformat()
+    except CalendarRangeError:
+        return None
 
 
 async def repair_when_no_run_is_alive(db: Database, store: TradingStore, now: datetime) -> None:
@@ -147,8 +159,11 @@ def render_status(status: dict[str, Any], calendar: MarketCalendar) -> str:
         when = "lunch break"
     else:
         when = "closed" + ("" if s["is_trading_day"] else " (no session today)")
-    next_open = calendar.local(datetime.fromisoformat(s["next_open"]))
-    lines.append(f"Market: {local:%Y-%m-%d %H:%M %Z} — {when}; next open {next_open:%a %Y-%m-%d %H:%M %Z}")
+    next_open = (f"{calendar.local(datetime.fromisoformat(s['next_open'])):%a %Y-%m-%d %H:%M %Z}" if s["next_open"]
+                 else "unknown (past the calendar's end)")
+    lines.append(f"Market: {local:%Y-%m-%d %H:%M %Z} — {when}; next open {next_open}")
+    if s["calendar_warning"]:
+        lines.append(s["calendar_warning"])
     if status["empty"]:
         lines.append("Nothing recorded yet: no positions, no trades, no cycles. `make run` trades a sample session.")
     if status["positions"]:

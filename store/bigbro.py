@@ -175,10 +175,10 @@ class Consciousness:
 
 
 async def post_once(research: Database, agent_id: str, subject: str, body: str, data: dict[str, Any], at: datetime,
-                    idempotency_key: str) -> bool:
+                    idempotency_key: str, priority: str = "normal") -> bool:
     """A notification to Big Bro that exists once per key: True when this call posted it."""
     return await insert_record(research, {
-        "from_agent": agent_id, "to_agent": "big_bro", "msg_type": "notification", "priority": "normal",
+        "from_agent": agent_id, "to_agent": "big_bro", "msg_type": "notification", "priority": priority,
         "subject": subject[:500], "body": body, "data": json.loads(json.dumps(data, default=str)), "reply_to_id": None,
         "created_at": at.isoformat(), "idempotency_key": idempotency_key,
     })

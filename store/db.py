@@ -79,6 +79,32 @@ class DatabaseError(Exception):
     """The database could not be reached or used; the message names which one and why."""
 
 
+# The values libpq (and asyncpg) accept for these URL parameters.
+URL_PARAMETER_VALUES = {
+    "target_session_attrs": ("any", "primary", "standby", "prefer-standby", "read-write", "read-only"),
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+}
+URL_EXAMPLE = "postgresql://user:password@host:5432/database"
+
+
+def url_problem(url: str) -> str | None:
+    """Why the driver could not use ``url``, in words that never quote it (it holds a password)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        for host in parts.netloc.rpartition("@")[2].split(","):  # libpq's host1:port1,host2:port2
+            urlsplit(f"//{host}").port
+    except ValueError as exc:
+        what = "an IPv6 host needs both brackets ([::1]:5432)" if "IPv6" in str(exc) else "its port is not a number"
+        return f"not a valid PostgreSQL URL: {what}; write it like {URL_EXAMPLE}"
+    for name, allowed in URL_PARAMETER_VALUES.items():
+        for value in parse_qs(parts.query).get(name, []):
+            if value not in allowed:
+                return f"{name} must be one of {', '.join(allowed)}; got {value!r}"
+    return None
+
+
 def _describe(url: str) -> str:
     """A database URL without credentials, for messages."""
     try:
@@ -136,6 +162,10 @@ class Database:
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
             self._stop_io_thread()
             raise DatabaseError(f"cannot connect to the {self.name} database at {self.where}: {type(exc).__name__}") from None
+        except ValueError as exc:  # the driver could not read the URL (agent.py checks it first; its words may quote it)
+            self._stop_io_thread()
+            raise DatabaseError(f"the {self.name} database URL is not valid ({type(exc).__name__}); "
+                                f"write it like {URL_EXAMPLE}") from None
         return self
 
     async def close(self) -> None:
