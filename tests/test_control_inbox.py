@@ -1,12 +1,13 @@
 """Big Bro's controls as Big Bro, the trader and an impostor would meet them: rows written to
 ``claude_messages`` before `agent.py --force` runs the sample HKEX session (paper exchange, simulated
-clock, embedded PostgreSQL).
+clock, embedded PostgreSQL), and the consciousness MCP server started by the MCP SDK's own client.
 
 * One malformed message (``data`` a JSON array or a string) among a batch: the run goes on, the
   ``halt`` of the same batch is obeyed and answered, the bad one is marked failed with the reason.
 * A task with a command the agent does not know is answered "unknown command" and marked failed.
 * Only the controllers the profile names may halt or close the agent: a look-alike sender is answered
-  "not allowed" and nothing is done; an operator the profile names is obeyed.
+  "not allowed" and nothing is done; an operator the profile names is obeyed. The MCP server refuses
+  to write as a look-alike id, or a command from someone who is not a controller.
 * 5,000 pending messages: the brain is shown the most urgent few and told how many more wait; those
   it was not shown stay unread for the next cycle or run.
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import asyncpg
+from mcp import Client, StdioServerParameters
 
 import agent
 from config.settings import ENV_VARS
@@ -28,6 +31,8 @@ from store.db import Database
 from tests.fakes.fake_anthropic import reply, text
 from tests.helpers import query
 
+PROJECT = Path(__file__).resolve().parent.parent
+SERVER = PROJECT / "consciousness_mcp.py"
 # `--force` with no broker trades the sample session as the demo agent, and reads the demo's inbox.
 DEMO = "intl_claude-demo"
 NO_SECRETS = {var: "" for var in ENV_VARS}
@@ -168,6 +173,46 @@ def test_an_operator_the_profile_names_is_obeyed(database_url, tmp_path, capsys)
     assert "halted by trader: done for today" in out
     assert answers(database_url)[halt_id]["data"]["ok"] is True
     assert status_of(database_url, halt_id)[0] == "processed"
+
+
+def with_server(url: str, tmp_path: Path, work: Callable[[Client], Awaitable[Any]]) -> Any:
+    """`python consciousness_mcp.py` (stdio) started by the MCP SDK's client, ``work`` run against it."""
+    env = {**NO_SECRETS, "DATABASE_URL": url, "CATALYST_VAR_DIR": str(tmp_path / "var"),
+           "CATALYST_LOG_DIR": str(tmp_path / "logs")}
+
+    async def go():
+        params = StdioServerParameters(command=sys.executable, args=[str(SERVER)], env=env, cwd=str(tmp_path))
+        async with Client(params) as client:
+            return await work(client)
+    return asyncio.run(go())
+
+
+async def refused(client: Client, **args: Any) -> str:
+    result = await client.call_tool("send_message", args)
+    assert result.is_error, f"send_message({args}) was not refused: {result.content}"
+    return result.content[0].text
+
+
+def test_the_mcp_server_refuses_look_alike_ids_and_commands_from_non_controllers(database_url, tmp_path):
+    async def scenario(client: Client):
+        out = {sender: await refused(client, to_agent="intl_claude", subject="halt", command="halt", from_agent=sender)
+               for sender in ("intl_claude.", "intl_claude_demo", "big_bro.", "bigbro", "public-claude")}
+        out["trader"] = await refused(client, to_agent="intl_claude", subject="halt", command="halt", from_agent="trader")
+        out["to_look_alike"] = await refused(client, to_agent="intl_claude.", subject="halt", command="halt")
+        ok = await client.call_tool("send_message", {"to_agent": "intl_claude", "subject": "lunch exits look early",
+                                                     "from_agent": "trader"})
+        assert not ok.is_error, ok.content
+        return out
+
+    r = with_server(database_url, tmp_path, scenario)
+
+    for sender, like in (("intl_claude.", "intl_claude"), ("intl_claude_demo", "intl_claude-demo"),
+                         ("big_bro.", "big_bro"), ("bigbro", "big_bro"), ("public-claude", "public_claude")):
+        assert f"from_agent '{sender}' looks like the agent id '{like}'" in r[sender], r[sender]
+    assert "'trader' is not a controller of intl_claude (controllers: big_bro)" in r["trader"]
+    assert "unknown agent 'intl_claude.'" in r["to_look_alike"]
+    rows = query(database_url, "SELECT from_agent, msg_type FROM claude_messages")
+    assert rows == [{"from_agent": "trader", "msg_type": "message"}], "nothing refused was written"
 
 
 # --- 8. a flood of messages -------------------------------------------------------------------------
