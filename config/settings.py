@@ -11,6 +11,7 @@ Secrets and URLs never live in profiles: they come from the environment and ``.e
 from __future__ import annotations
 
 import os
+import re
 from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,8 @@ from core.instruments import Market
 CONFIG_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = CONFIG_DIR.parent
 ENV_PREFIX = "CATALYST__"
+# What an agent or person id in Big Bro's tables looks like (claude_messages.from_agent is VARCHAR(50)).
+AGENT_ID = re.compile(r"^[a-z][a-z0-9_.-]{1,49}$")
 
 
 class ConfigError(Exception):
@@ -292,6 +295,20 @@ class Profile(Strict):
     scan: ScanSettings = ScanSettings()
     ticks: Ticks = Ticks()
     news: NewsSettings = NewsSettings()
+    # Who may halt, resume or close_all this agent through its inbox (exact ids): Big Bro, and the
+    # ids the human operators write as. A control from anyone else is answered "not allowed".
+    controllers: tuple[str, ...] = Field(("big_bro",), min_length=1)
+    # How many of the pending inbox messages one cycle's prompt shows (most urgent, then oldest,
+    # first); the others stay unread for the next cycles, and the prompt says how many wait.
+    max_messages_in_prompt: int = Field(20, ge=1, le=200)
+
+    @field_validator("controllers")
+    @classmethod
+    def _controller_ids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        for agent_id in ids:
+            if not AGENT_ID.match(agent_id):
+                raise ValueError(f"'{agent_id}' is not an id: use 2-50 lower-case letters, digits, '_', '-' or '.'")
+        return ids
 
     @field_validator("market", mode="before")
     @classmethod

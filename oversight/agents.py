@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from config.settings import Profile
+from config.settings import AGENT_ID, Profile
 from consciousness_notify import BIG_BRO
 
 
@@ -38,7 +38,12 @@ RECEIVING_KINDS = frozenset({AgentKind.TRADING, AgentKind.DEMO, AgentKind.OVERSI
 # Who obeys halt / resume / close_all.
 CONTROLLABLE_KINDS = frozenset({AgentKind.TRADING, AgentKind.DEMO})
 # What a sender id may look like (the column is VARCHAR(50)).
-SENDER_ID = re.compile(r"^[a-z][a-z0-9_.-]{1,49}$")
+SENDER_ID = AGENT_ID
+
+
+def skeleton(agent_id: str) -> str:
+    """An id with its case and punctuation dropped: ids that differ only there look alike to a reader."""
+    return re.sub(r"[^a-z0-9]", "", agent_id.lower())
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,22 @@ class AgentRegistry:
                     kind = AgentKind.OTHER
                 return AgentInfo(agent_id, kind, self.profiles[base].model_copy(update={"agent_id": agent_id}))
         return AgentInfo(agent_id, AgentKind.OTHER, None)
+
+    def look_alike(self, agent_id: str) -> str | None:
+        """The agent id that ``agent_id`` imitates without being it (``intl_claude.``, ``intl_claude_demo``,
+        ``bigbro``, ``intl_claudex``), or None. Only an exact id is an agent's; a reader of the tables
+        must never mistake another writer for one."""
+        agents = {BIG_BRO, *self.profiles, *(f"{a}-demo" for a in self.profiles)}
+        if agent_id in agents:
+            return None
+        shape = skeleton(agent_id)
+        for candidate in sorted(agents, key=len, reverse=True):
+            if shape == skeleton(candidate):
+                return candidate
+        # A trading agent's own derived ids (demo, replay, archives) are classified, never look-alikes.
+        if self.classify(agent_id).kind is not AgentKind.OTHER:
+            return None
+        return next((a for a in sorted(agents, key=len, reverse=True) if shape.startswith(skeleton(a))), None)
 
     def known(self, found: Iterable[str]) -> list[AgentInfo]:
         """Every agent: the trading agents and Big Bro always, plus the ids found in the tables;

@@ -86,7 +86,9 @@ class Oversight:
         for info in known:
             if info.agent_id == agent_id:
                 return info
-        raise Refused(f"unknown agent '{agent_id}'; known agents: {_listing(known)}")
+        like = self.registry.look_alike(agent_id)
+        hint = f" (it looks like '{like}', but only the exact id is that agent)" if like else ""
+        raise Refused(f"unknown agent '{agent_id}'{hint}; known agents: {_listing(known)}")
 
     def _moment(self, info: AgentInfo, day: date | None) -> tuple[datetime, date, MarketCalendar]:
         """(now, trading day, calendar) for an agent with a market: today, or the end of ``day``."""
@@ -233,6 +235,7 @@ class Oversight:
             msg_type = "task"
             if target.kind not in CONTROLLABLE_KINDS:
                 raise Refused(f"'{to_agent}' does not trade: halt/resume/close_all go to a trading or demo agent")
+            self._check_controller(sender, target)
         priority = priority or ("urgent" if command else "normal")
         data: dict[str, Any] = {"sent_via": SOURCE, "transport": self.transport}
         if command:
@@ -266,7 +269,21 @@ class Oversight:
         if kind not in (AgentKind.OVERSIGHT, AgentKind.OTHER):
             raise Refused(f"from_agent '{sender}' is a {kind.value} agent id: this server never writes as an agent; "
                           f"write as {BIG_BRO} or as yourself (e.g. 'trader')")
+        like = self.registry.look_alike(sender)
+        if like:
+            raise Refused(f"from_agent '{sender}' looks like the agent id '{like}' but is not it: write as {BIG_BRO} "
+                          "exactly, or as yourself with an id that looks like no agent's (e.g. 'trader')")
         return sender
+
+    @staticmethod
+    def _check_controller(sender: str, target: AgentInfo) -> None:
+        """A control from someone the agent would answer "not allowed" is refused here already."""
+        controllers = target.profile.controllers  # a trading or demo agent: it has a profile
+        if sender not in controllers:
+            market = target.market.lower()
+            raise Refused(f"'{sender}' is not a controller of {target.agent_id} (controllers: {', '.join(controllers)}): "
+                          f"the agent would answer 'not allowed' and do nothing; to let '{sender}' command it, add the "
+                          f"id to `controllers:` in config/{market}.yaml")
 
     # --- observations, learnings, questions ------------------------------------------------------
     async def observations(self, **filters: Any) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import asyncio
 import logging
 import sys
 
-from consciousness_notify import Event, EventType, Priority
-from store.bigbro import InboxMessage
+from consciousness_notify import BIG_BRO, Event, EventType, Priority
+from store.bigbro import CONTROLS, InboxMessage
 from data.calendar import SessionState
 from signals import ExitReason
 from engine.day_risk import risk_state
@@ -80,19 +80,54 @@ async def sleep_state(rt: Runtime, status: str | None = None) -> None:
         f"{len(closed)} exit(s), {len(outcomes) - len(closed)} position(s) left open"))
 
 
-async def read_inbox(rt: Runtime) -> list[InboxMessage]:
-    """Big Bro's pending messages, in priority order; control tasks are obeyed and answered."""
+async def obey_controls(rt: Runtime) -> None:
+    """Big Bro's pending commands, most urgent first: each on its own obeyed (from a controller) or
+    refused, answered with a ``response`` message and marked processed or failed. A malformed message
+    is answered with what is wrong; the others are obeyed all the same. Messages for the brain stay
+    pending until a cycle shows them (``inbox_for_the_brain``)."""
     if rt.consciousness is None:
-        return []
-    messages = await rt.side_calls("reading the inbox", lambda: rt.consciousness.read_inbox(rt.clock.now()),
-                                   default=[])
+        return
+    messages = await rt.side_calls("reading the inbox",
+                                   lambda: rt.consciousness.pending_for_the_runner(rt.clock.now()), default=[])
     for message in messages:
-        log.info("message from %s (%s, %s): %s", message.from_agent, message.priority, message.msg_type, message.subject)
-        if message.control:
+        log.info("message %s from %s (%s, %s): %s", message.id, message.from_agent, message.priority,
+                 message.msg_type, message.subject)
+        await take(rt, message)
+
+
+async def inbox_for_the_brain(rt: Runtime) -> tuple[list[InboxMessage], int]:
+    """(the pending messages one prompt shows, most urgent then oldest first, marked read; how many
+    more wait unread for the next cycles). Commands arrived meanwhile are obeyed first."""
+    if rt.consciousness is None:
+        return [], 0
+    await obey_controls(rt)
+    now = rt.clock.now()
+    shown = await rt.side_calls("reading the inbox", lambda: rt.consciousness.read_inbox(
+        now, rt.profile.max_messages_in_prompt), default=[])
+    left = await rt.side_calls("counting the unread messages", lambda: rt.consciousness.unread_count(now), default=0)
+    for message in shown:
+        log.info("message %s from %s (%s, %s): %s", message.id, message.from_agent, message.priority,
+                 message.msg_type, message.subject)
+    return shown, left
+
+
+async def take(rt: Runtime, message: InboxMessage) -> None:
+    """One command or malformed message: refused and answered why, or obeyed; never lets the next one down."""
+    what = (message.command or "message")[:50]
+    if message.problem:
+        await answer(rt, message, what, False, message.problem)
+    elif message.from_agent not in rt.profile.controllers:
+        await answer(rt, message, what, False,
+                     f"not allowed: '{message.from_agent[:50]}' is not a controller of {rt.profile.agent_id} "
+                     f"(controllers: {', '.join(rt.profile.controllers)}); nothing was done")
+    elif message.control is None:
+        await answer(rt, message, what, False, f"unknown command '{what}'; the commands are {', '.join(CONTROLS)}")
+    else:
+        try:
             await obey(rt, message)
-    return messages
-
-
+        except Exception as exc:  # noqa: BLE001 - the next message is obeyed all the same
+            log.exception("control %s (message %s) failed", what, message.id)
+            await record_error(rt, f"Big Bro's {what} (message {message.id}) failed: {type(exc).__name__}")
 
 
 async def obey(rt: Runtime, message: InboxMessage) -> None:
@@ -108,39 +143,47 @@ async def obey(rt: Runtime, message: InboxMessage) -> None:
         if command == "halt":
             reason = rt.notifier.redact(f"{CONTROL_HALT}{message.from_agent}: {message.body or message.subject}")[:500]
             await rt.store.set_halt(day, True, reason, now)
-            answer = "halted: no new entries until resumed or the trading day ends"
+            text = "halted: no new entries until resumed or the trading day ends"
         elif command == "resume":
             current = risk_day.get("halt_reason") or ""
             if risk_day.get("halted") and not current.startswith(CONTROL_HALT):
                 ok = False
-                answer = f"not resumed: the halt is not a control halt and stays for the day ({current})"
+                text = f"not resumed: the halt is not a control halt and stays for the day ({current})"
             else:
                 await rt.store.set_halt(day, False, None, now)
-                answer = "resumed: new entries allowed"
+                text = "resumed: new entries allowed"
         else:
             results = await rt.monitors.close_all(ExitReason.CLOSE_ALL, f"close_all from {message.from_agent}")
             closed = sum(1 for r in results if r["closed"])
             ok = closed == len(results)
-            answer = f"close_all: {closed} of {len(results)} position(s) closed"
-            answer += "" if ok else ": " + "; ".join(  # each error says who (if anyone) tries again
+            text = f"close_all: {closed} of {len(results)} position(s) closed"
+            text += "" if ok else ": " + "; ".join(  # each error says who (if anyone) tries again
                 f"{r['symbol']}: {r.get('error')}" for r in results if not r["closed"])
     except Exception as exc:  # noqa: BLE001 - answer Big Bro either way
         log.exception("control %s failed", command)
         ok = False
-        answer = f"{command} failed: {type(exc).__name__}: {rt.notifier.redact(str(exc))[:300]}"
-    await rt.notifier.send(Event(EventType.CONTROL_RESPONSE, f"{command}: {'done' if ok else 'NOT done'}", answer,
-                                 {"command": command, "in_reply_to": message.id, "ok": ok}, Priority.HIGH,
+        text = f"{command} failed: {type(exc).__name__}: {rt.notifier.redact(str(exc))[:300]}"
+    await answer(rt, message, command, ok, text)
+
+
+async def answer(rt: Runtime, message: InboxMessage, what: str, ok: bool, text: str) -> None:
+    """The ``response`` to a message (reply_to_id set), then the message marked processed or failed
+    (with the reason), and one printed line."""
+    now = rt.clock.now()
+    await rt.notifier.send(Event(EventType.CONTROL_RESPONSE, f"{what}: {'done' if ok else 'NOT done'}", text,
+                                 {"command": what, "in_reply_to": message.id, "ok": ok}, Priority.HIGH,
                                  msg_type="response", reply_to_id=message.id))
     try:
         if ok:
             await rt.consciousness.mark_processed(message.id, now)  # type: ignore[union-attr]
         else:  # answered "NOT done" above; the row says so too, never 'read' as if handled
-            await rt.consciousness.mark_failed(message.id, now, answer)  # type: ignore[union-attr]
+            await rt.consciousness.mark_failed(message.id, now, text)  # type: ignore[union-attr]
     except Exception as exc:  # noqa: BLE001 - the answer went out; the row's status is what failed
         log.warning("could not mark Big Bro's message %s %s: %s", message.id, "processed" if ok else "failed",
                     type(exc).__name__)
-        await record_error(rt, f"Big Bro's {command} (message {message.id}) answered but not marked: {type(exc).__name__}")
-    print(f"Big Bro {command}: {answer}")
+        await record_error(rt, f"Big Bro's {what} (message {message.id}) answered but not marked: {type(exc).__name__}")
+    sender = "Big Bro" if message.from_agent == BIG_BRO else f"message {message.id} from '{message.from_agent[:50]}'"
+    print(f"{sender} {what}: {rt.notifier.redact(text)}")
 
 
 async def adopt(rt: Runtime) -> int:
@@ -202,7 +245,7 @@ async def supervise(rt: Runtime) -> None:
             break
         try:
             await rt.monitors.ctx.journal.flush(rt.store)  # exits sold while the database was down, booked now
-            await read_inbox(rt)
+            await obey_controls(rt)
             if rt.cycles:
                 await rt.monitors.check_daily_loss(await risk_state(rt.monitors.ctx, rt.cycles[-1].halted_by_control))
         except Exception as exc:  # noqa: BLE001 - supervision must not end the monitors

@@ -19,25 +19,25 @@ from engine.spend import BudgetExhausted
 from tool_executor import CycleContext, ToolExecutor
 from engine.workflow import Phase, WorkflowTracker, default_progress_stream
 from runner.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
-from runner.control import read_inbox, record_error, set_mode, supervise
+from runner.control import inbox_for_the_brain, obey_controls, record_error, set_mode, supervise
 from runner.runtime import Runtime, make_cycle_id
 
 log = logging.getLogger("catalyst.run")
 
 
 
-async def trade_mode(rt: Runtime, session: Session | None, inbox: list[InboxMessage]) -> int:
+async def trade_mode(rt: Runtime, session: Session | None) -> int:
     """Cycles (after the opening range), then watch the monitors until done.
 
     On a broker: one cycle now (cron starts the run at a cycle time). On the paper exchange's
     sample session: every cycle of the profile's schedule that day, as cron would have run them.
     """
-    code = await trade_session(rt, session, inbox)
+    code = await trade_session(rt, session)
     print_summary(rt)
     return code
 
 
-async def trade_session(rt: Runtime, session: Session | None, inbox: list[InboxMessage]) -> int:
+async def trade_session(rt: Runtime, session: Session | None) -> int:
     """The cycles due in ``session`` (or now, on a broker), then the monitors until they end; no summary."""
     code = EXIT_OK
     first = True
@@ -47,13 +47,12 @@ async def trade_session(rt: Runtime, session: Session | None, inbox: list[InboxM
         if session is not None and rt.calendar.state(rt.clock.now()) is not SessionState.OPEN:
             continue  # a scheduled time outside a replayed session (a half day); a broker run was gated at its start
         if not first:  # a later cycle of the same run: Big Bro may have written meanwhile (e.g. resume)
-            inbox = await read_inbox(rt)
+            await obey_controls(rt)
         first = False
-        outcome = await run_cycle(rt, inbox)
+        outcome = await run_cycle(rt)
         if outcome == EXIT_REFUSED and len(rt.cycles) > 1:
             outcome = EXIT_OK  # "refused" is about the run's start; a later cycle stopping is a clean end
         code = max(code, outcome)
-        inbox = []
         if code == EXIT_FAILED:
             break
     await supervise(rt)
@@ -72,7 +71,7 @@ def cycle_times(rt: Runtime, session: Session | None) -> list[datetime]:
     return scheduled_cycle_times(rt.profile, rt.calendar, today)
 
 
-async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
+async def run_cycle(rt: Runtime) -> int:
     """One trading cycle, recorded from start to finish: its row never stays 'running'."""
     now = rt.clock.now()
     cycle_id = make_cycle_id(rt.profile.market.value, rt.calendar.local(now), rt.owner, len(rt.cycles))
@@ -82,7 +81,7 @@ async def run_cycle(rt: Runtime, inbox: list[InboxMessage]) -> int:
     rt.cycles.append(ctx)
     await rt.store.start_cycle(cycle_id, "trade", rt.brain_name, now)
     try:
-        return await _cycle_steps(rt, ctx, inbox)
+        return await _cycle_steps(rt, ctx)
     except BaseException as exc:  # a signal (CancelledError) as well: the row must not stay 'running'
         if not any(r["cycle_id"] == cycle_id for r in rt.cycle_results):
             await _abandon_cycle(rt, ctx, exc)
@@ -99,7 +98,7 @@ async def _abandon_cycle(rt: Runtime, ctx: CycleContext, exc: BaseException) -> 
         log.warning("could not mark cycle %s failed: %s", ctx.cycle_id, type(again).__name__)
 
 
-async def _cycle_steps(rt: Runtime, ctx: CycleContext, inbox: list[InboxMessage]) -> int:
+async def _cycle_steps(rt: Runtime, ctx: CycleContext) -> int:
     from runner.brains import CycleStatus, FatalBrainError
 
     cycle_id = ctx.cycle_id
@@ -124,7 +123,8 @@ async def _cycle_steps(rt: Runtime, ctx: CycleContext, inbox: list[InboxMessage]
             await _finish_cycle(rt, ctx, "completed", None, None, summary=f"halted: {state.halt_reason}")
             print(f"cycle {cycle_id}: no new entries ({state.halt_reason})")
             return EXIT_REFUSED
-        context = render_context(rt, ctx, await _portfolio(executor), inbox, await rt.spend.remaining())
+        inbox, unread = await inbox_for_the_brain(rt)  # read when the brain is shown them, not before
+        context = render_context(rt, ctx, await _portfolio(executor), inbox, await rt.spend.remaining(), unread)
         result = await brain.run_cycle(executor, context)
     except FatalBrainError as exc:
         error = str(exc)
@@ -168,7 +168,7 @@ async def _portfolio(executor: ToolExecutor) -> dict[str, Any]:
 
 
 def render_context(rt: Runtime, ctx: CycleContext, portfolio: dict[str, Any], inbox: list[InboxMessage],
-                   budget_left: Decimal) -> str:
+                   budget_left: Decimal, unread: int = 0) -> str:
     import json
 
     now = rt.clock.now()
@@ -183,6 +183,8 @@ def render_context(rt: Runtime, ctx: CycleContext, portfolio: dict[str, Any], in
     if inbox:
         lines.append("Messages from Big Bro (most urgent first): "
                      + json.dumps([m.for_context() for m in inbox], separators=(",", ":"), default=str))
+    if unread:
+        lines.append(f"{unread:,} more message(s) wait unread in the inbox; later cycles show them, most urgent first.")
     lines.append("Run the trading workflow now.")
     return "\n".join(lines)
 

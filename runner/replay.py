@@ -260,7 +260,7 @@ async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar
                            say=print) -> str | None:
     """Every session in turn, as cron and the agent would have run it; the error that stopped it, if any."""
     from runner.reconcile import Reconciler
-    from runner.control import adopt, read_inbox, wake
+    from runner.control import adopt, obey_controls, wake
 
     error = None
     for session in feed.sessions:
@@ -277,11 +277,11 @@ async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar
             reconciled = await Reconciler(broker, rt.store, rt.notifier, clock, calendar, profile).run()
             if reconciled.changes:
                 say(f"  {session.day} reconcile: {reconciled.summary()}")
-            inbox = await read_inbox(rt)
+            await obey_controls(rt)
             await adopt(rt)
             lookback = profile.scan.volume_lookback_sessions
             if feed.has_history_in(calendar.previous_sessions(session.day, lookback)):
-                code = await _trade_session(rt, session, inbox, stuck, say)
+                code = await _trade_session(rt, session, stuck, say)
             else:
                 code = EXIT_OK
                 before = (f"no bars in the {lookback} sessions before this one (a gap in the data)"
@@ -303,14 +303,14 @@ async def _replay_sessions(rt, broker, feed: PaperFeed, calendar: MarketCalendar
     return error
 
 
-async def _trade_session(rt, session: Session, inbox, stuck: Counter[int], say=print) -> int:
+async def _trade_session(rt, session: Session, stuck: Counter[int], say=print) -> int:
     """runner.cycle.trade_session, but a monitor still running well after the close is stopped and counted."""
     from runner.cycle import trade_session
 
     budget = (session.close + MONITOR_GRACE - rt.clock.now()).total_seconds()
     try:
         async with asyncio.timeout(budget):
-            return await trade_session(rt, session, inbox)
+            return await trade_session(rt, session)
     except TimeoutError:
         active = rt.monitors.active()
         log.error("%s: %d monitor(s) still running %s after the close; stopped", session.day, len(active), MONITOR_GRACE)

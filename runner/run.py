@@ -24,7 +24,7 @@ from runner.stopping import StopOnSignal
 from store.db import Databases
 from store.trading import TradingStore
 from runner.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
-from runner.control import adopt, close_mode, heartbeat_mode, read_inbox, run_failed, sleep_state, stopped_by_signal, wake
+from runner.control import adopt, close_mode, heartbeat_mode, obey_controls, run_failed, sleep_state, stopped_by_signal, wake
 from runner.cycle import trade_mode
 from runner.runtime import (
     DatabasesUnreachable, LockHeld, RunFailed, Runtime, build_broker, configured_broker, repair_after_stopped_runs,
@@ -202,12 +202,12 @@ async def _mode_steps(args, rt: Runtime, session: Session | None) -> int:
     report = await Reconciler(rt.broker, rt.store, rt.notifier, rt.clock, rt.calendar, rt.profile).run()
     if report.changes:
         print(f"reconcile: {report.summary()}")
-    inbox = await read_inbox(rt)
+    await obey_controls(rt)
     if args.mode == "close":
         return await close_mode(rt)
     if args.mode == "heartbeat":
         return await heartbeat_mode(rt)
     await adopt(rt)
-    return await trade_mode(rt, session, inbox)
+    return await trade_mode(rt, session)
 
 

@@ -53,6 +53,27 @@ async def insert_record(db: Database, record: dict[str, Any]) -> bool:
     return message_id is not None
 
 
+CONTROLS = ("halt", "resume", "close_all")  # the commands an agent obeys from its controllers
+PROMPT_TEXT_CHARS = 1000  # a message's body (and its data as JSON) is cut here in the brain's prompt
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    if isinstance(value, (int, float)):
+        return "a JSON number"
+    return {list: "a JSON array", str: "a JSON string", dict: "a JSON object"}.get(type(value), "not JSON")
+
+
+def _command_name(text: str) -> str:
+    return text.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= PROMPT_TEXT_CHARS else (
+        f"{text[:PROMPT_TEXT_CHARS]}... ({len(text) - PROMPT_TEXT_CHARS} more characters)")
+
+
 @dataclass(frozen=True)
 class InboxMessage:
     id: int
@@ -61,21 +82,67 @@ class InboxMessage:
     priority: str
     subject: str | None
     body: str | None
-    data: dict[str, Any] | None
+    data: Any  # a JSON object as Big Bro's tools write it; anything JSON when someone writes it by hand
     created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> "InboxMessage":
+        data = row["data"]
+        return cls(id=row["id"], from_agent=row["from_agent"], msg_type=row["msg_type"],
+                   priority=row["priority"] or "normal", subject=row["subject"], body=row["body"],
+                   data=json.loads(data) if isinstance(data, str) else data, created_at=row["created_at"])
+
+    @property
+    def problem(self) -> str | None:
+        """Why the message cannot be understood (the answer says it), or None."""
+        if self.data is not None and not isinstance(self.data, dict):
+            return (f"malformed message: data is {_json_kind(self.data)}; it must be a JSON object, "
+                    'e.g. {"command": "halt"}')
+        command = (self.data or {}).get("command")
+        if self.msg_type == "task" and command is not None and not isinstance(command, str):
+            return f"malformed message: data.command is {_json_kind(command)}; it must be one of {', '.join(CONTROLS)}"
+        return None
+
+    @property
+    def command(self) -> str | None:
+        """The command a task asks for: ``data.command``, or a subject that is exactly a control's name.
+        None for other messages and for tasks meant for the brain."""
+        if self.msg_type != "task" or self.problem:
+            return None
+        requested = (self.data or {}).get("command")
+        if requested and _command_name(requested):
+            return _command_name(requested)
+        subject = _command_name(self.subject or "")
+        return subject if subject in CONTROLS else None
 
     @property
     def control(self) -> str | None:
-        """``halt``, ``resume`` or ``close_all`` when this is a control task from Big Bro."""
-        if self.msg_type != "task":
-            return None
-        command = (self.data or {}).get("command") or (self.subject or "").strip().lower()
-        command = str(command).strip().lower().replace(" ", "_").replace("-", "_")
-        return command if command in ("halt", "resume", "close_all") else None
+        """``halt``, ``resume`` or ``close_all`` when this is one of the controls the agent obeys."""
+        return self.command if self.command in CONTROLS else None
+
+    @property
+    def for_the_runner(self) -> bool:
+        """A command (known or not) or a malformed message: obeyed or answered by the run, not shown to the brain."""
+        return self.problem is not None or self.command is not None
 
     def for_context(self) -> dict[str, Any]:
+        data = self.data
+        if data is not None and len(as_json := json.dumps(data, default=str)) > PROMPT_TEXT_CHARS:
+            data = _cut(as_json)
         return {"id": self.id, "from": self.from_agent, "type": self.msg_type, "priority": self.priority,
-                "subject": self.subject, "body": self.body, "data": self.data}
+                "subject": self.subject, "body": _cut(self.body) if self.body else self.body,
+                "data": data}
+
+
+# Pending messages to an agent, most urgent first, then oldest first.
+PENDING = """SELECT id, from_agent, msg_type, priority, subject, body, data, created_at FROM claude_messages
+             WHERE to_agent=$1 AND status='pending' AND (expires_at IS NULL OR expires_at > $2) {only}
+             ORDER BY CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2
+                                    WHEN 'low' THEN 3 ELSE 4 END, created_at, id
+             LIMIT $3"""
+# Wider than InboxMessage.for_the_runner (which decides): every message that might be a command or malformed.
+FOR_THE_RUNNER = """AND ((data IS NOT NULL AND jsonb_typeof(data) <> 'object')
+                         OR (msg_type = 'task' AND (data ? 'command' OR subject ~* '(halt|resume|close)')))"""
 
 
 class Consciousness:
@@ -135,30 +202,30 @@ class Consciousness:
         row = await self.db.fetchrow("SELECT * FROM claude_state WHERE agent_id=$1", self.agent_id)
         return dict(row) if row else None
 
-    async def read_inbox(self, at: datetime) -> list[InboxMessage]:
-        """Pending messages to this agent, urgent > high > normal > low then oldest first; marked read."""
+    async def pending_for_the_runner(self, at: datetime, limit: int = 200) -> list[InboxMessage]:
+        """Pending commands and malformed messages, most urgent first, then oldest; not marked (each is
+        marked processed or failed once it is answered, so that a run that dies first leaves it pending)."""
+        rows = await self.db.fetch(PENDING.format(only=FOR_THE_RUNNER), self.agent_id, at, limit)
+        return [m for m in map(InboxMessage.from_row, rows) if m.for_the_runner]
+
+    async def read_inbox(self, at: datetime, limit: int | None = None) -> list[InboxMessage]:
+        """Pending messages for the brain, urgent > high > normal > low then oldest first, at most
+        ``limit``; marked read. Commands and malformed messages are the run's (``pending_for_the_runner``)."""
         async with self.db.transaction() as conn:
-            rows = await conn.fetch(
-                """SELECT id, from_agent, msg_type, priority, subject, body, data, created_at FROM claude_messages
-                   WHERE to_agent=$1 AND status='pending' AND (expires_at IS NULL OR expires_at > $2)
-                   ORDER BY CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2
-                                          WHEN 'low' THEN 3 ELSE 4 END, created_at, id
-                   FOR UPDATE""",
-                self.agent_id, at,
-            )
-            if rows:
+            rows = await conn.fetch(PENDING.format(only="") + " FOR UPDATE SKIP LOCKED", self.agent_id, at, limit)
+            messages = [m for m in map(InboxMessage.from_row, rows) if not m.for_the_runner]
+            if messages:
                 await conn.execute(
                     "UPDATE claude_messages SET status='read', read_at=$2 WHERE id = ANY($1::int[])",
-                    [r["id"] for r in rows], at,
+                    [m.id for m in messages], at,
                 )
-        return [
-            InboxMessage(
-                id=r["id"], from_agent=r["from_agent"], msg_type=r["msg_type"], priority=r["priority"] or "normal",
-                subject=r["subject"], body=r["body"],
-                data=json.loads(r["data"]) if isinstance(r["data"], str) else r["data"], created_at=r["created_at"],
-            )
-            for r in rows
-        ]
+        return messages
+
+    async def unread_count(self, at: datetime) -> int:
+        return await self.db.fetchval(
+            """SELECT count(*) FROM claude_messages
+               WHERE to_agent=$1 AND status='pending' AND (expires_at IS NULL OR expires_at > $2)""",
+            self.agent_id, at)
 
     async def mark_processed(self, message_id: int, at: datetime) -> None:
         await self.db.execute(
@@ -166,10 +233,13 @@ class Consciousness:
         )
 
     async def mark_failed(self, message_id: int, at: datetime, why: str) -> None:
-        """A control that could not be carried out: 'failed', with the reason (the answer says it too)."""
+        """A message that could not be carried out: 'failed', with the reason in ``data.failure`` (the
+        answer says it too); data that is not a JSON object is kept as it was written."""
         await self.db.execute(
             """UPDATE claude_messages SET status='failed', processed_at=$2,
-                   data = COALESCE(data, '{}'::jsonb) || jsonb_build_object('failure', $3::text) WHERE id=$1""",
+                   data = CASE WHEN data IS NULL OR jsonb_typeof(data) = 'object'
+                               THEN COALESCE(data, '{}'::jsonb) || jsonb_build_object('failure', $3::text)
+                               ELSE data END WHERE id=$1""",
             message_id, at, why[:500],
         )
 
