@@ -102,7 +102,7 @@ def messages(url: str) -> list[dict]:
                       "ORDER BY id")
     for r in rows:
         r["data"] = json.loads(r["data"]) if isinstance(r["data"], str) else r["data"]
-        r["event"] = r["data"].get("event")
+        r["event"] = r["data"].get("event") if isinstance(r["data"], dict) else None  # a malformed one
     return rows
 
 

@@ -127,7 +127,8 @@ class World:
 
     def env(self) -> dict[str, str]:
         return alpaca_env(self.fake, self.proxy.url(), self.tmp, [ZQX29],
-                          CATALYST__MONITOR__PRICE_POLL_SECONDS="60")
+                          CATALYST__MONITOR__PRICE_POLL_SECONDS="60",
+                          CATALYST__SCAN__VOLUME_LOOKBACK_SESSIONS="2")  # less history to fetch: the faults are the point
 
     def big_bro(self, command: str, data: object | None = None) -> int:
         async def insert():

@@ -860,6 +860,9 @@ class FakeAlpaca:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The headers and the body go out as two writes: with Nagle's algorithm on, the client's
+            # delayed ACK holds every answer ~40 ms (a whole-session test made hundreds of requests).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

@@ -141,6 +141,7 @@ class FakeNews:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK wait
             def do_GET(self):  # noqa: N802 - the http.server name
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}

@@ -14,6 +14,7 @@ def webhook_server():
     received: list[tuple[str, dict]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK wait
         def do_POST(self):  # noqa: N802
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((self.path, json.loads(body)))
