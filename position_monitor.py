@@ -9,8 +9,8 @@ decision to the booked exit, with its status (``ExecutorStatus``) and how it clo
   the position opened from the fill and the broker-side backstop placed (``engine.backstop``).
 * Monitoring (``run``), one async task per open position:
   * Price guard: every quote (broker push, or a poll every ``price_poll_seconds`` where there is
-    none) re-checks the rules that cannot wait: stop, target, trailing stop, and the STRONG time
-    signals. A STRONG one exits at once, on that quote.
+    none or the pushes went quiet: ``engine.quotes``) re-checks the rules that cannot wait: stop,
+    target, trailing stop, and the STRONG time signals. A STRONG one exits at once, on that quote.
   * Full check every ``check_interval_seconds``: technicals and every signal, then the decision;
     ASK_HAIKU goes to the exit advisor within the consult gate's limits.
   * A failing check is logged, recorded and retried after ``retry_delay_seconds`` (backing off to
@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.risk import DailyLossAction, RiskState
-from brokers.base import BrokerError, MarketClosed, Order, Quote, Subscription
+from brokers.base import MarketClosed, Order, Quote
 from consciousness_notify import EventType, Priority
 from data.calendar import SessionState
 from data.market import MarketData
@@ -42,6 +42,7 @@ from engine.entries import EntryDecision, EntryRefused, open_position, send_entr
 from engine.exit_advisor import AdviceRequest, ConsultGate
 from engine.exits import Booked, CloseType, ExitNotFilled, ExitRequest, PositionExit
 from engine.lease import MonitorLease
+from engine.quotes import PositionQuotes
 from engine.spend import BudgetExhausted
 from ops.retry import backoff_seconds
 from signals import (
@@ -92,7 +93,7 @@ class PositionExecutor:
         self.outcome = MonitorOutcome(position.position_id, str(position.symbol), closed=False)
         self.lease = MonitorLease(ctx, position)
         self.exit = PositionExit(ctx, position, self.outcome.stop_reaction_seconds)
-        self._quotes: asyncio.Queue[Quote] = asyncio.Queue()
+        self.quotes = PositionQuotes(ctx, position, self._record_error)
         self._exit_requests: asyncio.Queue[ExitRequest] = asyncio.Queue()
         self._last_signal_set: frozenset[tuple[str, str]] = frozenset()
         self._haiku_cost = Decimal(0)
@@ -152,25 +153,15 @@ class PositionExecutor:
                            f"Watching {pos.side.value} {pos.quantity} {pos.symbol} from {pos.entry_price}; "
                            f"stop {pos.stop_price}, target {pos.target_price}, backstop {pos.backstop_status}.",
                            {"owner": ctx.owner})
-        subscription = self._subscribe()
+        self.quotes.subscribe()
         try:
             await self._watch()
         finally:
-            if subscription is not None:
-                subscription.close()
+            self.quotes.close()
             await self._release()
         return self.outcome
 
     # --- the loop ---------------------------------------------------------------------------
-    def _subscribe(self) -> Subscription | None:
-        if not self.ctx.broker.capabilities.supports_quote_push:
-            return None
-        try:
-            return self.ctx.broker.subscribe_quotes([self.position.symbol], self._quotes.put_nowait)
-        except BrokerError as exc:
-            log.warning("%s: no quote push (%s); polling", self.position.symbol, exc)
-            return None
-
     async def _watch(self) -> None:
         ctx = self.ctx
         interval = ctx.profile.monitor.check_interval_seconds
@@ -197,7 +188,7 @@ class PositionExecutor:
                     await self._try_exit(request)
                     continue
                 wait = max(0.0, min((next_full - now).total_seconds(), ctx.profile.monitor.price_poll_seconds))
-                quote = await self._next_quote(wait)
+                quote = await self.quotes.next(wait, self.last_quote)
                 if quote is not None:
                     await self._price_guard(quote)
                     if self.outcome.closed:
@@ -237,12 +228,7 @@ class PositionExecutor:
                     await self._step_down()
                     return False
                 await ctx.clock.sleep(min(renew_every, (resume - ctx.clock.now()).total_seconds()))
-            fresh = None
-            while not self._quotes.empty():  # quotes from before the break are no price to act on
-                quote = self._quotes.get_nowait()
-                fresh = quote if quote.time >= resume else fresh
-            if fresh is not None:
-                self._quotes.put_nowait(fresh)
+            self.quotes.drop_before(resume)  # quotes from before the break are no price to act on
             return True
         self.outcome.note = "session ended with the position open; the broker backstop (if any) stays in place"
         await self._notify(
@@ -251,24 +237,6 @@ class PositionExecutor:
             {"still_open": True}, Priority.HIGH,
         )
         return False
-
-    async def _next_quote(self, wait: float) -> Quote | None:
-        """The newest quote within ``wait`` seconds: pushed if the broker pushes, else polled."""
-        if self.ctx.broker.capabilities.supports_quote_push:
-            try:
-                quote = await asyncio.wait_for(self._quotes.get(), timeout=wait) if wait > 0 else self._quotes.get_nowait()
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                return None
-            while not self._quotes.empty():  # act on the newest price
-                quote = self._quotes.get_nowait()
-            return quote
-        await self.ctx.clock.sleep(wait)
-        try:
-            snaps = await self.ctx.broker.snapshots([self.position.symbol])
-            return snaps[self.position.symbol].quote
-        except Exception as exc:  # noqa: BLE001 - any broker failure: no quote this time
-            await self._record_error(f"quote poll failed: {type(exc).__name__}: {exc}")
-            return None
 
     # --- checks -----------------------------------------------------------------------------
     def _view(self) -> PositionView:
