@@ -19,6 +19,7 @@ decision to the booked exit, with its status (``ExecutorStatus``) and how it clo
 * Exit (``engine.exits``): on a signal, an advisor's EXIT, or an early stop (``stop_early``:
   close_position, close_all, a halt). An exit that fails (refused order, no fill) is tried again
   after ``retry_delay_seconds``, backing off to a minute, until it succeeds or the session ends.
+  No exit acts before the lease and the run's agent lock allow it (``MonitorLease.permits_exit``).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from engine.day_risk import enforce_daily_loss
 from engine.entries import EntryDecision, EntryRefused, open_position, send_entry_order
 from engine.exit_advisor import AdviceRequest, ConsultGate
 from engine.exits import Booked, CloseType, ExitNotFilled, ExitRequest, PositionExit
-from engine.lease import MonitorLease
+from engine.lease import ExitPermission, MonitorLease
 from engine.quotes import PositionQuotes
 from engine.spend import BudgetExhausted
 from ops.retry import backoff_seconds
@@ -62,6 +63,10 @@ class ExecutorStatus(str, enum.Enum):
     EXITING = "exiting"              # an exit is under way
     CLOSED = "closed"                # the exit is booked
     FAILED = "failed"                # the entry did not fill, or the position could not be opened
+
+
+class ExitHeld(Exception):
+    """This process may not sell the position now (its lease or the run's agent lock); the message says why."""
 
 
 @dataclass
@@ -94,6 +99,7 @@ class PositionExecutor:
         self.lease = MonitorLease(ctx, position)
         self.exit = PositionExit(ctx, position, self.outcome.stop_reaction_seconds)
         self.quotes = PositionQuotes(ctx, position, self._record_error)
+        self.stood_down = False                       # another process may own the position now: never sell
         self._exit_requests: asyncio.Queue[ExitRequest] = asyncio.Queue()
         self._last_signal_set: frozenset[tuple[str, str]] = frozenset()
         self._haiku_cost = Decimal(0)
@@ -167,7 +173,10 @@ class PositionExecutor:
         interval = ctx.profile.monitor.check_interval_seconds
         next_full = ctx.clock.now() + timedelta(seconds=interval)
         next_lease = ctx.clock.now()
-        while not self.outcome.closed:
+        while not (self.outcome.closed or self.stood_down):
+            if self.lease.run_stood_down():
+                await self._step_down()
+                return
             now = ctx.clock.now()
             session = ctx.calendar.session_at(now)
             state = session.state_at(now) if session else SessionState.CLOSED
@@ -191,7 +200,7 @@ class PositionExecutor:
                 quote = await self.quotes.next(wait, self.last_quote)
                 if quote is not None:
                     await self._price_guard(quote)
-                    if self.outcome.closed:
+                    if self.outcome.closed or self.stood_down:
                         return
                 now = ctx.clock.now()
                 if now >= next_full:
@@ -398,6 +407,7 @@ class PositionExecutor:
     async def _exit(self, request: ExitRequest, trigger_time: datetime | None) -> None:
         if self.outcome.closed:
             return
+        await self._may_sell()
         self.status = ExecutorStatus.EXITING
         try:
             booked = await self.exit.run(request, last_quote=self.last_quote, trigger_time=trigger_time,
@@ -406,6 +416,16 @@ class PositionExecutor:
             if self.exit.booked is None:
                 self.status = ExecutorStatus.OPEN
         self._closed(booked)
+
+    async def _may_sell(self) -> None:
+        """Raises ExitHeld unless this process may sell now; stands the monitor down when it never may."""
+        permission = await self.lease.permits_exit(self.ctx.clock.now())
+        if permission is ExitPermission.GO:
+            return
+        if permission is ExitPermission.STAND_DOWN and not self.stood_down:
+            self.stood_down = True
+            await self._step_down()
+        raise ExitHeld(self.outcome.note if self.stood_down else self.ctx.run_lock.unproven)  # type: ignore[union-attr]
 
     def _closed(self, booked: Booked | None) -> None:
         if booked is None:
@@ -440,8 +460,7 @@ class PositionExecutor:
         could not be renewed in time): stop, so that only one monitor ever sells it."""
         pos = self.position
         if self.lease.lost_because is not None:
-            self.outcome.note = ("the monitor lease could not be renewed and has lapsed "
-                                 f"({self.lease.lost_because}); stopped watching so that no two processes sell it")
+            self.outcome.note = f"{self.lease.lost_because}; stopped watching so that no two processes sell it"
             await self._record_error(self.outcome.note)
             await self._notify(EventType.MONITOR_ENDED, f"Monitor stopped: {pos.symbol.short} lease lost",
                                f"{pos.symbol}: {self.outcome.note}. The next run or heartbeat adopts it.",
