@@ -9,8 +9,8 @@ decision to the booked exit, with its status (``ExecutorStatus``) and how it clo
   the position opened from the fill and the broker-side backstop placed (``engine.backstop``).
 * Monitoring (``run``), one async task per open position:
   * Price guard: every quote (broker push, or a poll every ``price_poll_seconds`` where there is
-    none) re-checks the rules that cannot wait: stop, target, trailing stop, and the STRONG time
-    signals. A STRONG one exits at once, on that quote.
+    none or the pushes went quiet: ``engine.quotes``) re-checks the rules that cannot wait: stop,
+    target, trailing stop, and the STRONG time signals. A STRONG one exits at once, on that quote.
   * Full check every ``check_interval_seconds``: technicals and every signal, then the decision;
     ASK_HAIKU goes to the exit advisor within the consult gate's limits.
   * A failing check is logged, recorded and retried after ``retry_delay_seconds`` (backing off to
@@ -19,6 +19,7 @@ decision to the booked exit, with its status (``ExecutorStatus``) and how it clo
 * Exit (``engine.exits``): on a signal, an advisor's EXIT, or an early stop (``stop_early``:
   close_position, close_all, a halt). An exit that fails (refused order, no fill) is tried again
   after ``retry_delay_seconds``, backing off to a minute, until it succeeds or the session ends.
+  No exit acts before the lease and the run's agent lock allow it (``MonitorLease.permits_exit``).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.risk import DailyLossAction, RiskState
-from brokers.base import BrokerError, MarketClosed, Order, Quote, Subscription
+from brokers.base import MarketClosed, Order, Quote
 from consciousness_notify import EventType, Priority
 from data.calendar import SessionState
 from data.market import MarketData
@@ -40,8 +41,9 @@ from engine.day_risk import enforce_daily_loss
 from engine.entries import EntryDecision, EntryRefused, open_position, send_entry_order
 from engine.exit_advisor import AdviceRequest, ConsultGate
 from engine.exits import Booked, CloseType, ExitNotFilled, ExitRequest, PositionExit
-from engine.lease import MonitorLease
+from engine.lease import ExitPermission, MonitorLease
 from engine.outcome import ExecutorStatus, MonitorOutcome
+from engine.quotes import PositionQuotes
 from engine.spend import BudgetExhausted
 from ops.retry import backoff_seconds
 from signals import (
@@ -53,6 +55,10 @@ __all__ = ["CloseType", "EntryAttempt", "ExecutorStatus", "MonitorContext", "Mon
            "PositionExecutor", "TechnicalsSource"]
 
 log = logging.getLogger(__name__)
+
+
+class ExitHeld(Exception):
+    """This process may not sell the position now (its lease or the run's agent lock); the message says why."""
 
 
 class PositionExecutor:
@@ -68,7 +74,8 @@ class PositionExecutor:
         self.outcome = MonitorOutcome(position.position_id, str(position.symbol), closed=False)
         self.lease = MonitorLease(ctx, position)
         self.exit = PositionExit(ctx, position, self.outcome.stop_reaction_seconds)
-        self._quotes: asyncio.Queue[Quote] = asyncio.Queue()
+        self.quotes = PositionQuotes(ctx, position, self._record_error)
+        self.stood_down = False                       # another process may own the position now: never sell
         self._exit_requests: asyncio.Queue[ExitRequest] = asyncio.Queue()
         self._last_signal_set: frozenset[tuple[str, str]] = frozenset()
         self._haiku_cost = Decimal(0)
@@ -128,31 +135,24 @@ class PositionExecutor:
                            f"Watching {pos.side.value} {pos.quantity} {pos.symbol} from {pos.entry_price}; "
                            f"stop {pos.stop_price}, target {pos.target_price}, backstop {pos.backstop_status}.",
                            {"owner": ctx.owner})
-        subscription = self._subscribe()
+        self.quotes.subscribe()
         try:
             await self._watch()
         finally:
-            if subscription is not None:
-                subscription.close()
+            self.quotes.close()
             await self._release()
         return self.outcome
 
     # --- the loop ---------------------------------------------------------------------------
-    def _subscribe(self) -> Subscription | None:
-        if not self.ctx.broker.capabilities.supports_quote_push:
-            return None
-        try:
-            return self.ctx.broker.subscribe_quotes([self.position.symbol], self._quotes.put_nowait)
-        except BrokerError as exc:
-            log.warning("%s: no quote push (%s); polling", self.position.symbol, exc)
-            return None
-
     async def _watch(self) -> None:
         ctx = self.ctx
         interval = ctx.profile.monitor.check_interval_seconds
         next_full = ctx.clock.now() + timedelta(seconds=interval)
         next_lease = ctx.clock.now()
-        while not self.outcome.closed:
+        while not (self.outcome.closed or self.stood_down):
+            if self.lease.run_stood_down():
+                await self._step_down()
+                return
             now = ctx.clock.now()
             session = ctx.calendar.session_at(now)
             state = session.state_at(now) if session else SessionState.CLOSED
@@ -173,10 +173,10 @@ class PositionExecutor:
                     await self._try_exit(request)
                     continue
                 wait = max(0.0, min((next_full - now).total_seconds(), ctx.profile.monitor.price_poll_seconds))
-                quote = await self._next_quote(wait)
+                quote = await self.quotes.next(wait, self.last_quote)
                 if quote is not None:
                     await self._price_guard(quote)
-                    if self.outcome.closed:
+                    if self.outcome.closed or self.stood_down:
                         return
                 now = ctx.clock.now()
                 if now >= next_full:
@@ -213,12 +213,7 @@ class PositionExecutor:
                     await self._step_down()
                     return False
                 await ctx.clock.sleep(min(renew_every, (resume - ctx.clock.now()).total_seconds()))
-            fresh = None
-            while not self._quotes.empty():  # quotes from before the break are no price to act on
-                quote = self._quotes.get_nowait()
-                fresh = quote if quote.time >= resume else fresh
-            if fresh is not None:
-                self._quotes.put_nowait(fresh)
+            self.quotes.drop_before(resume)  # quotes from before the break are no price to act on
             return True
         self.outcome.note = "session ended with the position open; the broker backstop (if any) stays in place"
         await self._notify(
@@ -227,24 +222,6 @@ class PositionExecutor:
             {"still_open": True}, Priority.HIGH,
         )
         return False
-
-    async def _next_quote(self, wait: float) -> Quote | None:
-        """The newest quote within ``wait`` seconds: pushed if the broker pushes, else polled."""
-        if self.ctx.broker.capabilities.supports_quote_push:
-            try:
-                quote = await asyncio.wait_for(self._quotes.get(), timeout=wait) if wait > 0 else self._quotes.get_nowait()
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                return None
-            while not self._quotes.empty():  # act on the newest price
-                quote = self._quotes.get_nowait()
-            return quote
-        await self.ctx.clock.sleep(wait)
-        try:
-            snaps = await self.ctx.broker.snapshots([self.position.symbol])
-            return snaps[self.position.symbol].quote
-        except Exception as exc:  # noqa: BLE001 - any broker failure: no quote this time
-            await self._record_error(f"quote poll failed: {type(exc).__name__}: {exc}")
-            return None
 
     # --- checks -----------------------------------------------------------------------------
     def _view(self) -> PositionView:
@@ -417,6 +394,7 @@ class PositionExecutor:
     async def _exit(self, request: ExitRequest, trigger_time: datetime | None) -> None:
         if self.outcome.closed:
             return
+        await self._may_sell()
         self.status = ExecutorStatus.EXITING
         try:
             booked = await self.exit.run(request, last_quote=self.last_quote, trigger_time=trigger_time,
@@ -425,6 +403,16 @@ class PositionExecutor:
             if self.exit.booked is None:
                 self.status = ExecutorStatus.OPEN
         self._closed(booked)
+
+    async def _may_sell(self) -> None:
+        """Raises ExitHeld unless this process may sell now; stands the monitor down when it never may."""
+        permission = await self.lease.permits_exit(self.ctx.clock.now())
+        if permission is ExitPermission.GO:
+            return
+        if permission is ExitPermission.STAND_DOWN and not self.stood_down:
+            self.stood_down = True
+            await self._step_down()
+        raise ExitHeld(self.outcome.note if self.stood_down else self.ctx.run_lock.unproven)  # type: ignore[union-attr]
 
     def _closed(self, booked: Booked | None) -> None:
         if booked is None:
@@ -459,8 +447,7 @@ class PositionExecutor:
         could not be renewed in time): stop, so that only one monitor ever sells it."""
         pos = self.position
         if self.lease.lost_because is not None:
-            self.outcome.note = ("the monitor lease could not be renewed and has lapsed "
-                                 f"({self.lease.lost_because}); stopped watching so that no two processes sell it")
+            self.outcome.note = f"{self.lease.lost_because}; stopped watching so that no two processes sell it"
             await self._record_error(self.outcome.note)
             await self._notify(EventType.MONITOR_ENDED, f"Monitor stopped: {pos.symbol.short} lease lost",
                                f"{pos.symbol}: {self.outcome.note}. The next run or heartbeat adopts it.",

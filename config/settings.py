@@ -135,7 +135,10 @@ class SignalThresholds(Strict):
 class MonitorSettings(Strict):
     check_interval_seconds: float = Field(300, gt=0, le=3600)
     price_poll_seconds: float = Field(5, gt=0, le=60)
+    # Pushes quiet this long (a stream down, reconnecting or stalled): the price guard polls meanwhile.
+    quote_stale_seconds: float = Field(10, gt=0, le=300)
     lease_seconds: float = Field(120, ge=10, le=3600)
+    lock_check_seconds: float = Field(10, gt=0, le=300)  # a live run proves its agent lock at least this often
     haiku_max_calls_per_position: int = Field(10, ge=0, le=100)
     haiku_min_interval_minutes: float = Field(15, ge=0)
     haiku_timeout_seconds: float = Field(10, gt=0, le=120)

@@ -11,6 +11,7 @@ from consciousness_notify import Event, EventType, Notifier, Priority
 from core.clock import Clock
 from data.calendar import MarketCalendar
 from engine.exit_advisor import ExitAdvisor
+from engine.run_lock import RunLock
 from engine.spend import SpendLedger
 from signals import ExitTechnicals
 from store.journal import ExitJournal
@@ -37,6 +38,7 @@ class MonitorContext:
     live: bool = False
     orders: OrderWaiter = field(default=None)  # type: ignore[assignment]  # built from the broker when not given
     journal: ExitJournal = field(default=None)  # type: ignore[assignment]  # in memory when not given
+    run_lock: RunLock | None = None  # the run's agent lock, proven before every entry and exit (None: no run)
 
     def __post_init__(self) -> None:
         if self.orders is None:

@@ -38,6 +38,8 @@ class EntryRefused(Exception):
 async def send_entry_order(ctx: MonitorContext, decision: EntryDecision, price: Decimal) -> tuple[Order, str]:
     """Place the entry order, or pick up the one an interrupted attempt of this cycle left at the broker,
     and wait for it to finish: (the final order, its client order id). ``price`` sets the bracket's legs."""
+    if ctx.run_lock is not None and not await ctx.run_lock.prove():
+        raise EntryRefused(f"no entry: {ctx.run_lock.unproven}")
     symbol, day, now = decision.symbol, ctx.trading_day(), ctx.clock.now()
     prefix = f"{decision.cycle_id}-{symbol.code}-"
     client_order_id = (await unfinished_entry(ctx, prefix, day)

@@ -116,6 +116,10 @@ async def _cycle_steps(rt: Runtime, ctx: CycleContext) -> int:
                 await _finish_cycle(rt, ctx, "budget_stopped", None, str(exc))
                 print(f"cycle {cycle_id}: refused, {exc}")
                 return EXIT_REFUSED
+        if rt.run_lock is not None and not await rt.run_lock.prove():
+            await _finish_cycle(rt, ctx, "completed", None, None, summary=f"no new entries: {rt.run_lock.unproven}")
+            print(f"cycle {cycle_id}: no new entries ({rt.run_lock.unproven})")
+            return EXIT_REFUSED
         state = await executor.risk_state()
         if state.halted:
             await rt.store.log_decision(cycle_id=cycle_id, created_at=rt.clock.now(), decision="skip",

@@ -184,7 +184,8 @@ async def _mode(args, rt: Runtime, session: Session | None) -> int:
     if session is not None and hasattr(rt.broker, "start"):
         paper_driver = rt.broker.start(until=session.close)  # type: ignore[attr-defined]
     try:
-        return await _mode_steps(args, rt, session)
+        code = await _mode_steps(args, rt, session)
+        return EXIT_FAILED if rt.run_lock is not None and rt.run_lock.stood_down else code
     except Exception as exc:  # noqa: BLE001 - an unexpected failure: printed, recorded, notified, exit 1
         log.exception("the run failed")
         await run_failed(rt, f"Run failed: {type(exc).__name__}", f"{type(exc).__name__}: {exc}")

@@ -3,6 +3,7 @@ the notifier and the brain's client, opened in order and always closed in the re
 live run, the sample session and a replay alike (``run_lifecycle``)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import sys
@@ -14,7 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from brokers.base import Broker
 from core.clock import Clock, SimClock, external_io
 from config.settings import Profile
-from consciousness_notify import Event, EventType, Notifier
+from consciousness_notify import Event, EventType, Notifier, Priority
 from store.bigbro import Consciousness
 from data.calendar import MarketCalendar, Session
 from data.market import MarketData
@@ -22,6 +23,7 @@ from engine.exit_advisor import ExitAdvisor, HaikuAdvisor
 from ops.retry import BestEffort
 from position_monitor import MonitorContext, MonitorManager
 from runner.brains import Brain, ClaudeBrain, RulesBrain
+from engine.run_lock import RunLock
 from engine.spend import SpendLedger
 from store.db import AgentLock, Database, DatabaseError, Databases, open_databases
 from store.journal import ExitJournal
@@ -71,6 +73,7 @@ class Runtime:
     news: Any = None  # news.service.NewsService
     # Big Bro's side-calls (claude_state, the inbox): a failure is logged and counted, never stops the run.
     side_calls: BestEffort = field(default_factory=lambda: BestEffort(log))
+    run_lock: RunLock | None = None  # proven before every entry and exit; stood down once another run has it
 
 
 async def take_lock(db: Database, agent_id: str) -> AgentLock:
@@ -202,6 +205,30 @@ def build_alerters(secrets, clock) -> list:
     return build(secrets, clock)
 
 
+def guard_the_lock(rt: Runtime, lock: AgentLock) -> asyncio.Task | None:
+    """The run trades only while it proves its agent lock (``engine.run_lock``); a live run also checks
+    it every ``lock_check_seconds``, so that a lock lost with its connection is taken again at once.
+    Returns that checking task (None on a simulated clock: its entries and exits check the lock)."""
+    rt.run_lock = rt.monitors.ctx.run_lock = RunLock(lock, rt.clock, lambda why: stand_down(rt, why))
+    if isinstance(rt.clock, SimClock):
+        return None
+    return asyncio.get_running_loop().create_task(
+        rt.run_lock.keep_proving(rt.profile.monitor.lock_check_seconds), name="agent-lock-check")
+
+
+async def stand_down(rt: Runtime, why: str) -> None:
+    """Another run holds the agent lock now: this run says so (one line, Big Bro) and trades no more."""
+    line = f"stood down: {why}; this run places no more orders and leaves its positions to that run"
+    print(line, file=sys.stderr)
+    try:
+        open_ids = sorted(rt.monitors.active())
+        await rt.notifier.send(Event(EventType.RUN_STOPPED, f"Run stood down: {rt.profile.agent_id} lock lost", line,
+                                     {"reason": "agent_lock_lost", "owner": rt.owner, "watched_positions": open_ids},
+                                     Priority.URGENT))
+    except Exception as exc:  # noqa: BLE001 - the line is printed; standing down must not fail
+        log.warning("could not tell Big Bro that the run stood down: %s", exc)
+
+
 # --- Modes ---------------------------------------------------------------------------------------------
 
 
@@ -224,13 +251,18 @@ async def run_lifecycle(args, settings, calendar: MarketCalendar, clock: Clock, 
         raise DatabasesUnreachable(str(exc)) from None
     lock: AgentLock | None = None
     rt: Runtime | None = None
+    prover: asyncio.Task | None = None
     try:
         lock = await take_lock(dbs.trading, settings.profile.agent_id)
         if prepare is not None:
             await prepare(dbs)
         rt = await build_runtime(args, settings, calendar, clock, broker, universe, live, dbs, owner)
+        prover = guard_the_lock(rt, lock)
         yield rt
     finally:
+        if prover is not None:
+            prover.cancel()
+            await asyncio.gather(prover, return_exceptions=True)
         if rt is not None:
             await rt.monitors.cancel()
             rt.monitors.ctx.orders.close()

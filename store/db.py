@@ -12,6 +12,7 @@ statement: the configured secret values and anything shaped like a credential (`
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import logging
 import warnings
@@ -42,37 +43,119 @@ def redacting(secrets: Iterable[str] = ()) -> Redactor:
     return Redactor(secrets, whole_words_below=WHOLE_WORDS_BELOW)
 
 
-async def connect_once(url: str, timeout: float = 10) -> asyncpg.Connection:
-    """One connection outside the pool (a run's lock), with a real-time deadline on either clock."""
-    return await io(asyncpg.connect(url, timeout=timeout), timeout=timeout)
-
-
 def agent_lock_key(agent_id: str) -> int:
     """The advisory lock a run of ``agent_id`` holds for its whole life (one run per agent at a time)."""
     return int.from_bytes(hashlib.sha256(f"catalyst:{agent_id}".encode()).digest()[:8], "big", signed=True)
 
 
-class AgentLock:
-    """The agent's advisory lock, held on a connection of its own for as long as a run lives."""
+class LockStatus(str, enum.Enum):
+    """What a check of a run's agent lock found."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
+    HELD = "held"                # this run's session still holds it
+    REGAINED = "regained"        # its connection was lost; the lock was free and is taken again on a new one
+    UNREACHABLE = "unreachable"  # its connection was lost and the server cannot be reached: unproven
+    TAKEN = "taken"              # its connection was lost and another session holds the lock now
+
+
+# Whether this session holds the advisory lock of a bigint key (pg_locks splits it in two 32-bit halves).
+_HOLDS_LOCK = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+                     AND granted AND objsubid = 1 AND classid::bigint = ($1::bigint >> 32) & 4294967295
+                     AND objid::bigint = $1::bigint & 4294967295)"""
+
+
+class AgentLock:
+    """The agent's advisory lock, held on a connection of its own for as long as a run lives.
+
+    A session lock lasts as long as its connection: a reset (a proxy or network cut, a server
+    restart, ``pg_terminate_backend``) frees it silently for another run. ``verify`` asks the server
+    whether this run's session still holds it and, when that connection is gone, takes the lock
+    again on a new one if it is free. Under a simulated clock the connection lives on an
+    ``IoThread``, as the pools do: a check has its answer before the simulation runs anything else.
+    """
+
+    CHECK_TIMEOUT_SECONDS = 3.0
+
+    def __init__(self, url: str, agent_id: str, thread: IoThread | None) -> None:
+        self.url = url
+        self.agent_id = agent_id
+        self._key = agent_lock_key(agent_id)
+        self._thread = thread
+        self._conn: asyncpg.Connection | None = None
+        self._checking: asyncio.Lock | None = None
 
     @classmethod
     async def try_take(cls, url: str, agent_id: str) -> "AgentLock | None":
         """The lock, or None when another run of the agent holds it."""
-        conn = await connect_once(url)
-        with external_io():
-            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", agent_lock_key(agent_id))
-        if got:
-            return cls(conn)
-        with external_io():
-            await conn.close()
+        lock = cls(url, agent_id, IoThread(f"lock-{agent_id}") if simulation_running() else None)
+        try:
+            if await lock._take_on_new_connection(timeout=10):
+                return lock
+        except BaseException:
+            lock._stop_thread()
+            raise
+        lock._stop_thread()
         return None
 
+    async def verify(self) -> LockStatus:
+        """Whether this run still holds the lock, asked of the server (one check at a time)."""
+        if self._checking is None:
+            self._checking = asyncio.Lock()
+        async with self._checking:
+            conn = self._conn
+            if conn is not None:
+                try:
+                    if await self._call(lambda: conn.fetchval(_HOLDS_LOCK, self._key), self.CHECK_TIMEOUT_SECONDS):
+                        return LockStatus.HELD
+                except Exception as exc:  # noqa: BLE001 - any failure: the session (and its lock) may be gone
+                    log.warning("the %s run lock's connection failed (%s); taking the lock again", self.agent_id,
+                                type(exc).__name__)
+                self._conn = None
+                await self._close(conn)
+            try:
+                got = await self._take_on_new_connection(timeout=self.CHECK_TIMEOUT_SECONDS)
+            except Exception:  # noqa: BLE001 - the server cannot be reached: the lock is unproven
+                return LockStatus.UNREACHABLE
+            return LockStatus.REGAINED if got else LockStatus.TAKEN
+
     async def release(self) -> None:
-        with external_io():
-            await self._conn.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._close(conn)
+        self._stop_thread()
+
+    async def _take_on_new_connection(self, timeout: float) -> bool:
+        conn = await self._call(lambda: asyncpg.connect(self.url, timeout=timeout), timeout)
+        try:
+            got = await self._call(lambda: conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key), timeout)
+        except BaseException:
+            await self._close(conn)
+            raise
+        if got:
+            self._conn = conn
+            return True
+        await self._close(conn)
+        return False
+
+    async def _call(self, make: Callable[[], Awaitable[T]], timeout: float) -> T:
+        if self._thread is not None:
+            return self._thread.call(make, timeout=timeout + 1)
+        return await io(make(), timeout=timeout)
+
+    async def _close(self, conn: asyncpg.Connection) -> None:
+        async def close() -> None:
+            try:
+                await conn.close(timeout=2)
+            except Exception:  # noqa: BLE001 - a broken connection is dropped, not closed politely
+                conn.terminate()
+        try:
+            await self._call(close, 3)
+        except Exception:  # noqa: BLE001
+            conn.terminate()
+
+    def _stop_thread(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.close()
 
 
 class DatabaseError(Exception):
