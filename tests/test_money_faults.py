@@ -291,3 +291,24 @@ def test_a_position_sold_by_hand_is_noticed_within_a_full_check_and_booked_at_th
     [told] = [m for m in messages(database_url) if m["event"] == "EXIT"]
     noticed = query(database_url, "SELECT created_at FROM claude_messages WHERE id=$1", told["id"])[0]["created_at"]
     assert noticed - sold_by_hand <= timedelta(seconds=300 + 15), "noticed at the next full check"
+
+
+# --- 1. A short found at the broker is adopted as a short, loudly -------------------------------------------
+def test_a_short_at_the_broker_is_adopted_with_a_shorts_stop_and_target_urgently_and_covered_not_doubled(
+        alpaca_fake, database_url, tmp_path):
+    clock = SimClock(local("us", "15:52"))                 # after the end-of-day exit time: it is closed at once
+    alpaca_fake.serve_market(series_of("us", ZQX29), now=clock.peek)
+    alpaca_fake.set_position("ZQX29", -50, 10.0)           # the state issue 26 found after a stop leg fired
+
+    run = run_agent(["--force", "--market", "us", "--mode", "heartbeat"],
+                    alpaca_env(alpaca_fake, database_url, tmp_path, [ZQX29]), clock)
+
+    assert run.code == 0, run.out + run.err
+    [position] = query(database_url, "SELECT * FROM positions")
+    assert (position["side"], position["quantity"], position["origin"]) == ("short", 50, "adopted")
+    assert position["stop_price"] > position["entry_price"] > position["target_price"], "a short's levels"
+    [adopted] = [m for m in messages(database_url) if m["event"] == "RECONCILE"]
+    assert adopted["priority"] == "urgent" and "never sells short" in adopted["body"]
+    [stop] = [o for o in alpaca_fake.orders.values() if o["type"] == "stop"]
+    assert stop["side"] == "buy" and Decimal(stop["stop_price"]) > Decimal("10"), "the backstop buys above"
+    assert alpaca_held(alpaca_fake, "ZQX29") == 0, "covered once: flat, not long"
