@@ -6,7 +6,9 @@ is asked of the server before every entry and every exit and at every lease rene
 (and, on the wall clock, every ``lock_check_seconds`` besides):
 
 * still held, or lost with its connection and free again (taken again on a new connection): trade;
-* the server cannot be reached: no entries, no exits by this process until the lock is proven again;
+* the server cannot be reached: no entries until the lock is proven again, and exits only by a monitor
+  whose own lease has not lapsed (no other process can have claimed the position before then:
+  ``MonitorLease.permits_exit``), so a stop still sells through a database outage;
 * another run holds it now: this run stands down for good (``on_taken`` says so, once); its monitors
   stop and leave their positions to that run.
 """
