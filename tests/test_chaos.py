@@ -298,3 +298,28 @@ def test_chaos(seed, alpaca_fake, database_url, tmp_path):
     finally:
         world.writer.close()
         proxy.close()
+
+
+def test_a_whole_run_sells_on_its_stop_while_the_database_is_down_and_books_it_once(
+        alpaca_fake, database_url, tmp_path):
+    """Issue 26 item 3 through ``agent.main``: PostgreSQL unreachable for 150 s from 09:59:30; the price
+    falls through the monitor's stop (not the bracket's) at 10:00. The sale goes out at once, and the
+    position is booked once, with the broker's fill, when the database is back."""
+    cut = local("us", "09:59") + timedelta(seconds=30)
+    scenario = Scenario(-1, local("us", "10:00"), 0.96, (Fault("db_cut", cut, 150.0),))
+    migrated(database_url)
+    proxy = PgProxy(database_url)
+    proxy.up()
+    world = World(alpaca_fake, proxy, database_url, tmp_path)
+    try:
+        play(world, scenario)
+    finally:
+        world.writer.close()
+        proxy.close()
+    [sale] = [o for o in alpaca_fake.orders.values() if o["side"] == "sell" and float(o["filled_qty"]) > 0]
+    sold_at = datetime.fromisoformat(sale["filled_at"].replace("Z", "+00:00"))
+    assert not sale["_parent"] and cut < sold_at <= local("us", "10:00") + timedelta(seconds=60), \
+        "the monitor sold on its stop with the database down"
+    assert_each_entry_booked_once_at_the_brokers_prices(world)
+    [position] = query(database_url, "SELECT * FROM positions WHERE agent_id=$1", AGENT)
+    assert position["exit_type"] == "rule"
