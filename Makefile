@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: run test bench status signals clean
+.PHONY: run test test-fast bench status signals clean
 
 $(READY): requirements.txt scripts/ensure-venv.sh
 	@scripts/ensure-venv.sh
@@ -13,12 +13,21 @@ run: $(READY)
 	$(PY) agent.py --force
 
 # Each run has a temp folder of its own (two suites at once on one machine never clean up each
-# other's), removed afterwards whatever the outcome.
+# other's), removed afterwards whatever the outcome. The tests run in TEST_WORKERS processes (each
+# with its own embedded PostgreSQL); `make test-fast` leaves out the slow lane (`-m slow`: the
+# chaos runs and the whole sessions through the fake brokers), which `make test` and CI run.
+TEST_WORKERS ?= 2
+PYTEST = base=$$(mktemp -d "$${TMPDIR:-/tmp}/catalyst-pytest-XXXXXX"); \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --basetemp="$$base/t"
+
 test: $(READY)
 	@scripts/ensure-chromium.sh
 	$(VENV)/bin/lint-imports --no-cache
-	@base=$$(mktemp -d "$${TMPDIR:-/tmp}/catalyst-pytest-XXXXXX"); \
-	$(PY) -m pytest -q --basetemp="$$base/t"; status=$$?; rm -rf "$$base"; exit $$status
+	@$(PYTEST); status=$$?; rm -rf "$$base"; exit $$status
+
+test-fast: $(READY)
+	$(VENV)/bin/lint-imports --no-cache
+	@$(PYTEST) -m "not slow"; status=$$?; rm -rf "$$base"; exit $$status
 
 bench: $(READY)
 	$(PY) -m bench

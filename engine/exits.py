@@ -139,6 +139,11 @@ class PositionExit:
         detail = request.detail
         if fired:
             detail += f"; the backstop had sold {fired_quantity} before it was cancelled"
+        sold = sum(o.filled_quantity for o in fills)
+        if offered and sold < pos.quantity:  # the rest is left to the orders placed outside the agent
+            detail += (f"; {pos.quantity - sold} left to {len(others)} working order(s) placed outside the agent, "
+                       "no longer the agent's")
+            return await self._book_fills(fills, request.reason.value, request.close_type, detail, haiku_calls, sold)
         return await self._book_fills(fills, request.reason.value, request.close_type, detail, haiku_calls)
 
     async def _cancel_own_working_orders(self, fired: list[Order]) -> list[Order]:
@@ -235,28 +240,29 @@ class PositionExit:
         return Booked(ExitReason.RECONCILED_MISSING.value, CloseType.BROKER)
 
     async def _book_fills(self, orders: list[Order], reason: str, close_type: CloseType, detail: str,
-                          haiku_calls: int) -> Booked:
+                          haiku_calls: int, quantity: int | None = None) -> Booked:
         sold = sum(o.filled_quantity for o in orders)
         avg = sum((o.avg_fill_price or Decimal(0)) * o.filled_quantity for o in orders) / sold
         return await self._book(avg, sum((o.fees for o in orders), Decimal(0)), reason, close_type, detail,
-                                haiku_calls)
+                                haiku_calls, quantity=quantity)
 
     async def _book(self, price: Decimal, fees: Decimal, reason: str, close_type: CloseType, detail: str,
-                    haiku_calls: int, at: datetime | None = None) -> Booked:
+                    haiku_calls: int, at: datetime | None = None, quantity: int | None = None) -> Booked:
         """Book the exit: journaled first (the P&L worked out here, as the store does), then written to the
         database if it answers; Big Bro hears of it either way."""
         ctx, pos = self.ctx, self.position
-        net, pct = realized_pnl(pos.side, pos.quantity, pos.entry_price, price, pos.entry_fees + fees)
+        sold = quantity or pos.quantity
+        net, pct = realized_pnl(pos.side, sold, pos.entry_price, price, pos.entry_fees + fees)
         ctx.journal.close_position(pos.position_id, exit_price=price, exit_time=at or ctx.clock.now(),
-                                   exit_reason=reason, exit_type=close_type.value, exit_fees=fees)
+                                   exit_reason=reason, exit_type=close_type.value, exit_fees=fees, quantity=quantity)
         self.booked = Booked(reason, close_type, price, net)
         await ctx.journal.flush(ctx.store)
         await ctx.tell(
             pos, EventType.EXIT,
             f"EXIT {pos.symbol.short} {reason}: {pos.symbol.market.currency} {net:+,.2f}",
-            f"Sold {pos.quantity} {pos.symbol} at {price:.4f} (entry {pos.entry_price}); reason {reason} "
+            f"Sold {sold} {pos.symbol} at {price:.4f} (entry {pos.entry_price}); reason {reason} "
             f"({detail}); fees {fees:.2f}; P&L {net:+,.2f} ({pct:+.2f}%).",
-            {"exit_price": price, "entry_price": pos.entry_price, "quantity": pos.quantity, "reason": reason,
+            {"exit_price": price, "entry_price": pos.entry_price, "quantity": sold, "reason": reason,
              "exit_type": close_type.value, "fees": fees, "realized_pnl": net, "realized_pnl_pct": pct,
              "haiku_calls": haiku_calls},
         )

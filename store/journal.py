@@ -47,7 +47,7 @@ class JournalTarget(Protocol):
     async def set_backstop(self, position_id: int, status: str, order_ids: Iterable[str], at: datetime) -> None: ...
 
     async def close_position(self, position_id: int, *, exit_price: Decimal, exit_time: datetime, exit_reason: str,
-                             exit_type: str, exit_fees: Decimal) -> Any: ...
+                             exit_type: str, exit_fees: Decimal, quantity: int | None = None) -> Any: ...
 
     async def mark_reconciled_missing(self, position_id: int, at: datetime, note: str) -> None: ...
 
@@ -76,10 +76,10 @@ class ExitJournal:
                                       "at": at.isoformat()})
 
     def close_position(self, position_id: int, *, exit_price: Decimal, exit_time: datetime, exit_reason: str,
-                       exit_type: str, exit_fees: Decimal) -> None:
+                       exit_type: str, exit_fees: Decimal, quantity: int | None = None) -> None:
         self._append("close_position", {"position_id": position_id, "exit_price": str(exit_price),
                                         "exit_time": exit_time.isoformat(), "exit_reason": exit_reason,
-                                        "exit_type": exit_type, "exit_fees": str(exit_fees)})
+                                        "exit_type": exit_type, "exit_fees": str(exit_fees), "quantity": quantity})
 
     def mark_reconciled_missing(self, position_id: int, at: datetime, note: str) -> None:
         self._append("mark_reconciled_missing", {"position_id": position_id, "at": at.isoformat(), "note": note})
@@ -188,7 +188,8 @@ async def _apply(store: JournalTarget, record: dict[str, Any]) -> None:
     elif op == "close_position":
         await store.close_position(a["position_id"], exit_price=Decimal(a["exit_price"]),
                                    exit_time=datetime.fromisoformat(a["exit_time"]), exit_reason=a["exit_reason"],
-                                   exit_type=a["exit_type"], exit_fees=Decimal(a["exit_fees"]))
+                                   exit_type=a["exit_type"], exit_fees=Decimal(a["exit_fees"]),
+                                   quantity=a.get("quantity"))
     elif op == "mark_reconciled_missing":
         await store.mark_reconciled_missing(a["position_id"], datetime.fromisoformat(a["at"]), a["note"])
     else:

@@ -63,6 +63,7 @@ class PositionRepository(Protocol):
         exit_reason: str,
         exit_type: str,
         exit_fees: Decimal,
+        quantity: int | None = None,
     ) -> PositionRecord: ...
 
     async def mark_reconciled_missing(self, position_id: int, at: datetime, note: str) -> None: ...

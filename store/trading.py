@@ -298,8 +298,10 @@ class TradingStore:
         exit_reason: str,
         exit_type: str,
         exit_fees: Decimal,
+        quantity: int | None = None,
     ) -> PositionRecord:
-        """Book the exit with the real fill; refuses a non-positive price (never book at 0)."""
+        """Book the exit with the real fill; refuses a non-positive price (never book at 0). ``quantity``:
+        what the agent sold when it is less than the position (the rest left to orders placed by hand)."""
         if exit_price <= 0:
             raise ValueError(f"refusing to book position {position_id} at exit price {exit_price}")
         async with self.db.transaction() as conn:
@@ -311,12 +313,13 @@ class TradingStore:
             pos = PositionRecord.from_row(row)
             if pos.status != "open":
                 return pos
-            net, pct = realized_pnl(pos.side, pos.quantity, pos.entry_price, exit_price, pos.entry_fees + exit_fees)
+            sold = quantity or pos.quantity
+            net, pct = realized_pnl(pos.side, sold, pos.entry_price, exit_price, pos.entry_fees + exit_fees)
             row = await conn.fetchrow(
                 """UPDATE positions SET status='closed', exit_price=$3, exit_time=$4, exit_reason=$5, exit_type=$6,
-                       exit_fees=$7, realized_pnl=$8, realized_pnl_pct=$9, updated_at=$4
+                       exit_fees=$7, realized_pnl=$8, realized_pnl_pct=$9, quantity=$10, updated_at=$4
                    WHERE agent_id=$1 AND position_id=$2 RETURNING *""",
-                self.agent_id, position_id, exit_price, exit_time, exit_reason, exit_type, exit_fees, net, pct,
+                self.agent_id, position_id, exit_price, exit_time, exit_reason, exit_type, exit_fees, net, pct, sold,
             )
         return PositionRecord.from_row(row)
 

@@ -36,6 +36,8 @@ from tests.broker_harness import (
 from tests.fakes.fake_opend import HK, QOT_GET_SNAPSHOT, STOP_TYPES, TRD_PLACE_ORDER
 from tests.helpers import async_wait_until
 
+pytestmark = pytest.mark.slow  # the slow lane: `make test` and CI run it, `make test-fast` does not
+
 # Prices in the sample bars change every 15 s (four prices per minute bar): polling more often
 # than that finds nothing new, and these runs poll (see the module docstring).
 POLL_15S = {"CATALYST__MONITOR__PRICE_POLL_SECONDS": "15"}

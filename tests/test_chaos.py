@@ -46,6 +46,8 @@ from tests.fakes.alpaca_fixtures import FAKE_ALPACA_KEY, FAKE_ALPACA_SECRET
 from tests.fakes.pg_proxy import LoopThread, PgProxy
 from tests.test_fault_matrix import migrated
 
+pytestmark = pytest.mark.slow  # the slow lane: `make test` and CI run it, `make test-fast` does not
+
 SEEDS = range(50)
 NEW_YORK = ZoneInfo("America/New_York")
 ZQX29 = parse_symbol("ZQX29")           # what `agent.py --force --market us` enters first (universe seed 1)

@@ -247,6 +247,7 @@ def test_a_run_whose_lock_connection_is_cut_takes_the_lock_again_and_a_second_ru
 
 
 # --- 4a. the lock's connection is cut and another run takes the lock at once -------------------------------
+@pytest.mark.slow  # a whole run on the wall clock (about 30 s)
 def test_a_run_that_lost_its_lock_to_another_run_stands_down_and_sells_nothing(alpaca_fake, database_url, tmp_path):
     seen: dict[str, Any] = {}
     done = threading.Event()

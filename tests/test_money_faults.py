@@ -119,6 +119,13 @@ def test_an_exit_leaves_alone_the_shares_a_working_order_placed_by_hand_may_sell
     assert [float(o["qty"]) for o in sells] == [40.0], "only the 40 shares no other order offers"
     assert alpaca_fake.orders[str(by_hand.id)]["status"] == "new", "the trader's own order is left alone"
     assert alpaca_held(alpaca_fake, "ZQX29") == 60
+    [position] = query(database_url, "SELECT * FROM positions")
+    [sale] = sells
+    assert (position["status"], position["quantity"]) == ("closed", 40), "booked what the agent sold"
+    assert position["exit_price"] == Decimal(sale["filled_avg_price"])
+    assert position["realized_pnl"] == ((position["exit_price"] - entry) * 40).quantize(Decimal("0.0001"))
+    [told] = [m for m in messages(database_url) if m["event"] == "EXIT"]
+    assert "60 left to 1 working order(s) placed outside the agent" in told["body"]
     alpaca_fake.set_price("ZQX29", 100.0)                          # the trader's limit fills
     assert alpaca_held(alpaca_fake, "ZQX29") == 0, "flat, never short"
 
