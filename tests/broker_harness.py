@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 import agent
-from core.clock import Clock
+from core.clock import Clock, WallClock
 from config.settings import Profile, load_profile, profile_path
 from data.bars import BarSeries
 from data.calendar import MarketCalendar, Session
@@ -155,3 +156,24 @@ def seed_lots_bought_at_0945(database_url: str, *symbols: Symbol) -> dict[Symbol
         entry, lot = price(bars[symbol].minute.loc[entry_time, "open"]), bars[symbol].lot_size
         seeded[symbol] = Seeded(asyncio.run(seed_open_position(database_url, symbol, lot, entry, entry_time)), entry, lot)
     return seeded
+
+
+def gapped(series: BarSeries, at: datetime, factor: float) -> BarSeries:
+    """The same bars, every price from ``at`` on multiplied by ``factor`` (on the cent grid)."""
+    minute = series.minute.copy()
+    later = minute.index >= at
+    for column in ("open", "high", "low", "close"):
+        minute.loc[later, column] = (minute.loc[later, column] * factor).round(2)
+    return dataclasses.replace(series, minute=minute)
+
+
+class SessionWallClock(WallClock):
+    """Real time, read as if it were a moment inside a session: sleeps, pushes and polls run at the
+    real pace (a simulated clock cannot follow pushes), and the calendar says "open"."""
+
+    def __init__(self, start: datetime) -> None:
+        self._offset = start - super().now()
+
+    def now(self) -> datetime:
+        return super().now() + self._offset
+

@@ -22,7 +22,7 @@ from decimal import Decimal
 import pytest
 
 from brokers.moomoo import MoomooBroker
-from core.clock import SimClock, WallClock
+from core.clock import SimClock
 from consciousness_notify import Notifier
 from data.calendar import MarketCalendar
 from data.market import MarketData
@@ -31,7 +31,8 @@ from position_monitor import MonitorContext, PositionExecutor
 from store.db import Database
 from store.trading import TradingStore
 from tests.broker_harness import (
-    alpaca_env, events_for, feed, local, messages, moomoo_env, price, profile, query, run_agent, series_of,
+    SessionWallClock, alpaca_env, events_for, feed, gapped, local, messages, moomoo_env, price, profile, query,
+    run_agent, series_of,
 )
 from tests.fakes.fake_opend import HK, QOT_GET_SNAPSHOT, STOP_TYPES, TRD_PLACE_ORDER
 from tests.helpers import async_wait_until
@@ -185,17 +186,6 @@ def test_us_sample_session_trades_through_alpaca_with_a_bracket_backstop(alpaca_
 
 
 # --- 7. Alpaca: the bracket's take-profit leg fills at the broker ------------------------------------
-def gapped(series, at: datetime, factor: float):
-    """The same bars, every price from ``at`` on multiplied by ``factor`` (on the cent grid)."""
-    import dataclasses
-
-    minute = series.minute.copy()
-    later = minute.index >= at
-    for column in ("open", "high", "low", "close"):
-        minute.loc[later, column] = (minute.loc[later, column] * factor).round(2)
-    return dataclasses.replace(series, minute=minute)
-
-
 def test_us_take_profit_leg_fills_at_the_broker_and_the_exit_is_booked_as_backstop(alpaca_fake, database_url, tmp_path):
     """The market gaps through the bracket's take-profit right after the entry: Alpaca fills the
     limit leg and cancels the stop leg (one cancels the other); the monitor sees the position gone
@@ -257,17 +247,6 @@ def test_hk_opend_restart_mid_monitor_quotes_resume_and_the_exit_still_happens(o
     book = moomoo_book(opend)
     assert_orders_match_the_broker(database_url, position, book)
     assert all(p.qty == 0 for p in opend.accounts[9001].positions.values())
-
-
-class SessionWallClock(WallClock):
-    """Real time, read as if it were a moment inside an HK session: sleeps and pushes run at the
-    real pace (a simulated clock cannot follow pushes), and the calendar says "open"."""
-
-    def __init__(self, start: datetime) -> None:
-        self._offset = start - super().now()
-
-    def now(self) -> datetime:
-        return super().now() + self._offset
 
 
 def test_quote_pushes_are_restored_after_a_reconnect_and_a_pushed_price_still_triggers_the_exit(

@@ -26,14 +26,14 @@ A failing seed names itself in the test id (``test_chaos[seed-17]``); ``-k seed-
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -41,10 +41,10 @@ import pytest
 
 from core.clock import SimClock
 from core.instruments import parse_symbol
-from tests.broker_harness import alpaca_env, local, messages, query, run_agent, series_of
+from tests.broker_harness import alpaca_env, gapped, local, messages, query, run_agent, series_of
 from tests.fakes.alpaca_fixtures import FAKE_ALPACA_KEY, FAKE_ALPACA_SECRET
 from tests.fakes.pg_proxy import LoopThread, PgProxy
-from tests.test_fault_matrix import migrated
+from tests.cli_harness import migrated
 
 pytestmark = pytest.mark.slow  # the slow lane: `make test` and CI run it, `make test-fast` does not
 
@@ -148,6 +148,19 @@ class World:
         return message_id
 
 
+@contextlib.contextmanager
+def world_of(fake, database_url: str, tmp: Path) -> Iterator[World]:
+    """The fake venue, the (migrated) database behind a proxy the faults can cut, and the test's writer."""
+    proxy = PgProxy(migrated(database_url))
+    proxy.up()
+    world = World(fake, proxy, database_url, tmp)
+    try:
+        yield world
+    finally:
+        world.writer.close()
+        proxy.close()
+
+
 def actions_for(world: World, scenario: Scenario) -> list:
     actions = []
     for fault in scenario.faults:
@@ -201,14 +214,6 @@ def play(world: World, scenario: Scenario) -> None:
         world.fake.serve_market(series, now=again.peek)
         code = run(world, ["--force", "--market", "us", "--mode", "heartbeat"], again)
         assert code == 0, world.outputs[-2:]
-
-
-def gapped(bar_series, at: datetime, factor: float):
-    minute = bar_series.minute.copy()
-    later = minute.index >= at
-    for column in ("open", "high", "low", "close"):
-        minute.loc[later, column] = (minute.loc[later, column] * factor).round(2)
-    return dataclasses.replace(bar_series, minute=minute)
 
 
 # --- The invariants --------------------------------------------------------------------------------------
@@ -283,23 +288,17 @@ def assert_no_secret_anywhere(world: World) -> None:
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: f"seed-{s}")
 def test_chaos(seed, alpaca_fake, database_url, tmp_path):
     scenario = plan(seed)
-    migrated(database_url)
-    proxy = PgProxy(database_url)
-    proxy.up()
-    world = World(alpaca_fake, proxy, database_url, tmp_path)
-    try:
+    with world_of(alpaca_fake, database_url, tmp_path) as world:
         play(world, scenario)
-        assert_never_short_and_never_oversold(world.fake)
-        assert_each_entry_booked_once_at_the_brokers_prices(world)
-        assert_every_entry_protected(world)
-        assert_controls_obeyed_and_answered(world)
-        assert_no_secret_anywhere(world)
-    except AssertionError as exc:
-        printed = "\n".join(world.outputs)
-        raise AssertionError(f"{scenario}: {exc}\n--- what the runs printed ---\n{printed}") from exc
-    finally:
-        world.writer.close()
-        proxy.close()
+        try:
+            assert_never_short_and_never_oversold(world.fake)
+            assert_each_entry_booked_once_at_the_brokers_prices(world)
+            assert_every_entry_protected(world)
+            assert_controls_obeyed_and_answered(world)
+            assert_no_secret_anywhere(world)
+        except AssertionError as exc:
+            printed = "\n".join(world.outputs)
+            raise AssertionError(f"{scenario}: {exc}\n--- what the runs printed ---\n{printed}") from exc
 
 
 def test_a_whole_run_sells_on_its_stop_while_the_database_is_down_and_books_it_once(
@@ -309,15 +308,8 @@ def test_a_whole_run_sells_on_its_stop_while_the_database_is_down_and_books_it_o
     position is booked once, with the broker's fill, when the database is back."""
     cut = local("us", "09:59") + timedelta(seconds=30)
     scenario = Scenario(-1, local("us", "10:00"), 0.96, (Fault("db_cut", cut, 150.0),))
-    migrated(database_url)
-    proxy = PgProxy(database_url)
-    proxy.up()
-    world = World(alpaca_fake, proxy, database_url, tmp_path)
-    try:
+    with world_of(alpaca_fake, database_url, tmp_path) as world:
         play(world, scenario)
-    finally:
-        world.writer.close()
-        proxy.close()
     [sale] = [o for o in alpaca_fake.orders.values() if o["side"] == "sell" and float(o["filled_qty"]) > 0]
     sold_at = datetime.fromisoformat(sale["filled_at"].replace("Z", "+00:00"))
     assert not sale["_parent"] and cut < sold_at <= local("us", "10:00") + timedelta(seconds=60), \

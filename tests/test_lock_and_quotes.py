@@ -33,7 +33,7 @@ import pytest
 import agent
 from brokers.moomoo import MoomooBroker
 from consciousness_notify import Notifier
-from core.clock import SimClock, WallClock
+from core.clock import SimClock
 from core.instruments import Market, PositionSide, parse_symbol
 from data.calendar import MarketCalendar
 from data.market import MarketData
@@ -42,6 +42,8 @@ from store.db import AgentLock, Database, LockStatus, agent_lock_key
 from store.trading import TradingStore
 from tests.fakes.fake_opend import HK
 from tests.fakes.pg_proxy import PgProxy
+from tests.broker_harness import SessionWallClock
+from tests.cli_harness import migrated
 from tests.helpers import async_wait_until, query, query_async, wait_until
 from tests.monitor_harness import Harness, hk_profile, hk_series, hkt
 
@@ -50,17 +52,6 @@ US_AGENT = "public_claude"
 US = MarketCalendar(Market.US)
 US_DAY = date(2026, 1, 6)             # a normal Tuesday on XNYS: 09:30-16:00 ET
 HK_DAY = date(2026, 11, 23)           # a normal Monday on XHKG
-
-
-class SessionWallClock(WallClock):
-    """Real time, read as if it were a moment inside a session: sleeps, pushes and polls run at the
-    real pace (a simulated clock cannot follow pushes), and the calendar says "open"."""
-
-    def __init__(self, start: datetime) -> None:
-        self._offset = start - super().now()
-
-    def now(self) -> datetime:
-        return super().now() + self._offset
 
 
 # --- helpers: the lock as PostgreSQL shows it ---------------------------------------------------------
@@ -73,17 +64,6 @@ def lock_holder(url: str, agent_id: str) -> int | None:
     """The backend pid holding ``agent_id``'s run lock, as ``pg_locks`` shows it (None: nobody)."""
     rows = query(url, HOLDER, agent_lock_key(agent_id))
     return rows[0]["pid"] if rows else None
-
-
-def migrated(url: str) -> None:
-    async def go():
-        db = await Database(url, "setup").connect()
-        try:
-            await db.migrate("trading")
-            await db.migrate("research")
-        finally:
-            await db.close()
-    asyncio.run(go())
 
 
 def seed_us_position(url: str, symbol: str, quantity: int, entry: Decimal, stop: Decimal, at: datetime) -> int:

@@ -247,7 +247,7 @@ def test_a_stop_sells_at_once_while_the_database_is_down_and_is_booked_once_when
 # --- 5. A close_all that fails at the run's start is kept until the position is flat -----------------------
 def test_a_close_all_refused_at_the_start_is_retried_by_the_run_until_the_position_is_flat(
         opend, database_url, tmp_path):
-    from tests.test_fault_matrix import big_bro_sends
+    from tests.cli_harness import big_bro_sends
 
     start = local("hk", "10:00")
     clock = SimClock(start)

@@ -8,8 +8,7 @@ runs it and asserts the exit code and the one line on stderr.
 from __future__ import annotations
 
 import json
-import os
-from datetime import date, datetime, time, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 
 import exchange_calendars
@@ -22,7 +21,7 @@ from core.instruments import Market
 from data.calendar import CalendarRangeError, MarketCalendar
 from tests.fakes import free_port
 from tests.helpers import query
-from tests.test_fault_matrix import agent_cli, holding_the_lock_of, migrated
+from tests.cli_harness import agent_cli, holding_the_lock_of, migrated
 
 NO_SECRETS = {var: "" for var in ENV_VARS}
 HK = MarketCalendar(Market.HK)
