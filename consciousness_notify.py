@@ -168,7 +168,17 @@ class Notifier:
         return f"{self.agent_id}:{self.run_id}:{self._seq:06d}"
 
     def _redact_data(self, data: dict[str, Any]) -> dict[str, Any]:
-        return json.loads(self.redact(json.dumps(data, default=json_default)))
+        """The event's data with every string redacted (keys included); numbers, prices and times are
+        left as they are, so a secret made of digits (a trade PIN) can never change one or break the JSON."""
+        def walk(value: Any) -> Any:
+            if isinstance(value, str) and not isinstance(value, enum.Enum):
+                return self.redact(value)
+            if isinstance(value, dict):
+                return {walk(k): walk(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [walk(v) for v in value]
+            return value
+        return walk(data)
 
     async def send(self, event: Event) -> None:
         """Record the event for Big Bro; never raises."""

@@ -97,7 +97,7 @@ class MonitorLease:
         if lock is None:
             return True
         try:
-            await lock.prove()
+            await lock.prove(fresh_within=self.seconds / 3)  # as often as a lease is renewed: orders ask afresh
         except Exception as exc:  # noqa: BLE001 - a failed check proves nothing; the renewal decides
             log.warning("%s: the agent lock check failed: %s", self.position.symbol, exc)
         return not self.run_stood_down()

@@ -37,6 +37,7 @@ class RunLock:
         self._on_taken = on_taken
         self.stood_down: str | None = None       # why this run stopped trading for good (another run has the lock)
         self.unproven_since: datetime | None = None
+        self.proven_at: datetime | None = None   # when the server last said this run holds the lock
 
     @property
     def unproven(self) -> str:
@@ -45,10 +46,15 @@ class RunLock:
                                    "(its database connection was lost and the server does not answer); no entry "
                                    "or exit by this run until it can")
 
-    async def prove(self) -> bool:
-        """True when the run holds its lock now; False while it cannot prove it, or for good once it stood down."""
+    async def prove(self, fresh_within: float | None = None) -> bool:
+        """True when the run holds its lock now; False while it cannot prove it, or for good once it stood down.
+        ``fresh_within``: a proof that recent (seconds of the clock) will do, for the checks that only keep
+        a lease (every order asks the server itself)."""
         if self.stood_down is not None:
             return False
+        now = self._clock.now()
+        if fresh_within is not None and self.proven_at is not None and (now - self.proven_at).total_seconds() < fresh_within:
+            return True
         status = await self._lock.verify()
         if self.stood_down is not None:  # another check found it meanwhile
             return False
@@ -56,7 +62,9 @@ class RunLock:
             if status is LockStatus.REGAINED or self.unproven_since is not None:
                 log.warning("the %s agent lock is held again (on a new connection); trading goes on", self._lock.agent_id)
             self.unproven_since = None
+            self.proven_at = now
             return True
+        self.proven_at = None
         if status is LockStatus.UNREACHABLE:
             if self.unproven_since is None:
                 self.unproven_since = self._clock.now()

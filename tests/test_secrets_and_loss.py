@@ -170,3 +170,30 @@ def test_events_lost_with_the_research_database_down_and_var_full_fail_the_run_a
     assert len(alerts) == 1, hook_calls
     assert f"{lost_in_log} event(s) lost" in alerts[0]["subject"] and alerts[0]["agent"] == DEMO
     assert alerts[0]["event"]["data"]["lost"] == lost_in_log
+
+
+def test_a_secret_made_of_digits_never_breaks_an_events_numbers(tmp_path):
+    """A six-digit trade PIN inside a price of an event's data: the event is still recorded (in the
+    outbox, the research database being absent), its numbers unchanged, its strings redacted."""
+    import json as _json
+    from datetime import datetime, timezone
+    from decimal import Decimal as D
+
+    from consciousness_notify import Event, EventType, Notifier
+    from core.clock import SimClock
+    from ops.logsetup import RedactSecrets
+
+    clock = SimClock(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc))
+    outbox = tmp_path / "outbox.jsonl"
+    notifier = Notifier(None, "intl_claude", clock, outbox, "pin-test", redact=RedactSecrets(["093015"]).redact)
+
+    async def send():
+        await notifier.send(Event(EventType.EXIT, "EXIT 00700", "sold",
+                                  {"exit_price": D("1093015.5"), "note": "pin 093015 typed in a note"}))
+
+    clock.run(send())
+
+    [record] = [r for r in map(_json.loads, outbox.read_text().splitlines()) if r["table"] == "claude_messages"]
+    data = record["data"] if isinstance(record["data"], dict) else _json.loads(record["data"])
+    assert str(data["exit_price"]) == "1093015.5", "the price is the price"
+    assert "093015" not in data["note"]
