@@ -178,7 +178,7 @@ class Notifier:
             if isinstance(value, (list, tuple)):
                 return [walk(v) for v in value]
             return value
-        return walk(data)
+        return json.loads(json.dumps(walk(data), default=json_default))  # plain JSON values for every writer
 
     async def send(self, event: Event) -> None:
         """Record the event for Big Bro; never raises."""
