@@ -124,23 +124,37 @@ class ExitJournal:
         self._dirty = True
         line = json.dumps({"id": f"{os.getpid()}:{id(self)}:{self._seq}", "agent_id": self.agent_id, "op": op,
                            "args": args}, separators=(",", ":"))
-        if self.path is None:
+        if self.path is None or self._memory:  # (once in memory, the rest follows there: one order)
             self._memory.append(line)
             return
-        with self._locked() as f:
-            f.seek(0, os.SEEK_END)
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self._locked() as f:
+                end = f.seek(0, os.SEEK_END)
+                if end:
+                    f.seek(end - 1)
+                    if f.read(1) != "\n":  # a line torn by a write that failed: this record starts afresh
+                        f.write("\n")
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            # The disk is full or the folder unwritable: the sale must not wait for it either. The record
+            # is kept in memory (written to the database by the next flush) and the log says it once.
+            if not self._memory:
+                log.error("the exit journal %s cannot be written (%s); its records are kept in memory until the "
+                          "database takes them", self.path, type(exc).__name__)
+            self._memory.append(line)
 
     def _lines(self) -> list[str]:
-        if self.path is None:
+        if self.path is None or not self.path.exists():
             return list(self._memory)
-        if not self.path.exists():
-            return []
-        with self._locked() as f:
-            f.seek(0)
-            return [line for line in f.read().splitlines() if self._ours(line)]
+        try:
+            with self._locked() as f:
+                f.seek(0)
+                on_disk = [line for line in f.read().splitlines() if self._ours(line)]
+        except OSError:
+            on_disk = []
+        return on_disk + [line for line in self._memory if line not in on_disk]
 
     def _ours(self, line: str) -> bool:
         try:
@@ -152,17 +166,20 @@ class ExitJournal:
         if not written:
             return
         done = set(written)
-        if self.path is None:
-            self._memory = [line for line in self._memory if line not in done]
+        self._memory = [line for line in self._memory if line not in done]
+        if self.path is None or not self.path.exists():
             return
-        with self._locked() as f:
-            f.seek(0)
-            keep = [line for line in f.read().splitlines() if line not in done and self._ours(line)]
-            f.seek(0)
-            f.truncate()
-            f.write("".join(line + "\n" for line in keep))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self._locked() as f:
+                f.seek(0)
+                keep = [line for line in f.read().splitlines() if line not in done and self._ours(line)]
+                f.seek(0)
+                f.truncate()
+                f.write("".join(line + "\n" for line in keep))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # written to the database all the same; a later flush writes them again, idempotently
+            log.warning("the exit journal %s could not be rewritten (%s)", self.path, type(exc).__name__)
 
     @contextmanager
     def _locked(self) -> Iterator[Any]:

@@ -319,3 +319,49 @@ def test_a_short_at_the_broker_is_adopted_with_a_shorts_stop_and_target_urgently
     [stop] = [o for o in alpaca_fake.orders.values() if o["type"] == "stop"]
     assert stop["side"] == "buy" and Decimal(stop["stop_price"]) > Decimal("10"), "the backstop buys above"
     assert alpaca_held(alpaca_fake, "ZQX29") == 0, "covered once: flat, not long"
+
+
+# --- 3. A full disk does not block the sale either -------------------------------------------------------
+def test_an_exit_journal_that_cannot_be_written_keeps_its_records_and_the_database_gets_them(database_url, tmp_path):
+    """var/ unwritable (its path runs through a regular file, a real failure even as root): recording the
+    exit never raises, so the sale is not blocked; the records wait in memory and the next flush writes
+    them, in order."""
+    from datetime import datetime, timezone
+
+    from brokers.base import Order, OrderStatus, OrderType
+    from core.instruments import Market, OrderSide, PositionSide
+    from store.journal import ExitJournal
+    from store.trading import TradingStore
+    from tests.broker_harness import open_database
+
+    (tmp_path / "var").write_text("a regular file where the var folder should be")
+    full = tmp_path / "var" / "exit-journal-intl_claude.jsonl"
+    at = datetime(2026, 11, 23, 2, 30, tzinfo=timezone.utc)
+    clock = SimClock(at)
+    symbol = parse_symbol("700")
+
+    async def scenario():
+        db = await open_database(database_url)
+        try:
+            store = TradingStore(db, "intl_claude", Market.HK)
+            position = await store.open_position(
+                symbol=symbol, side=PositionSide.LONG, quantity=100, entry_price=Decimal("380"), entry_time=at,
+                trading_day=at.date(), stop_price=Decimal("370"), target_price=Decimal("400"))
+            journal = ExitJournal(full, "intl_claude", clock)
+            sale = Order("b-1", "e-1-x1", symbol, OrderSide.SELL, OrderType.MARKET, 100, OrderStatus.FILLED,
+                         filled_quantity=100, avg_fill_price=Decimal("369.8"), fees=Decimal("12.5"))
+            journal.record_order(sale, trading_day=at.date(), at=at, cycle_id=None, position_id=position.position_id)
+            journal.close_position(position.position_id, exit_price=Decimal("369.8"), exit_time=at,
+                                   exit_reason="stop_loss", exit_type="rule", exit_fees=Decimal("12.5"))
+            pending = journal.pending()
+            written = await journal.flush(store)
+            return pending, written, await store.position(position.position_id)
+        finally:
+            await db.close()
+
+    pending, written, booked = clock.run(scenario())
+
+    assert (pending, written) == (2, 2)
+    assert (booked.status, booked.exit_price, booked.exit_reason) == ("closed", Decimal("369.8"), "stop_loss")
+    [row] = query(database_url, "SELECT status, filled_quantity FROM orders WHERE client_order_id='e-1-x1'")
+    assert (row["status"], row["filled_quantity"]) == ("filled", 100)
