@@ -365,3 +365,29 @@ def test_an_exit_journal_that_cannot_be_written_keeps_its_records_and_the_databa
     assert (booked.status, booked.exit_price, booked.exit_reason) == ("closed", Decimal("369.8"), "stop_loss")
     [row] = query(database_url, "SELECT status, filled_quantity FROM orders WHERE client_order_id='e-1-x1'")
     assert (row["status"], row["filled_quantity"]) == ("filled", 100)
+
+
+def test_the_next_run_writes_a_dead_runs_exit_journal_before_it_reconciles(opend, database_url, tmp_path):
+    """A run sold on its stop with the database down and died before the database came back: its exit is
+    only in var/exit-journal-<agent>.jsonl. The next run (a heartbeat) books it as the stop it was, before
+    reconcile could take the position for one sold outside the agent (or missing)."""
+    from store.journal import ExitJournal
+
+    clock = SimClock(local("hk", "11:20"))
+    opend.serve_market(series_of("hk", SYNTH), now=clock.peek)
+    entry_time = local("hk", "09:45")
+    lot = series_of("hk", SYNTH)[SYNTH].lot_size
+    position_id = asyncio.run(seed_open_position(database_url, SYNTH, lot, Decimal("33.15"), entry_time))
+    sold_at = local("hk", "11:05")
+    dead_run = ExitJournal(tmp_path / "exit-journal-intl_claude.jsonl", "intl_claude", SimClock(sold_at))
+    dead_run.close_position(position_id, exit_price=Decimal("32.10"), exit_time=sold_at, exit_reason="stop_loss",
+                            exit_type="rule", exit_fees=Decimal("21.35"))
+
+    run = run_agent(["--force", "--mode", "heartbeat"], moomoo_env(opend, database_url, tmp_path, [SYNTH]), clock)
+
+    assert run.code == 0, run.out + run.err
+    [position] = query(database_url, "SELECT * FROM positions WHERE position_id=$1", position_id)
+    assert (position["status"], position["exit_reason"], position["exit_type"]) == ("closed", "stop_loss", "rule")
+    assert (position["exit_price"], position["exit_time"]) == (Decimal("32.10"), sold_at)
+    assert not [m for m in messages(database_url) if m["event"] == "RECONCILE"], "nothing for reconcile to put right"
+    assert not (tmp_path / "exit-journal-intl_claude.jsonl").read_text().strip(), "written once"
