@@ -102,7 +102,7 @@ class PositionExit:
         fired_quantity = sum(o.filled_quantity for o in fired)
         earlier = list(self._fills_so_far)
         earlier_quantity = sum(o.filled_quantity for o in earlier)
-        held = await self._broker_quantity()
+        held = await self.broker_quantity()
         if fired and not earlier and (fired_quantity >= pos.quantity or held <= 0):
             return await self._book_fills(fired, ExitReason.BACKSTOP.value, CloseType.BACKSTOP,
                                           "the broker-side protective order filled", haiku_calls)
@@ -171,9 +171,6 @@ class PositionExit:
 
     async def broker_quantity(self) -> int:
         """How much of the position the broker holds (on its side)."""
-        return await self._broker_quantity()
-
-    async def _broker_quantity(self) -> int:
         pos = self.position
         for held in await self.ctx.broker.positions():
             if held.symbol == pos.symbol and held.side is pos.side:

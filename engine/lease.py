@@ -73,11 +73,10 @@ class MonitorLease:
         (STAND_DOWN when it cannot be renewed)."""
         lock = self.ctx.run_lock
         if lock is not None and not await lock.prove():
-            if lock.stood_down is None:
-                held = self.until is not None and now < self.until
-                return ExitPermission.GO if held else ExitPermission.WAIT
-            self.lost_because = lock.stood_down
-            return ExitPermission.STAND_DOWN
+            if self.run_stood_down():
+                return ExitPermission.STAND_DOWN
+            held = self.until is not None and now < self.until
+            return ExitPermission.GO if held else ExitPermission.WAIT
         if self.until is None or now < self.until:  # an early stop without a watching monitor, or a lease held
             return ExitPermission.GO
         return ExitPermission.GO if await self.renew(now) else ExitPermission.STAND_DOWN

@@ -43,6 +43,14 @@ def redacting(secrets: Iterable[str] = ()) -> Redactor:
     return Redactor(secrets, whole_words_below=WHOLE_WORDS_BELOW)
 
 
+def statement_args(redactor: Redactor, sql: str, args: Sequence[Any]) -> tuple[Any, ...]:
+    """A statement's parameters as they go to the server: redacted where the statement writes. A plain
+    SELECT stores nothing, so its parameters (symbols, ids, times: every read of a hot path) go as they are."""
+    if sql.lstrip()[:6].upper() == "SELECT":
+        return tuple(args)
+    return tuple(redactor.redact_value(a) for a in args)
+
+
 def agent_lock_key(agent_id: str) -> int:
     """The advisory lock a run of ``agent_id`` holds for its whole life (one run per agent at a time)."""
     return int.from_bytes(hashlib.sha256(f"catalyst:{agent_id}".encode()).digest()[:8], "big", signed=True)
@@ -309,23 +317,23 @@ class Database:
             self._next_attempt = None
             return self.pool
 
-    def _clean(self, args: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(self.redactor.redact_value(a) for a in args)
+    def _clean(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...]:
+        return statement_args(self.redactor, sql, args)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        args = self._clean(args)
+        args = self._clean(sql, args)
         return await self._on(await self.ready(), lambda pool: pool.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        args = self._clean(args)
+        args = self._clean(sql, args)
         return await self._on(await self.ready(), lambda pool: pool.fetchrow(sql, *args))
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        args = self._clean(args)
+        args = self._clean(sql, args)
         return await self._on(await self.ready(), lambda pool: pool.fetchval(sql, *args))
 
     async def execute(self, sql: str, *args: Any) -> str:
-        args = self._clean(args)
+        args = self._clean(sql, args)
         return await self._on(await self.ready(), lambda pool: pool.execute(sql, *args))
 
     @asynccontextmanager
@@ -368,26 +376,26 @@ class TransactionConnection:
         self._conn = conn
         self._redactor = redactor
 
-    def _clean(self, args: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(self._redactor.redact_value(a) for a in args)
+    def _clean(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...]:
+        return statement_args(self._redactor, sql, args)
 
     async def _call(self, use: Callable[[], Awaitable[T]]) -> T:
         return await use()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        args = self._clean(args)
+        args = self._clean(sql, args)
         return await self._call(lambda: self._conn.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        args = self._clean(args)
+        args = self._clean(sql, args)
         return await self._call(lambda: self._conn.fetchrow(sql, *args))
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        args = self._clean(args)
+        args = self._clean(sql, args)
         return await self._call(lambda: self._conn.fetchval(sql, *args))
 
     async def execute(self, sql: str, *args: Any) -> str:
-        args = self._clean(args)
+        args = self._clean(sql, args)
         return await self._call(lambda: self._conn.execute(sql, *args))
 
 

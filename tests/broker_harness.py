@@ -21,7 +21,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import AsyncIterator, Iterable
 
 import agent
 from core.clock import Clock, WallClock
@@ -158,6 +158,13 @@ def seed_lots_bought_at_0945(database_url: str, *symbols: Symbol) -> dict[Symbol
     return seeded
 
 
+def held_since_0945(opend, database_url: str, symbol: Symbol) -> Seeded:
+    """``seed_lots_bought_at_0945`` of one symbol, and the fake OpenD holding that lot too."""
+    seeded = seed_lots_bought_at_0945(database_url, symbol)[symbol]
+    opend.seed_position(symbol.code, seeded.lot, float(seeded.entry))
+    return seeded
+
+
 def gapped(series: BarSeries, at: datetime, factor: float) -> BarSeries:
     """The same bars, every price from ``at`` on multiplied by ``factor`` (on the cent grid)."""
     minute = series.minute.copy()
@@ -176,4 +183,56 @@ class SessionWallClock(WallClock):
 
     def now(self) -> datetime:
         return super().now() + self._offset
+
+
+@dataclass
+class WatchedOnPushes:
+    """A 100-share 00700 long (entry 380, stop 370) watched by a real monitor on OpenD's quote pushes."""
+
+    broker: object
+    store: TradingStore
+    position: object
+    monitor: object
+    task: asyncio.Task
+
+
+@contextlib.asynccontextmanager
+async def watched_on_pushes(opend, database_url: str, clock: Clock, profile: Profile, outbox: Path,
+                            owner: str) -> AsyncIterator[WatchedOnPushes]:
+    """The position in the trading tables and at the fake OpenD, its monitor started and subscribed and
+    its first pushed price (381.0) seen; the database and the broker closed afterwards."""
+    from brokers.moomoo import MoomooBroker
+    from consciousness_notify import Notifier
+    from data.market import MarketData
+    from position_monitor import MonitorContext, PositionExecutor
+    from tests.fakes.fake_opend import HK
+    from tests.helpers import async_wait_until
+
+    calendar = MarketCalendar(Market.HK)
+    opend.now_local = lambda: clock.now().astimezone(opend.tz).replace(tzinfo=None)
+    opend.seed_position("00700", 100, 380.0)
+    db = await open_database(database_url)
+    broker = MoomooBroker("127.0.0.1", opend.port, clock=clock, connect_timeout_seconds=3.0,
+                          reconnect_seconds=0.3, retry_base_seconds=0.05)
+    await broker.connect()
+    try:
+        assert broker.capabilities.supports_quote_push
+        store = TradingStore(db, profile.agent_id, Market.HK)
+        position = await store.open_position(
+            symbol=Symbol(Market.HK, "00700"), side=PositionSide.LONG, quantity=100, entry_price=Decimal("380"),
+            entry_time=clock.now(), trading_day=calendar.trading_day(clock.now()), stop_price=Decimal("370"),
+            target_price=Decimal("400"))
+        ctx = MonitorContext(broker=broker, technicals=MarketData(broker, clock, calendar, profile), store=store,
+                             notifier=Notifier(db, profile.agent_id, clock, outbox, owner.split("@")[0]),
+                             clock=clock, calendar=calendar, profile=profile, owner=owner)
+        monitor = PositionExecutor(ctx, position)
+        task = asyncio.get_running_loop().create_task(monitor.run())
+        await async_wait_until(lambda: opend.subscribed("00700"), 10, "the monitor's quote subscription")
+        opend.push_quote_sync(HK, "00700", 381.0)
+        await async_wait_until(lambda: monitor.last_quote is not None and monitor.last_quote.price == Decimal("381.0"),
+                               10, "the monitor to see the pushed 381.0")
+        yield WatchedOnPushes(broker, store, position, monitor, task)
+    finally:
+        await broker.close()
+        await db.close()
 

@@ -51,6 +51,23 @@ async def async_wait_until(predicate: Callable[[], Any], timeout: float = 10.0, 
         await asyncio.sleep(interval)
 
 
+async def every_row(url: str, *, except_big_bros_messages: bool = False) -> list[tuple[str, str]]:
+    """(table, row as JSON text) for every row of every table of the database at ``url``, every text
+    column included: where a secret would show if one were ever stored. ``except_big_bros_messages``:
+    leave out what Big Bro wrote (a test's own control messages)."""
+    conn = await asyncpg.connect(url)
+    try:
+        tables = [r["table_name"] for r in await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema='public' AND table_type='BASE TABLE'")]
+        rows = []
+        for table in tables:
+            where = " WHERE from_agent <> 'big_bro'" if except_big_bros_messages and table == "claude_messages" else ""
+            rows += [(table, r[0]) for r in await conn.fetch(f"SELECT row_to_json(t)::text FROM {table} t{where}")]
+        return rows
+    finally:
+        await conn.close()
+
+
 async def query_async(url: str, sql: str, *args: Any) -> list[dict]:
     """``query`` from inside a running event loop (not a simulated one: use the agent's Database there)."""
     conn = await asyncpg.connect(url)

@@ -23,15 +23,11 @@ import pytest
 
 from brokers.moomoo import MoomooBroker
 from core.clock import SimClock
-from consciousness_notify import Notifier
 from data.calendar import MarketCalendar
 from data.market import MarketData
-from core.instruments import Market, PositionSide, parse_symbol
-from position_monitor import MonitorContext, PositionExecutor
-from store.db import Database
-from store.trading import TradingStore
+from core.instruments import Market, parse_symbol
 from tests.broker_harness import (
-    SessionWallClock, alpaca_env, events_for, feed, gapped, local, messages, moomoo_env, price, profile, query,
+    SessionWallClock, alpaca_env, watched_on_pushes, events_for, feed, gapped, local, messages, moomoo_env, price, profile, query,
     run_agent, series_of,
 )
 from tests.fakes.fake_opend import HK, QOT_GET_SNAPSHOT, STOP_TYPES, TRD_PLACE_ORDER
@@ -253,37 +249,13 @@ def test_quote_pushes_are_restored_after_a_reconnect_and_a_pushed_price_still_tr
         opend, database_url, tmp_path):
     """The monitor on pushes (a live run): OpenD restarts mid-monitor; the adapter subscribes again on
     the new connection by itself, the next pushed price breaks the stop and the position is sold."""
-    tencent = parse_symbol("700")
-    hk_profile = profile("hk")
     calendar = MarketCalendar(Market.HK)
     clock = SessionWallClock(calendar.at_local(datetime(2026, 1, 6).date(), datetime.min.time().replace(hour=10)))
-    opend.now_local = lambda: clock.now().astimezone(opend.tz).replace(tzinfo=None)
-    opend.seed_position("00700", 100, 380.0)
 
     async def scenario():
-        db = await Database(database_url, "trading").connect()
-        await db.migrate("trading")
-        await db.migrate("research")
-        broker = MoomooBroker("127.0.0.1", opend.port, clock=clock, connect_timeout_seconds=3.0,
-                              reconnect_seconds=0.3, retry_base_seconds=0.05)
-        await broker.connect()
-        try:
-            assert broker.capabilities.supports_quote_push
-            store = TradingStore(db, hk_profile.agent_id, Market.HK)
-            position = await store.open_position(
-                symbol=tencent, side=PositionSide.LONG, quantity=100, entry_price=Decimal("380"),
-                entry_time=clock.now(), trading_day=calendar.trading_day(clock.now()), stop_price=Decimal("370"),
-                target_price=Decimal("400"))
-            ctx = MonitorContext(broker=broker, technicals=MarketData(broker, clock, calendar, hk_profile), store=store,
-                                 notifier=Notifier(db, hk_profile.agent_id, clock, tmp_path / "outbox.jsonl", "push-test"),
-                                 clock=clock, calendar=calendar, profile=hk_profile, owner="push-test@1")
-            monitor = PositionExecutor(ctx, position)
-            task = asyncio.get_running_loop().create_task(monitor.run())
-            await async_wait_until(lambda: opend.subscribed("00700"), 10, "the monitor's quote subscription")
-            opend.push_quote_sync(HK, "00700", 381.0)
-            await async_wait_until(lambda: monitor.last_quote is not None and monitor.last_quote.price == Decimal("381.0"),
-                                   10, "the monitor to see the pushed 381.0")
-
+        async with watched_on_pushes(opend, database_url, clock, profile("hk"), tmp_path / "outbox.jsonl",
+                                     "push-test@1") as watched:
+            broker, task = watched.broker, watched.task
             connects = opend.init_connects
             opend.drop_connections_sync()
             await async_wait_until(lambda: opend.init_connects >= connects + 2 and broker.reconnects >= 1
@@ -291,10 +263,7 @@ def test_quote_pushes_are_restored_after_a_reconnect_and_a_pushed_price_still_tr
             assert not task.done()
             opend.push_quote_sync(HK, "00700", 365.0)        # below the stop at 370
             outcome = await asyncio.wait_for(task, 15)
-            return outcome, await store.position(position.position_id)
-        finally:
-            await broker.close()
-            await db.close()
+            return outcome, await watched.store.position(watched.position.position_id)
 
     outcome, closed = asyncio.run(scenario())
 

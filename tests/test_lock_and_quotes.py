@@ -31,20 +31,16 @@ import asyncpg
 import pytest
 
 import agent
-from brokers.moomoo import MoomooBroker
-from consciousness_notify import Notifier
 from core.clock import SimClock
 from core.instruments import Market, PositionSide, parse_symbol
 from data.calendar import MarketCalendar
-from data.market import MarketData
-from position_monitor import MonitorContext, PositionExecutor
 from store.db import AgentLock, Database, LockStatus, agent_lock_key
 from store.trading import TradingStore
 from tests.fakes.fake_opend import HK
 from tests.fakes.pg_proxy import PgProxy
-from tests.broker_harness import SessionWallClock
+from tests.broker_harness import SessionWallClock, watched_on_pushes
 from tests.cli_harness import migrated
-from tests.helpers import async_wait_until, query, query_async, wait_until
+from tests.helpers import query, query_async, wait_until
 from tests.monitor_harness import Harness, hk_profile, hk_series, hkt
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -328,48 +324,21 @@ def test_with_the_quote_pushes_stopped_a_price_through_the_stop_is_polled_and_so
     price falls to 365.0 (stop 370) in the broker's snapshot only. With pushes quiet for
     ``quote_stale_seconds`` (1 s here) the monitor polls every ``price_poll_seconds`` (0.5 s) and
     sells within a few seconds, not at the next full check 5 minutes later."""
-    tencent = parse_symbol("700")
     profile = hk_profile(price_poll_seconds=0.5, quote_stale_seconds=1, check_interval_seconds=300)
-    calendar = MarketCalendar(Market.HK)
     clock = SessionWallClock(hkt(HK_DAY, "10:00"))
-    opend.now_local = lambda: clock.now().astimezone(opend.tz).replace(tzinfo=None)
-    opend.seed_position("00700", 100, 380.0)
 
     async def scenario():
-        db = await Database(database_url, "trading").connect()
-        await db.migrate("trading")
-        await db.migrate("research")
-        broker = MoomooBroker("127.0.0.1", opend.port, clock=clock, connect_timeout_seconds=3.0,
-                              reconnect_seconds=0.3, retry_base_seconds=0.05)
-        await broker.connect()
-        try:
-            assert broker.capabilities.supports_quote_push
-            store = TradingStore(db, profile.agent_id, Market.HK)
-            position = await store.open_position(
-                symbol=tencent, side=PositionSide.LONG, quantity=100, entry_price=Decimal("380"),
-                entry_time=clock.now(), trading_day=calendar.trading_day(clock.now()), stop_price=Decimal("370"),
-                target_price=Decimal("400"))
-            ctx = MonitorContext(broker=broker, technicals=MarketData(broker, clock, calendar, profile), store=store,
-                                 notifier=Notifier(db, profile.agent_id, clock, tmp_path / "outbox.jsonl", "quiet-test"),
-                                 clock=clock, calendar=calendar, profile=profile, owner="quiet-test@1")
-            monitor = PositionExecutor(ctx, position)
-            task = asyncio.get_running_loop().create_task(monitor.run())
-            await async_wait_until(lambda: opend.subscribed("00700"), 10, "the monitor's quote subscription")
-            opend.push_quote_sync(HK, "00700", 381.0)
-            await async_wait_until(lambda: monitor.last_quote is not None and monitor.last_quote.price == Decimal("381.0"),
-                                   10, "the monitor to see the pushed 381.0")
+        async with watched_on_pushes(opend, database_url, clock, profile, tmp_path / "outbox.jsonl",
+                                     "quiet-test@1") as watched:
             opend.set_price(HK, "00700", 365.0)     # below the stop, and no push tells of it
             moved = clock.now()
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(task), 6)
+                outcome = await asyncio.wait_for(asyncio.shield(watched.task), 6)
             except TimeoutError:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                watched.task.cancel()
+                await asyncio.gather(watched.task, return_exceptions=True)
                 raise AssertionError("no exit within 6 s of the price moving through the stop while pushes were quiet")
-            return outcome, moved, await store.position(position.position_id)
-        finally:
-            await broker.close()
-            await db.close()
+            return outcome, moved, await watched.store.position(watched.position.position_id)
 
     outcome, moved, closed = asyncio.run(scenario())
 

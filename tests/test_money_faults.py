@@ -29,7 +29,8 @@ from core.clock import SimClock
 from core.instruments import parse_symbol
 from signals import ExitReason
 from tests.broker_harness import (
-    alpaca_env, local, messages, moomoo_env, price, query, run_agent, seed_open_position, series_of,
+    alpaca_env, held_since_0945, local, messages, moomoo_env, query, run_agent, seed_lots_bought_at_0945,
+    series_of,
 )
 from tests.fakes.fake_opend import SIMULATE_ACC, TRD_PLACE_ORDER
 from tests.fakes.pg_proxy import PgProxy
@@ -252,10 +253,7 @@ def test_a_close_all_refused_at_the_start_is_retried_by_the_run_until_the_positi
     start = local("hk", "10:00")
     clock = SimClock(start)
     opend.serve_market(series_of("hk", SYNTH), now=clock.peek)
-    lot = series_of("hk", SYNTH)[SYNTH].lot_size
-    entry = price(series_of("hk", SYNTH)[SYNTH].minute.loc[local("hk", "09:45"), "open"])
-    position_id = asyncio.run(seed_open_position(database_url, SYNTH, lot, entry, local("hk", "09:45")))
-    opend.seed_position("99915", lot, float(entry))
+    position_id = held_since_0945(opend, database_url, SYNTH).position_id
     [close_all] = big_bro_sends(database_url, "intl_claude", "close_all")
     opend.fail_next[TRD_PLACE_ORDER] = "exchange busy (injected)"     # the first sale is refused
 
@@ -278,13 +276,10 @@ def test_a_position_sold_by_hand_is_noticed_within_a_full_check_and_booked_at_th
         opend, database_url, tmp_path):
     clock = SimClock(local("hk", "11:20"))
     opend.serve_market(series_of("hk", SYNTH), now=clock.peek)
-    entry_time = local("hk", "09:45")
-    entry = price(series_of("hk", SYNTH)[SYNTH].minute.loc[entry_time, "open"])
-    lot = series_of("hk", SYNTH)[SYNTH].lot_size
-    position_id = asyncio.run(seed_open_position(database_url, SYNTH, lot, entry, entry_time))
-    opend.seed_position("99915", lot, float(entry))
+    held = held_since_0945(opend, database_url, SYNTH)
+    position_id = held.position_id
     sold_by_hand = local("hk", "11:30")
-    opend.trade_by_hand_at(sold_by_hand, "99915", "sell", lot)
+    opend.trade_by_hand_at(sold_by_hand, "99915", "sell", held.lot)
 
     run = run_agent(["--force", "--mode", "heartbeat"], moomoo_env(opend, database_url, tmp_path, [SYNTH], **POLL_15S),
                     clock)
@@ -375,9 +370,7 @@ def test_the_next_run_writes_a_dead_runs_exit_journal_before_it_reconciles(opend
 
     clock = SimClock(local("hk", "11:20"))
     opend.serve_market(series_of("hk", SYNTH), now=clock.peek)
-    entry_time = local("hk", "09:45")
-    lot = series_of("hk", SYNTH)[SYNTH].lot_size
-    position_id = asyncio.run(seed_open_position(database_url, SYNTH, lot, Decimal("33.15"), entry_time))
+    position_id = seed_lots_bought_at_0945(database_url, SYNTH)[SYNTH].position_id   # the broker holds none now
     sold_at = local("hk", "11:05")
     dead_run = ExitJournal(tmp_path / "exit-journal-intl_claude.jsonl", "intl_claude", SimClock(sold_at))
     dead_run.close_position(position_id, exit_price=Decimal("32.10"), exit_time=sold_at, exit_reason="stop_loss",

@@ -12,12 +12,12 @@ import logging.handlers
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import asyncpg
 
 import agent
 from ops.logsetup import setup_logging
 from store.db import Database
 from tests.fakes.mail_fixtures import PASSWORD as SMTP_PASSWORD
+from tests.helpers import every_row
 
 WEBHOOK_TOKEN = "whk-tok-Q7v2mZp4"
 DB_PASSWORD = "dbpw-Hx82kq-trading"
@@ -29,21 +29,6 @@ def with_password(unix_url: str, password: str) -> str:
     """The embedded server's URL with a password in it (the server trusts local connections, so any works)."""
     parts = urlsplit(unix_url)
     return f"postgresql://postgres:{password}@/{parts.path.lstrip('/')}?host={parse_qs(parts.query)['host'][0]}"
-
-
-async def everything_in(url: str) -> list[tuple[str, str]]:
-    """(table, row as JSON text) for every row of every table, except the messages Big Bro wrote."""
-    conn = await asyncpg.connect(url)
-    try:
-        tables = [r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema='public' AND table_type='BASE TABLE'")]
-        rows = []
-        for table in tables:
-            where = " WHERE from_agent <> 'big_bro'" if table == "claude_messages" else ""
-            rows += [(table, r[0]) for r in await conn.fetch(f"SELECT row_to_json(t)::text FROM {table} t{where}")]
-        return rows
-    finally:
-        await conn.close()
 
 
 def files_under(folder: Path) -> dict[str, str]:
@@ -99,7 +84,7 @@ def test_a_whole_run_with_secrets_leaks_none_of_them(
     found += leaks(files_under(tmp_path / "reports"))
     found += leaks(files_under(tmp_path / "var"))
     for url in (database_url, research_url):
-        found += leaks({f"{url} {table}": row for table, row in asyncio.run(everything_in(url))})
+        found += leaks({f"{url} {table}": row for table, row in asyncio.run(every_row(url, except_big_bros_messages=True))})
     found += leaks({f"email {i}": raw for i, raw in enumerate(sink.raw)})
     found += leaks({f"webhook {i}": json.dumps(body) for i, (_path, body) in enumerate(hook_calls)})
     assert found == []

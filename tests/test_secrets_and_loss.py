@@ -21,6 +21,7 @@ from config.settings import ENV_VARS
 from runner.exit_codes import EXIT_FAILED
 from tests.fakes import free_port
 from tests.fakes.fake_anthropic import FakeAnthropic, echoing_error
+from tests.helpers import every_row
 
 DEMO = "intl_claude-demo"
 NO_SECRETS = {var: "" for var in ENV_VARS}  # a developer's .env must not reach the run
@@ -37,22 +38,8 @@ SECRETS = [ANTHROPIC_KEY, GATEWAY_TOKEN, UPSTREAM_KEY, ALPACA_SECRET]
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-async def _rows_of_every_table(url: str) -> list[tuple[str, str]]:
-    """(table, row as JSON text) for every row of every table: every text column included."""
-    conn = await asyncpg.connect(url)
-    try:
-        tables = [r["table_name"] for r in await conn.fetch(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema='public' AND table_type='BASE TABLE'")]
-        rows = []
-        for table in tables:
-            rows += [(table, r[0]) for r in await conn.fetch(f"SELECT row_to_json(t)::text FROM {table} t")]
-        return rows
-    finally:
-        await conn.close()
-
-
 def rows_of_every_table(url: str) -> dict[str, str]:
-    return {f"{table} row {i}": row for i, (table, row) in enumerate(asyncio.run(_rows_of_every_table(url)))}
+    return {f"{table} row {i}": row for i, (table, row) in enumerate(asyncio.run(every_row(url)))}
 
 
 def files_under(folder: Path) -> dict[str, str]:
